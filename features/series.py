@@ -1,0 +1,88 @@
+"""From long-format rows to single series: splitting, step inference and resampling.
+
+A *series* here is a ``pandas.Series`` of float64 values indexed by a UTC,
+strictly increasing, duplicate-free ``DatetimeIndex``; NaN marks a gap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+
+from features.schema import IS_ANOMALY, METRIC, SERVICE, TIMESTAMP, VALUE
+
+SeriesKey = tuple[str, str]
+
+
+def parse_step(step: str | pd.Timedelta) -> pd.Timedelta:
+    """Read a step such as ``"10s"``, ``"1min"``, ``"1m"`` or ``"1h"`` as a Timedelta.
+
+    ``"m"`` means minutes, as in Prometheus and most monitoring tools.
+    """
+    if isinstance(step, pd.Timedelta):
+        delta = step
+    else:
+        text = str(step).strip()
+        if text.endswith("m") and text[:-1].replace(".", "", 1).isdigit():
+            text = text + "in"
+        try:
+            delta = pd.Timedelta(text)
+        except ValueError as error:
+            raise ValueError(f"step {step!r} is not a duration such as '10s', '1m' or '1h'") from error
+    # pandas reads "", "nan" and "NaT" as NaT, which compares False with everything.
+    if pd.isna(delta):
+        raise ValueError(f"step {step!r} is not a duration such as '10s', '1m' or '1h'")
+    if delta <= pd.Timedelta(0):
+        raise ValueError(f"step must be positive, got {step!r}")
+    return delta
+
+
+def split_series(frame: pd.DataFrame) -> Iterator[tuple[SeriesKey, pd.DataFrame]]:
+    """Yield ``((service, metric), rows)`` for each series of a validated long frame."""
+    for (service, metric), rows in frame.groupby([SERVICE, METRIC], sort=True):
+        yield (str(service), str(metric)), rows
+
+
+def to_series(rows: pd.DataFrame) -> pd.Series:
+    """The ``value`` column of one series' rows, indexed by timestamp."""
+    series = pd.Series(
+        rows[VALUE].to_numpy(dtype="float64"),
+        index=pd.DatetimeIndex(rows[TIMESTAMP], name=TIMESTAMP),
+        name=VALUE,
+    )
+    return series
+
+
+def to_labels(rows: pd.DataFrame) -> pd.Series | None:
+    """The ``is_anomaly`` column of one series' rows, or None when unlabelled."""
+    if IS_ANOMALY not in rows.columns:
+        return None
+    return pd.Series(
+        rows[IS_ANOMALY].to_numpy(dtype=bool),
+        index=pd.DatetimeIndex(rows[TIMESTAMP], name=TIMESTAMP),
+        name=IS_ANOMALY,
+    )
+
+
+def infer_step(index: pd.DatetimeIndex) -> pd.Timedelta:
+    """The typical spacing of ``index``: the median difference between neighbours."""
+    if len(index) < 2:
+        raise ValueError(f"cannot infer a step from {len(index)} timestamp(s); need at least 2")
+    deltas = np.diff(index.as_unit("ns").asi8)
+    return pd.Timedelta(int(np.median(deltas)), unit="ns")
+
+
+def resample_series(series: pd.Series, step: str | pd.Timedelta) -> pd.Series:
+    """Average ``series`` into buckets of ``step``; a bucket with no observation stays NaN.
+
+    Buckets are labelled by their left edge, so a point at 10:00:07 with a 10 s
+    step lands in the 10:00:00 bucket. Gaps are kept as NaN, never filled.
+    """
+    delta = parse_step(step)
+    if not isinstance(series.index, pd.DatetimeIndex):
+        raise TypeError(f"series must have a DatetimeIndex, got {type(series.index).__name__}")
+    if series.empty:
+        return series.astype("float64")
+    return series.astype("float64").resample(delta, label="left", closed="left").mean()

@@ -1,0 +1,248 @@
+"""The detector contract, its errors, the model registry and plain-format persistence.
+
+Every detector is a class with a frozen config dataclass, ``fit(history)``
+returning self, learned state in attributes ending in ``_`` and
+``score(window)`` returning a causal score in [0, 1] per point (NaN where the
+value is missing). Persistence writes ``config.json`` plus JSON state and
+``.npz`` arrays; nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from abc import ABC, abstractmethod
+from importlib import metadata
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import pandas as pd
+from scipy.special import erf
+
+FORMAT_VERSION = 1
+#: Calibrated score at which a point is called anomalous by default.
+DEFAULT_THRESHOLD = 0.99
+#: The |z| that maps to DEFAULT_THRESHOLD under ``z_to_score``.
+Z_AT_THRESHOLD = 2.5758293035489004
+
+
+class NotFittedError(RuntimeError):
+    """A model was asked to score or save before ``fit``."""
+
+
+class ModelFormatError(ValueError):
+    """A saved model is missing, of another class, or of an unknown format version."""
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("novaevo-aiops")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def z_to_score(z: np.ndarray) -> np.ndarray:
+    """Map a non-negative z-like deviation to [0, 1] as a two-sided normal tail.
+
+    ``score = P(|N(0,1)| < z)``, so 0.99 means a deviation seen once in a
+    hundred points under a normal model of the residuals. NaN stays NaN.
+    """
+    z = np.abs(np.asarray(z, dtype="float64"))
+    return erf(z / math.sqrt(2.0))
+
+
+def check_series(series: Any, *, name: str, min_length: int = 1) -> pd.Series:
+    """Validate a detector input: a float Series on a UTC, increasing, duplicate-free index."""
+    if not isinstance(series, pd.Series):
+        raise TypeError(f"{name} must be a pandas Series, got {type(series).__name__}")
+    if not isinstance(series.index, pd.DatetimeIndex):
+        raise TypeError(f"{name} must have a DatetimeIndex, got {type(series.index).__name__}")
+    if series.index.tz is None:
+        raise ValueError(f"{name} has a timezone-naive index; localise it to UTC")
+    if len(series) < min_length:
+        raise ValueError(f"{name} has {len(series)} points; need at least {min_length}")
+    if not series.index.is_monotonic_increasing or series.index.has_duplicates:
+        raise ValueError(f"{name} index must be strictly increasing with no duplicated timestamps")
+    try:
+        values = pd.to_numeric(series, errors="raise").astype("float64")
+    except (ValueError, TypeError) as error:
+        raise TypeError(f"{name} must hold numbers: {error}") from error
+    # pandas may keep second or microsecond resolution; all arithmetic here is in ns.
+    values.index = series.index.tz_convert("UTC").as_unit("ns")
+    if np.isinf(values.to_numpy()).any():
+        position = int(np.flatnonzero(np.isinf(values.to_numpy()))[0])
+        raise ValueError(f"{name} holds an infinite value at {series.index[position]}")
+    return values
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DetectorConfig:
+    """Base of every detector config: hyperparameters only, all defaulted, JSON-friendly."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Self:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+class Detector(ABC):
+    """A per-series anomaly detector.
+
+    Subclasses set ``name`` (the registry key) and ``config_class``, implement
+    ``_fit``, ``_score_z`` and the state accessors. ``score`` returns a value
+    in [0, 1] per point of the window; higher is more anomalous; a point
+    scores from its own value and the past only.
+    """
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[DetectorConfig]]
+
+    def __init__(self, config: DetectorConfig | None = None) -> None:
+        if config is None:
+            config = self.config_class()
+        if not isinstance(config, self.config_class):
+            raise TypeError(
+                f"config must be a {self.config_class.__name__}, got {type(config).__name__}"
+            )
+        self.config = config
+
+    # -- the contract -----------------------------------------------------------------
+    def fit(self, history: pd.Series) -> Self:
+        """Learn what normal looks like from ``history``; returns self."""
+        values = check_series(history, name="history", min_length=self.min_history_length)
+        if values.notna().sum() < self.min_history_length:
+            raise ValueError(
+                f"history has {int(values.notna().sum())} non-missing points; "
+                f"{type(self).__name__} needs at least {self.min_history_length}"
+            )
+        self._fit(values)
+        return self
+
+    def score(self, window: pd.Series) -> pd.Series:
+        """Anomaly score in [0, 1] for every point of ``window`` (NaN where the value is NaN)."""
+        self._check_fitted()
+        values = check_series(window, name="window")
+        z = self._score_z(values)
+        scores = z_to_score(z)
+        scores[np.isnan(values.to_numpy())] = np.nan
+        return pd.Series(scores, index=values.index, name="score")
+
+    def expected_range(self, window: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bounds of the values that would score below the default threshold."""
+        self._check_fitted()
+        values = check_series(window, name="window")
+        return self._expected_range(values)
+
+    # -- what subclasses provide --------------------------------------------------------
+    min_history_length: ClassVar[int] = 2
+
+    @abstractmethod
+    def _fit(self, history: pd.Series) -> None: ...
+
+    @abstractmethod
+    def _score_z(self, window: pd.Series) -> np.ndarray:
+        """Non-negative deviation per point, on the scale where 2.576 means a 1 % tail."""
+
+    @abstractmethod
+    def _expected_range(self, window: pd.Series) -> tuple[np.ndarray, np.ndarray]: ...
+
+    @abstractmethod
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Learned state as (JSON-friendly scalars, named arrays)."""
+
+    @abstractmethod
+    def set_state(self, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> None: ...
+
+    @property
+    def is_fitted(self) -> bool:
+        return any(k.endswith("_") and not k.startswith("_") for k in vars(self))
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(history) first")
+
+    # -- persistence --------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Write config, state and arrays under ``directory`` (created if needed)."""
+        self._check_fitted()
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        params, arrays = self.get_state()
+        header = {
+            "class": type(self).__name__,
+            "name": self.name,
+            "package_version": package_version(),
+            "format_version": FORMAT_VERSION,
+            "config": self.config.to_dict(),
+        }
+        (path / "config.json").write_text(json.dumps(header, indent=2))
+        (path / "state.json").write_text(json.dumps(params, indent=2))
+        np.savez(path / "arrays.npz", **arrays)
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Self:
+        """Read a detector written by ``save``; checks class and format version."""
+        path = Path(directory)
+        try:
+            header = json.loads((path / "config.json").read_text())
+            params = json.loads((path / "state.json").read_text())
+            with np.load(path / "arrays.npz", allow_pickle=False) as stored:
+                arrays = {k: stored[k] for k in stored.files}
+        except (OSError, ValueError) as error:
+            raise ModelFormatError(f"cannot read a saved detector in {path}: {error}") from error
+        if header.get("format_version") != FORMAT_VERSION:
+            raise ModelFormatError(
+                f"{path} has format_version {header.get('format_version')!r}; "
+                f"this version reads {FORMAT_VERSION}"
+            )
+        target = cls
+        if cls is Detector or getattr(cls, "name", None) != header.get("name"):
+            try:
+                target = registry_class(header.get("name", "?"))
+            except ValueError as error:
+                raise ModelFormatError(
+                    f"{path} holds a detector this version does not know: {error}"
+                ) from error
+            if cls is not Detector and not issubclass(target, cls):
+                raise ModelFormatError(f"{path} holds a {header.get('class')}, not a {cls.__name__}")
+        detector = target(target.config_class.from_dict(header["config"]))
+        detector.set_state(params, arrays)
+        return detector
+
+
+_REGISTRY: dict[str, type[Detector]] = {}
+
+
+def register(cls: type[Detector]) -> type[Detector]:
+    """Class decorator: enrol a detector under its stable ``name``."""
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"detector name {cls.name!r} is already registered")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def registry_class(name: str) -> type[Detector]:
+    """The detector class registered as ``name``."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown detector {name!r}; known: {sorted(_REGISTRY)}") from None
+
+
+def registered_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def make_detector(name: str, **config: Any) -> Detector:
+    """A fresh detector of registry ``name`` with ``config`` overriding its defaults."""
+    cls = registry_class(name)
+    return cls(cls.config_class.from_dict(config))

@@ -1,0 +1,190 @@
+"""A trained fleet: one set of detectors per series, scored together.
+
+The bundle is what training produces, MLflow stores and serving loads. It is
+plain files: ``bundle.json`` lists the series and their detectors, and each
+detector is saved in its own folder by :meth:`Detector.save`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.base import (
+    DEFAULT_THRESHOLD,
+    FORMAT_VERSION,
+    Detector,
+    ModelFormatError,
+    NotFittedError,
+    package_version,
+)
+from models.thresholds import WindowBaselineDetector
+
+SeriesKey = tuple[str, str]
+
+#: What a series the bundle has never seen is scored with (see :meth:`DetectorBundle.score`).
+FALLBACK_DETECTOR = WindowBaselineDetector.name
+
+
+@dataclasses.dataclass
+class SeriesScores:
+    """Scores of one window.
+
+    ``score`` is the combined score per point: the highest of the detectors'
+    scores, so a point is anomalous when any detector is sure of it.
+    """
+
+    index: pd.DatetimeIndex
+    values: np.ndarray
+    score: np.ndarray
+    detector_scores: dict[str, np.ndarray]
+    expected_low: np.ndarray
+    expected_high: np.ndarray
+    known_series: bool
+
+    def anomalous(self, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
+        """Positions whose combined score reaches ``threshold`` (NaN never does)."""
+        return np.flatnonzero(np.nan_to_num(self.score, nan=0.0) >= threshold)
+
+
+def combine(scores: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Point-wise maximum of detector scores, ignoring NaN unless every score is NaN."""
+    stacked = np.vstack(list(scores.values()))
+    all_missing = np.isnan(stacked).all(axis=0)
+    combined = np.max(np.nan_to_num(stacked, nan=-np.inf), axis=0)
+    combined[all_missing] = np.nan
+    return combined
+
+
+class DetectorBundle:
+    """Detectors per ``(service, metric)``, plus a fallback for series never seen.
+
+    Parameters
+    ----------
+    detectors
+        ``{(service, metric): {detector_name: fitted detector}}``.
+    metadata
+        Free JSON-friendly facts about the training (data range, step, ...).
+    """
+
+    def __init__(
+        self,
+        detectors: Mapping[SeriesKey, Mapping[str, Detector]],
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        for key, by_name in detectors.items():
+            if not by_name:
+                raise ValueError(f"series {key[0]}/{key[1]} has no detectors")
+            for name, detector in by_name.items():
+                if not detector.is_fitted:
+                    raise NotFittedError(f"detector {name} of {key[0]}/{key[1]} is not fitted")
+        self.detectors = {key: dict(by_name) for key, by_name in detectors.items()}
+        self.metadata = dict(metadata or {})
+        self.fallback = WindowBaselineDetector()
+
+    @property
+    def series(self) -> list[SeriesKey]:
+        return sorted(self.detectors)
+
+    @property
+    def detector_names(self) -> list[str]:
+        return sorted({name for by_name in self.detectors.values() for name in by_name})
+
+    def __contains__(self, key: SeriesKey) -> bool:
+        return key in self.detectors
+
+    def score(
+        self,
+        service: str,
+        metric: str,
+        window: pd.Series,
+        detectors: Iterable[str] | None = None,
+    ) -> SeriesScores:
+        """Score one window of a series.
+
+        A series the bundle has never seen is scored by the window baseline
+        (its own recent past) and reported with ``known_series=False``.
+
+        Raises
+        ------
+        ValueError
+            ``detectors`` names a detector this series does not have.
+        """
+        key = (service, metric)
+        if key in self.detectors:
+            available = self.detectors[key]
+            chosen = list(detectors) if detectors else sorted(available)
+            unknown = [n for n in chosen if n not in available]
+            if unknown:
+                raise ValueError(
+                    f"detector(s) {unknown} not trained for {service}/{metric}; "
+                    f"available: {sorted(available)}"
+                )
+            selected = {name: available[name] for name in chosen}
+        else:
+            selected = {FALLBACK_DETECTOR: self.fallback}
+        detector_scores = {name: d.score(window).to_numpy() for name, d in selected.items()}
+        # The expected range comes from the most informed detector: seasonal first.
+        ranged = next(
+            (selected[n] for n in ("dynamic_threshold", FALLBACK_DETECTOR) if n in selected),
+            next(iter(selected.values())),
+        )
+        low, high = ranged.expected_range(window)
+        return SeriesScores(
+            index=window.index,
+            values=window.to_numpy(dtype="float64"),
+            score=combine(detector_scores),
+            detector_scores=detector_scores,
+            expected_low=low,
+            expected_high=high,
+            known_series=key in self.detectors,
+        )
+
+    # -- persistence --------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        entries = []
+        for i, key in enumerate(self.series):
+            folder = f"series/{i:05d}"
+            for name, detector in sorted(self.detectors[key].items()):
+                detector.save(path / folder / name)
+            entries.append(
+                {"service": key[0], "metric": key[1], "path": folder,
+                 "detectors": sorted(self.detectors[key])}
+            )
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "package_version": package_version(),
+            "metadata": self.metadata,
+            "series": entries,
+        }
+        (path / "bundle.json").write_text(json.dumps(manifest, indent=2, default=str))
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> DetectorBundle:
+        path = Path(directory)
+        manifest_path = path / "bundle.json"
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError) as error:
+            raise ModelFormatError(f"cannot read a detector bundle at {manifest_path}: {error}") from error
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise ModelFormatError(
+                f"{manifest_path} has format_version {manifest.get('format_version')!r}; "
+                f"this version reads {FORMAT_VERSION}"
+            )
+        detectors = {}
+        for entry in manifest["series"]:
+            key = (entry["service"], entry["metric"])
+            detectors[key] = {
+                name: Detector.load(path / entry["path"] / name) for name in entry["detectors"]
+            }
+        return cls(detectors, manifest.get("metadata"))

@@ -1,0 +1,222 @@
+"""The HTTP API as a plain FastAPI app: ``create_app(settings, model)`` runs with or without Ray.
+
+Errors are mapped in one place: bad input → 422 (413 past the size limits),
+no model yet → 503, anything else → 500 with a request id and no internals.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from models.base import ModelFormatError, NotFittedError
+from models.bundle import FALLBACK_DETECTOR, SeriesScores
+from serving.loader import LoadedModel
+from serving.schemas import (
+    Anomaly,
+    ModelInfo,
+    Problem,
+    ScoreRequest,
+    ScoreResponse,
+    SeriesResult,
+    SeriesWindow,
+)
+from serving.settings import Settings
+
+_log = logging.getLogger(__name__)
+
+
+class PayloadTooLargeError(ValueError):
+    """A request beyond the configured size limits."""
+
+
+class ModelHolder:
+    """The model being served; replaced whole, so a request sees one version throughout."""
+
+    def __init__(self, model: LoadedModel | None = None) -> None:
+        self.model = model
+
+    def require(self) -> LoadedModel:
+        if self.model is None:
+            raise NotFittedError("no model is loaded yet; the service is starting")
+        return self.model
+
+
+def _round(x: float) -> float:
+    return float(round(float(x), 6))
+
+
+def _reason(value: float, low: float, high: float, detector_scores: dict[str, float]) -> str:
+    loudest = max(detector_scores, key=detector_scores.get)
+    if value > high:
+        where = f"above the expected range [{low:.4g}, {high:.4g}]"
+    elif value < low:
+        where = f"below the expected range [{low:.4g}, {high:.4g}]"
+    else:
+        where = f"inside the expected range [{low:.4g}, {high:.4g}] but unusual"
+    return f"value {value:.4g} is {where}; {loudest} scores {detector_scores[loudest]:.3f}"
+
+
+def series_result(window: SeriesWindow, scored: SeriesScores, threshold: float) -> SeriesResult:
+    anomalies = []
+    for i in scored.anomalous(threshold):
+        by_detector = {name: _round(s[i]) for name, s in scored.detector_scores.items()}
+        value = float(scored.values[i])
+        low, high = float(scored.expected_low[i]), float(scored.expected_high[i])
+        anomalies.append(
+            Anomaly(
+                timestamp=window.timestamps[i],
+                value=value,
+                score=_round(scored.score[i]),
+                expected_low=_round(low),
+                expected_high=_round(high),
+                detectors=by_detector,
+                reason=_reason(value, low, high, by_detector),
+            )
+        )
+    scores = [None if np.isnan(s) else _round(s) for s in scored.score]
+    return SeriesResult(
+        service=window.service,
+        metric=window.metric,
+        known_series=scored.known_series,
+        detectors=sorted(scored.detector_scores),
+        scores=scores,
+        anomalies=anomalies,
+    )
+
+
+def to_pandas(window: SeriesWindow) -> pd.Series:
+    index = pd.DatetimeIndex(pd.to_datetime(window.timestamps, utc=True)).as_unit("ns")
+    values = np.array([np.nan if v is None else v for v in window.values], dtype="float64")
+    return pd.Series(values, index=index)
+
+
+def check_limits(request: ScoreRequest, settings: Settings) -> None:
+    if len(request.series) > settings.max_series_per_request:
+        raise PayloadTooLargeError(
+            f"series has {len(request.series)} windows; at most {settings.max_series_per_request} "
+            "per request"
+        )
+    for i, window in enumerate(request.series):
+        if len(window.values) > settings.max_points_per_series:
+            raise PayloadTooLargeError(
+                f"series[{i}] has {len(window.values)} points; at most "
+                f"{settings.max_points_per_series} per series"
+            )
+
+
+def score_request(request: ScoreRequest, model: LoadedModel, settings: Settings) -> ScoreResponse:
+    check_limits(request, settings)
+    results = []
+    for i, window in enumerate(request.series):
+        key = (window.service, window.metric)
+        wanted = request.detectors
+        if wanted and key not in model.bundle:
+            wanted = None  # an unseen series only has the window baseline
+        try:
+            scored = model.bundle.score(window.service, window.metric, to_pandas(window), wanted)
+        except ValueError as error:
+            raise ValueError(f"series[{i}] ({window.service}/{window.metric}): {error}") from error
+        results.append(series_result(window, scored, request.threshold))
+    return ScoreResponse(
+        model=ModelInfo(name=model.name, version=model.version, alias=model.alias),
+        threshold=request.threshold,
+        results=results,
+    )
+
+
+def _problem(status: int, detail: str | list, request: Request) -> JSONResponse:
+    request_id = getattr(request.state, "request_id", None)
+    return JSONResponse(
+        status_code=status,
+        content=Problem(detail=detail, request_id=request_id).model_dump(),
+    )
+
+
+def _validation_details(error: RequestValidationError) -> list[str]:
+    messages = []
+    for item in error.errors():
+        location = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
+        message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
+        messages.append(f"{location}: {message}" if location else message)
+    return messages
+
+
+def create_app(settings: Settings, model: LoadedModel | None = None,
+               holder: ModelHolder | None = None) -> FastAPI:
+    """The API over ``model`` (or over whatever ``holder`` holds, for hot swaps)."""
+    holder = holder or ModelHolder(model)
+    app = FastAPI(
+        title="NovaEvo AIOps",
+        version="0.1.0",
+        description="Anomaly scores for metric windows, from detectors trained per series.",
+    )
+    app.state.holder = holder
+    app.state.settings = settings
+
+    @app.middleware("http")
+    async def _request_id(request: Request, call_next: Callable):
+        request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        response = await call_next(request)
+        response.headers["x-request-id"] = request.state.request_id
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        return _problem(422, _validation_details(error), request)
+
+    @app.exception_handler(PayloadTooLargeError)
+    async def _too_large(request: Request, error: PayloadTooLargeError) -> JSONResponse:
+        return _problem(413, str(error), request)
+
+    @app.exception_handler(ValueError)
+    async def _bad_value(request: Request, error: ValueError) -> JSONResponse:
+        return _problem(422, str(error), request)
+
+    @app.exception_handler(NotFittedError)
+    async def _not_ready(request: Request, error: NotFittedError) -> JSONResponse:
+        return _problem(503, str(error), request)
+
+    @app.exception_handler(ModelFormatError)
+    async def _bad_model(request: Request, error: ModelFormatError) -> JSONResponse:
+        _log.error("request %s: model unusable: %s", request.state.request_id, error)
+        return _problem(503, "the loaded model cannot be used; see the service log", request)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        _log.exception("request %s failed", getattr(request.state, "request_id", "?"))
+        return _problem(500, "internal error; quote the request id when reporting it", request)
+
+    @app.get("/healthz", summary="The process is up")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="A model is loaded and requests can be scored",
+             responses={503: {"model": Problem}})
+    def readyz() -> dict[str, object]:
+        loaded = holder.require()
+        return {
+            "status": "ready",
+            "model": {"name": loaded.name, "version": loaded.version, "alias": loaded.alias},
+            "n_series": len(loaded.bundle.series),
+            "detectors": loaded.bundle.detector_names,
+            "unseen_series": f"scored by {FALLBACK_DETECTOR}",
+        }
+
+    @app.post(
+        "/v1/score",
+        response_model=ScoreResponse,
+        summary="Score windows of one or many series",
+        responses={413: {"model": Problem}, 422: {"model": Problem}, 503: {"model": Problem}},
+    )
+    def score(request: ScoreRequest) -> ScoreResponse:
+        return score_request(request, holder.require(), settings)
+
+    return app

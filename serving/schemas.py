@@ -1,0 +1,111 @@
+"""Request and response bodies of the HTTP API (they make ``/openapi.json``)."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from models.base import DEFAULT_THRESHOLD
+
+
+class SeriesWindow(BaseModel):
+    """A window of one series: parallel lists of timestamps and values.
+
+    Timestamps are ISO 8601 with a timezone (``2026-01-05T10:00:00Z``),
+    strictly increasing. A ``null`` value is a gap: it gets no score and is
+    never anomalous.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    service: str = Field(min_length=1, max_length=200, examples=["checkout"])
+    metric: str = Field(min_length=1, max_length=200, examples=["cpu_utilization"])
+    timestamps: list[datetime] = Field(min_length=1)
+    values: list[float | None] = Field(min_length=1)
+
+    @field_validator("timestamps")
+    @classmethod
+    def _aware_and_increasing(cls, stamps: list[datetime]) -> list[datetime]:
+        for i, stamp in enumerate(stamps):
+            if stamp.tzinfo is None:
+                raise ValueError(f"timestamps[{i}] has no timezone; write it like 2026-01-05T10:00:00Z")
+            if i and stamp <= stamps[i - 1]:
+                raise ValueError(
+                    f"timestamps[{i}] ({stamp.isoformat()}) is not after timestamps[{i - 1}]; "
+                    "timestamps must be strictly increasing"
+                )
+        return stamps
+
+    @field_validator("values")
+    @classmethod
+    def _finite(cls, values: list[float | None]) -> list[float | None]:
+        for i, value in enumerate(values):
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"values[{i}] is {value}; send null for a missing value")
+        return values
+
+    @model_validator(mode="after")
+    def _same_length(self) -> SeriesWindow:
+        if len(self.timestamps) != len(self.values):
+            raise ValueError(
+                f"timestamps has {len(self.timestamps)} items but values has {len(self.values)}"
+            )
+        return self
+
+
+class ScoreRequest(BaseModel):
+    """One or many windows to score."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    series: list[SeriesWindow] = Field(min_length=1)
+    detectors: list[str] | None = Field(
+        default=None, description="Detector names to use; default: every detector of the series."
+    )
+    threshold: float = Field(
+        default=DEFAULT_THRESHOLD, gt=0.0, lt=1.0,
+        description="Score at or above which a point is reported as anomalous.",
+    )
+
+
+class Anomaly(BaseModel):
+    timestamp: datetime
+    value: float
+    score: float = Field(description="Combined score in [0, 1].")
+    expected_low: float
+    expected_high: float
+    detectors: dict[str, float] = Field(description="Each detector's score at this point.")
+    reason: str
+
+
+class SeriesResult(BaseModel):
+    service: str
+    metric: str
+    known_series: bool = Field(
+        description="False when the model was never trained on this series: it was then scored "
+        "by the window baseline, which compares each point with the window's own past."
+    )
+    detectors: list[str]
+    scores: list[float | None] = Field(description="Combined score per point; null for a gap.")
+    anomalies: list[Anomaly]
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    alias: str
+
+
+class ScoreResponse(BaseModel):
+    model: ModelInfo
+    threshold: float
+    results: list[SeriesResult]
+
+
+class Problem(BaseModel):
+    """Every error answer: what was wrong, and a request id to find it in the logs."""
+
+    detail: str | list
+    request_id: str | None = None

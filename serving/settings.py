@@ -1,0 +1,69 @@
+"""Service settings, read once from the environment (``AIOPS_*``) with sane defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    """What the scoring service needs to know.
+
+    Parameters
+    ----------
+    model_name, model_alias
+        The registered model and alias served (``models:/<name>@<alias>``).
+    tracking_uri
+        MLflow tracking store; ``MLFLOW_TRACKING_URI`` or ``sqlite:///mlruns/mlflow.db``.
+    cache_dir
+        Where downloaded model versions are kept.
+    max_points_per_series, max_series_per_request
+        Request size limits; larger requests get a 413.
+    """
+
+    model_name: str = "novaevo-detectors"
+    model_alias: str = "champion"
+    tracking_uri: str = ""
+    cache_dir: Path = Path("mlruns/serving-cache")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_points_per_series: int = 10_000
+    max_series_per_request: int = 1_000
+    num_replicas: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.tracking_uri:
+            database = Path("mlruns/mlflow.db").resolve()
+            object.__setattr__(self, "tracking_uri", f"sqlite:///{database}")
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"port={self.port} must lie in [1, 65535]")
+        for name in ("max_points_per_series", "max_series_per_request", "num_replicas"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Settings from ``AIOPS_*`` and ``MLFLOW_TRACKING_URI``; keyword overrides win."""
+        values: dict[str, object] = {
+            "model_name": os.environ.get("AIOPS_MODEL_NAME", cls.model_name),
+            "model_alias": os.environ.get("AIOPS_MODEL_ALIAS", cls.model_alias),
+            "tracking_uri": os.environ.get("MLFLOW_TRACKING_URI", ""),
+            "cache_dir": Path(os.environ.get("AIOPS_CACHE_DIR", str(cls.cache_dir))),
+            "max_points_per_series": _env_int("AIOPS_MAX_POINTS_PER_SERIES", cls.max_points_per_series),
+            "max_series_per_request": _env_int("AIOPS_MAX_SERIES_PER_REQUEST", cls.max_series_per_request),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        values["cache_dir"] = Path(str(values["cache_dir"]))
+        return cls(**values)

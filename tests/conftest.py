@@ -1,0 +1,61 @@
+"""Fixtures shared by the whole suite: a small seeded fleet, one Ray per session, MLflow stores."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from features.store import write_dataset
+from features.synth import FleetConfig, generate_fleet
+
+# Progress bars from MLflow's artifact downloads only clutter test output.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+#: Small enough to train in seconds, long enough for daily seasonality and every incident kind.
+SMALL_FLEET = FleetConfig(n_services=2, days=4.0, step="5min", seed=7, incidents_per_service=5)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def small_fleet() -> pd.DataFrame:
+    return generate_fleet(SMALL_FLEET)
+
+
+@pytest.fixture(scope="session")
+def fleet_dataset(small_fleet: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("fleet") / "data"
+    write_dataset(small_fleet, root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray for every test that needs it (training fan-out, Serve)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture
+def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A throwaway SQLite tracking store (artifacts beside it) for one test."""
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri

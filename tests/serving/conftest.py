@@ -1,0 +1,60 @@
+"""A small bundle fitted in-process, served by the plain FastAPI app (no Ray, no MLflow)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from models import DynamicThresholdDetector, StaticThresholdDetector
+from models.bundle import DetectorBundle
+from serving.app import create_app
+from serving.loader import LoadedModel
+from serving.settings import Settings
+
+STEP = pd.Timedelta("5min")
+
+
+def daily_series(n_points: int, start: str = "2026-01-05", seed: int = 0) -> pd.Series:
+    index = pd.date_range(start, periods=n_points, freq=STEP, tz="UTC")
+    rng = np.random.default_rng(seed)
+    phase = 2 * np.pi * np.arange(n_points) / 288
+    return pd.Series(50 + 20 * np.sin(phase) + rng.normal(0, 1.5, n_points), index=index)
+
+
+def window_body(series: pd.Series, service: str = "web", metric: str = "cpu") -> dict:
+    return {
+        "service": service,
+        "metric": metric,
+        "timestamps": [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in series.index],
+        "values": [None if np.isnan(v) else float(v) for v in series.to_numpy()],
+    }
+
+
+@pytest.fixture(scope="session")
+def history() -> pd.Series:
+    return daily_series(288 * 5)
+
+
+@pytest.fixture(scope="session")
+def loaded_model(history: pd.Series) -> LoadedModel:
+    detectors = {
+        "static_threshold": StaticThresholdDetector().fit(history),
+        "dynamic_threshold": DynamicThresholdDetector().fit(history),
+    }
+    bundle = DetectorBundle({("web", "cpu"): detectors})
+    return LoadedModel(bundle, "test-detectors", "3", "champion", time.time())
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(tracking_uri="sqlite:///unused.db", max_points_per_series=2000,
+                    max_series_per_request=5)
+
+
+@pytest.fixture
+def client(settings: Settings, loaded_model: LoadedModel) -> TestClient:
+    return TestClient(create_app(settings, loaded_model), raise_server_exceptions=False)

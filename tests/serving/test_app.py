@@ -1,0 +1,134 @@
+"""The HTTP contract of the plain FastAPI app: answers, validation and error mapping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from serving.app import create_app
+from tests.serving.conftest import daily_series, window_body
+
+
+@pytest.fixture
+def live_window():
+    """The day after the training history, with one planted spike."""
+    window = daily_series(288 * 6, seed=1).iloc[-360:].copy()
+    window.iloc[200] += 40
+    return window
+
+
+def test_score_finds_the_planted_spike_and_names_the_model(client, live_window):
+    response = client.post("/v1/score", json={"series": [window_body(live_window)]})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == {"name": "test-detectors", "version": "3", "alias": "champion"}
+    (result,) = body["results"]
+    assert result["known_series"] is True
+    assert len(result["scores"]) == 360
+    flagged = {a["timestamp"] for a in result["anomalies"]}
+    assert live_window.index[200].strftime("%Y-%m-%dT%H:%M:%SZ") in flagged
+    spike = next(a for a in result["anomalies"] if a["value"] == pytest.approx(live_window.iloc[200]))
+    assert spike["value"] > spike["expected_high"]
+    assert "above the expected range" in spike["reason"]
+    assert set(spike["detectors"]) == {"static_threshold", "dynamic_threshold"}
+    # A spike is rare: most of the window must stay quiet.
+    assert len(result["anomalies"]) < 0.05 * 360
+
+
+def test_gaps_get_no_score_and_are_never_anomalous(client, live_window):
+    window = live_window.copy()
+    window.iloc[50:55] = np.nan
+    body = client.post("/v1/score", json={"series": [window_body(window)]}).json()
+    scores = body["results"][0]["scores"]
+    assert scores[50:55] == [None] * 5
+    assert all(s is not None for s in scores[:50])
+
+
+def test_unseen_series_is_scored_by_the_window_baseline(client, live_window):
+    body = client.post(
+        "/v1/score", json={"series": [window_body(live_window, service="new", metric="thing")]}
+    ).json()
+    (result,) = body["results"]
+    assert result["known_series"] is False
+    assert result["detectors"] == ["window_baseline"]
+    assert len(result["scores"]) == 360
+
+
+def test_many_series_in_one_request(client, live_window):
+    series = [window_body(live_window), window_body(live_window, service="other")]
+    body = client.post("/v1/score", json={"series": series}).json()
+    assert [r["service"] for r in body["results"]] == ["web", "other"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda b: b["series"][0]["values"].pop(), "timestamps has 360 items but values has 359"),
+        (lambda b: b["series"][0]["timestamps"].__setitem__(3, "2026-01-10T00:00:00"),
+         "series.0.timestamps: timestamps[3] has no timezone"),
+        (lambda b: b["series"][0]["timestamps"].__setitem__(3, b["series"][0]["timestamps"][1]),
+         "timestamps[3]"),
+        (lambda b: b["series"][0]["values"].__setitem__(7, "abc"), "series.0.values.7"),
+        (lambda b: b["series"][0].pop("metric"), "series.0.metric"),
+        (lambda b: b.update(threshold=1.5), "threshold"),
+        (lambda b: b.update(series=[]), "series"),
+        (lambda b: b.update(detectors=["nope"]), "detector(s) ['nope'] not trained for web/cpu"),
+    ],
+)
+def test_bad_requests_get_422_naming_the_field(client, live_window, mutate, expected):
+    body = {"series": [window_body(live_window)]}
+    mutate(body)
+    response = client.post("/v1/score", json=body)
+    assert response.status_code == 422, response.text
+    assert expected in str(response.json()["detail"])
+    assert response.json()["request_id"]
+
+
+def test_nan_and_infinity_literals_are_refused(client, live_window):
+    text = '{"series": [{"service": "web", "metric": "cpu", "timestamps": ["2026-01-10T00:00:00Z"], "values": [NaN]}]}'
+    response = client.post("/v1/score", content=text, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert "send null for a missing value" in str(response.json()["detail"])
+
+
+def test_limits_give_413(client, live_window):
+    too_many = {"series": [window_body(live_window)] * 6}
+    response = client.post("/v1/score", json=too_many)
+    assert response.status_code == 413
+    assert "at most 5" in response.json()["detail"]
+    long = daily_series(2001)
+    response = client.post("/v1/score", json={"series": [window_body(long)]})
+    assert response.status_code == 413
+    assert "2001 points" in response.json()["detail"]
+
+
+def test_without_a_model_the_service_is_alive_but_not_ready(settings):
+    client = TestClient(create_app(settings, None))
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 503
+    window = window_body(daily_series(10))
+    assert client.post("/v1/score", json={"series": [window]}).status_code == 503
+
+
+def test_unexpected_errors_are_500_without_internals(settings, loaded_model, live_window,
+                                                      monkeypatch):
+    def explode(*args, **kwargs):
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(loaded_model.bundle, "score", explode)
+    client = TestClient(create_app(settings, loaded_model), raise_server_exceptions=False)
+    response = client.post("/v1/score", json={"series": [window_body(live_window)]},
+                           headers={"x-request-id": "req-42"})
+    assert response.status_code == 500
+    assert "secret" not in response.text
+    assert response.json()["request_id"] == "req-42"
+
+
+def test_readyz_and_openapi(client):
+    ready = client.get("/readyz").json()
+    assert ready["model"]["version"] == "3"
+    assert ready["n_series"] == 1
+    spec = client.get("/openapi.json").json()
+    assert "/v1/score" in spec["paths"]
+    assert "422" in spec["paths"]["/v1/score"]["post"]["responses"]

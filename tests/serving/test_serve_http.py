@@ -1,0 +1,103 @@
+"""End to end: synthetic fleet → training into a temporary MLflow store → the real Ray Serve
+app on a free port → scores over HTTP."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.schema import IS_ANOMALY
+from features.series import split_series, to_series
+from serving.settings import Settings
+from tests.conftest import free_port
+from tests.serving.conftest import window_body
+from training.train import TrainOptions, train
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
+
+MODEL_NAME = "it-detectors"
+
+
+@pytest.fixture(scope="module")
+def served(fleet_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from ray import serve
+
+    from serving.deployment import run
+
+    store = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        result = train(TrainOptions(data=fleet_dataset, model_name=MODEL_NAME, progress=False))
+    assert result.version == "1"
+    settings = Settings(model_name=MODEL_NAME, tracking_uri=uri, cache_dir=store / "cache",
+                        port=free_port())
+    run(settings)
+    url = f"http://127.0.0.1:{settings.port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    yield url
+    serve.delete("aiops")
+
+
+def test_health_ready_and_openapi_over_http(served):
+    assert httpx.get(f"{served}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{served}/readyz").json()
+    assert ready["model"] == {"name": MODEL_NAME, "version": "1", "alias": "champion"}
+    assert "/v1/score" in httpx.get(f"{served}/openapi.json").json()["paths"]
+
+
+def test_injected_anomalies_score_higher_than_normal_points(served, small_fleet):
+    """Score the last day of every labelled series, one request per service."""
+    labelled, normal, windows_with_incidents, caught = [], [], 0, 0
+    for service, rows in small_fleet.groupby("service"):
+        bodies, truths = [], []
+        for (_, metric), series_rows in split_series(rows):
+            tail = series_rows.tail(288)
+            bodies.append(window_body(to_series(tail), service=service, metric=metric))
+            truths.append(tail[IS_ANOMALY].to_numpy())
+        response = httpx.post(f"{served}/v1/score", json={"series": bodies}, timeout=30)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["model"]["version"] == "1"
+        for result, truth in zip(body["results"], truths, strict=True):
+            assert result["known_series"]
+            scores = np.array([np.nan if s is None else s for s in result["scores"]])
+            labelled.extend(scores[truth])
+            normal.extend(scores[~truth])
+            if truth.any():
+                windows_with_incidents += 1
+                caught += bool(np.nanmax(scores[truth]) >= 0.99)
+    assert labelled, "the fixture fleet must hold incidents in its last day"
+    assert np.nanmean(labelled) > np.nanmean(normal) + 0.2
+    assert np.nanmedian(labelled) > np.nanquantile(normal, 0.9)
+    assert caught >= 0.75 * windows_with_incidents
+
+
+def test_bad_request_is_a_422_over_http(served):
+    response = httpx.post(f"{served}/v1/score", json={"series": [{"service": "x"}]})
+    assert response.status_code == 422
+    assert "series.0.metric" in str(response.json()["detail"])
+
+
+def test_unknown_series_is_answered_not_failed(served):
+    index = pd.date_range("2026-02-01", periods=120, freq="1min", tz="UTC")
+    values = pd.Series(np.r_[np.ones(100), np.full(20, 50.0)], index=index)
+    response = httpx.post(f"{served}/v1/score",
+                          json={"series": [window_body(values, "brand-new", "metric")]})
+    assert response.status_code == 200
+    result = response.json()["results"][0]
+    assert result["known_series"] is False
+    assert result["anomalies"][0]["timestamp"].startswith("2026-02-01T01:40")

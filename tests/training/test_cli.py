@@ -1,0 +1,132 @@
+"""The ``aiops`` command line, driven through ``main()`` on real files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.store import list_series, read_dataset
+from training.cli import main
+from training.replay import score_series
+
+
+def write_csv(path: Path, n: int = 600, *, duplicate_at: int | None = None, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    stamps = pd.date_range("2014-02-14 14:30", periods=n, freq="5min")
+    values = 10 + 3 * np.sin(np.arange(n) * 2 * np.pi / 288) + rng.normal(0, 0.3, n)
+    values[n - 50] += 15
+    frame = pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%d %H:%M:%S"), "value": values})
+    if duplicate_at is not None:
+        frame = pd.concat([frame.iloc[: duplicate_at + 1], frame.iloc[duplicate_at:]])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_synth_writes_a_partitioned_labelled_fleet(tmp_path, capsys):
+    out = tmp_path / "fleet"
+    assert main(["data", "synth", "--out", str(out), "--services", "2", "--days", "3",
+                 "--step", "5m", "--seed", "3"]) == 0
+    assert "labelled incidents" in capsys.readouterr().out
+    assert len(list_series(out)) == 12
+    frame = read_dataset(out)
+    assert frame["is_anomaly"].any()
+    assert (frame["timestamp"].diff().dropna() >= pd.Timedelta(0)).any()
+
+
+def test_import_csv_with_windows_labels_rows(tmp_path, capsys):
+    csv = write_csv(tmp_path / "realStuff" / "cpu_a.csv")
+    windows = tmp_path / "windows.json"
+    windows.write_text(json.dumps(
+        {"realStuff/cpu_a.csv": [["2014-02-15 12:00:00.000000", "2014-02-15 13:00:00.000000"]]}))
+    out = tmp_path / "ds"
+    assert main(["data", "import-csv", str(csv), "--out", str(out), "--windows", str(windows)]) == 0
+    frame = read_dataset(out)
+    assert list_series(out) == [("realStuff", "cpu_a")]
+    assert len(frame) == 600
+    assert frame["is_anomaly"].sum() == 13  # 12:00 to 13:00 inclusive at 5-minute steps
+
+
+def test_import_csv_refuses_duplicates_by_default_and_names_the_row(tmp_path, capsys):
+    csv = write_csv(tmp_path / "f" / "dup.csv", duplicate_at=100)
+    assert main(["data", "import-csv", str(csv), "--out", str(tmp_path / "ds")]) == 1
+    error = capsys.readouterr().err
+    assert "dup.csv" in error and "row 101" in error and "appears twice" in error
+    assert main(["data", "import-csv", str(csv), "--out", str(tmp_path / "ds"),
+                 "--on-duplicate", "mean"]) == 0
+
+
+def test_detect_writes_one_score_per_input_row(tmp_path):
+    csv = write_csv(tmp_path / "f" / "series.csv", n=1200, duplicate_at=300)
+    out = tmp_path / "scores.csv"
+    assert main(["detect", str(csv), "--out", str(out), "--detector", "dynamic_threshold",
+                 "--train-fraction", "0.3"]) == 0
+    scores = pd.read_csv(out)
+    assert list(scores.columns) == ["timestamp", "value", "anomaly_score"]
+    assert len(scores) == 1201
+    assert scores["anomaly_score"].between(0, 1).all()
+    # The repeated row carries the score of the first row at its timestamp.
+    assert scores["anomaly_score"].iloc[300] == scores["anomaly_score"].iloc[301]
+    # The planted jump (one row later in the file, after the repeat) is the top score.
+    assert scores["anomaly_score"].iloc[360:].idxmax() == 1200 - 50 + 1
+
+
+def test_detect_on_a_dataset_keeps_labels(fleet_dataset, tmp_path):
+    out = tmp_path / "scores.csv"
+    assert main(["detect", str(fleet_dataset), "--out", str(out),
+                 "--detector", "dynamic_threshold"]) == 0
+    scores = pd.read_csv(out)
+    assert {"service", "metric", "label", "anomaly_score"} <= set(scores.columns)
+    assert scores.groupby("label")["anomaly_score"].mean()[1] > scores.groupby("label")[
+        "anomaly_score"].mean()[0]
+
+
+def test_replay_is_causal():
+    index = pd.date_range("2026-01-05", periods=800, freq="5min", tz="UTC")
+    rng = np.random.default_rng(1)
+    series = pd.Series(np.sin(np.arange(800) / 20) + rng.normal(0, 0.1, 800), index=index)
+    before = score_series(series, train_fraction=0.25)
+    changed = series.copy()
+    changed.iloc[500:] += 100  # rewrite the future
+    after = score_series(changed, train_fraction=0.25)
+    pd.testing.assert_series_equal(before.iloc[:500], after.iloc[:500])
+    assert (after.iloc[500:520] > 0.99).all()
+
+
+def test_missing_input_and_bad_fraction_are_clear_errors(tmp_path, capsys):
+    assert main(["detect", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o.csv")]) == 1
+    assert "nope.csv does not exist" in capsys.readouterr().err
+    csv = write_csv(tmp_path / "f" / "s.csv")
+    assert main(["detect", str(csv), "--out", str(tmp_path / "o.csv"),
+                 "--train-fraction", "1.5"]) == 1
+    assert "train_fraction=1.5" in capsys.readouterr().err
+
+
+def test_non_numeric_value_names_file_and_row(tmp_path, capsys):
+    csv = tmp_path / "f" / "bad.csv"
+    csv.parent.mkdir()
+    csv.write_text("timestamp,value\n2014-01-01 00:00:00,1\n2014-01-01 00:05:00,oops\n")
+    assert main(["data", "import-csv", str(csv), "--out", str(tmp_path / "ds")]) == 1
+    error = capsys.readouterr().err
+    assert "bad.csv" in error and "'value'" in error and "row 1" in error and "oops" in error
+
+
+def test_sample_request_body_is_a_valid_score_request(fleet_dataset, tmp_path):
+    from serving.schemas import ScoreRequest
+
+    out = tmp_path / "req.json"
+    assert main(["data", "sample-request", "--data", str(fleet_dataset), "--out", str(out),
+                 "--spike"]) == 0
+    request = ScoreRequest.model_validate_json(out.read_text())
+    assert len(request.series[0].values) == 360
+
+
+@pytest.mark.parametrize("argv", [["train"], ["data"], ["bogus"]])
+def test_usage_errors_exit_2(argv):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2

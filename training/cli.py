@@ -1,0 +1,232 @@
+"""The ``aiops`` command line: data, train, detect, serve.
+
+User-facing output goes to stdout; errors are one line on stderr naming what
+is wrong, with exit code 1 (bad input or state) or 2 (bad usage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from features.schema import DataValidationError
+
+_log = logging.getLogger("aiops")
+
+
+# -- data -------------------------------------------------------------------------------
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from features.store import write_dataset
+    from features.synth import FleetConfig, generate_fleet, incident_table
+
+    config = FleetConfig(n_services=args.services, days=args.days, step=args.step, seed=args.seed)
+    frame = generate_fleet(config)
+    n_rows = write_dataset(frame, args.out, existing="replace")
+    incidents = incident_table(frame)
+    print(f"wrote {n_rows} rows, {frame.groupby(['service', 'metric']).ngroups} series and "
+          f"{len(incidents)} labelled incidents to {args.out}")
+    return 0
+
+
+def _cmd_import_csv(args: argparse.Namespace) -> int:
+    from features.csv_files import label_windows, load_windows, read_value_csv, windows_for
+    from features.store import write_dataset
+
+    windows = load_windows(args.windows) if args.windows else None
+    total = 0
+    for path in args.files:
+        frame = read_value_csv(path, service=args.service, metric=args.metric,
+                               duplicates=args.on_duplicate)
+        if windows is not None:
+            spans = windows_for(path, windows)
+            if spans is None:
+                _log.warning("%s has no entry in %s: imported without labels", path, args.windows)
+            else:
+                frame = label_windows(frame, spans)
+        total += write_dataset(frame, args.out, existing="replace")
+        print(f"{path}: {len(frame)} rows as {frame['service'].iloc[0]}/{frame['metric'].iloc[0]}")
+    print(f"imported {total} rows from {len(args.files)} file(s) into {args.out}")
+    return 0
+
+
+def _cmd_sample_request(args: argparse.Namespace) -> int:
+    from features.series import split_series, to_series
+    from features.store import list_series, read_dataset
+
+    pairs = list_series(args.data)
+    if not pairs:
+        raise ValueError(f"dataset {args.data} holds no series")
+    service, metric = pairs[0] if not args.service else (args.service, args.metric)
+    frame = read_dataset(args.data, service=service, metric=metric)
+    (_, rows), = list(split_series(frame))
+    window = to_series(rows).iloc[-args.points:]
+    body = {
+        "series": [{
+            "service": service,
+            "metric": metric,
+            "timestamps": [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in window.index],
+            "values": [None if v != v else round(float(v), 6) for v in window.to_numpy()],
+        }]
+    }
+    if args.spike:
+        # Make one obviously abnormal point so the sample answer shows an anomaly.
+        values = body["series"][0]["values"]
+        finite = [v for v in values if v is not None]
+        values[-10] = max(finite) * 3 + 1
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(body))
+    print(f"wrote a {len(window)}-point window of {service}/{metric} to {args.out}")
+    return 0
+
+
+# -- train / detect -----------------------------------------------------------------------
+def _cmd_train(args: argparse.Namespace) -> int:
+    from training.train import TrainOptions, train
+
+    options = TrainOptions(
+        data=Path(args.data),
+        detectors=tuple(args.detectors.split(",")),
+        holdout_fraction=args.holdout_fraction,
+        model_name=args.model_name,
+        progress=not args.quiet,
+    )
+    started = time.perf_counter()
+    result = train(options)
+    print(f"run {result.run_id}: registered {result.model_name} version {result.version}"
+          f"{' as champion' if result.champion else ' as challenger'} "
+          f"in {time.perf_counter() - started:.1f}s")
+    for key in sorted(k for k in result.metrics if k.endswith("event_f1")):
+        print(f"  {key} = {result.metrics[key]:.3f}")
+    if result.failures:
+        print(f"  {len(result.failures)} series could not be fitted (see failures.json in the run)")
+    return 0
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from training.replay import detect
+
+    n_rows = detect(args.input, args.out, detector=args.detector,
+                    train_fraction=args.train_fraction)
+    print(f"wrote {n_rows} scored rows to {args.out}")
+    return 0
+
+
+# -- serve --------------------------------------------------------------------------------
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import ray
+    from ray import serve
+
+    from serving.deployment import run
+    from serving.loader import load_model
+    from serving.settings import Settings
+
+    settings = Settings.from_env(host=args.host, port=args.port, model_name=args.model_name,
+                                 model_alias=args.alias)
+    # Fail here, with a clear message, rather than inside a replica that Serve keeps restarting.
+    loaded = load_model(settings)
+    ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
+    run(settings)
+    url = f"http://{settings.host}:{settings.port}"
+    print(f"NovaEvo AIOps ready at {url} serving {loaded.name} version {loaded.version} "
+          f"({len(loaded.bundle.series)} series)", flush=True)
+    if args.sample_request:
+        print(f"  try: curl -s -X POST {url}/v1/score -H 'content-type: application/json' "
+              f"-d @{args.sample_request}", flush=True)
+    print(f"  docs: {url}/docs   health: {url}/healthz   stop: Ctrl-C", flush=True)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    try:
+        while not stop:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    serve.shutdown()
+    ray.shutdown()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aiops", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="create or import metric datasets")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    synth = data_commands.add_parser("synth", help="generate a labelled synthetic fleet")
+    synth.add_argument("--out", required=True, help="dataset directory to write")
+    synth.add_argument("--services", type=int, default=4)
+    synth.add_argument("--days", type=float, default=14.0)
+    synth.add_argument("--step", default="1m", help="sampling step, e.g. 10s, 1m, 5m")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(func=_cmd_synth)
+
+    imp = data_commands.add_parser("import-csv", help="import timestamp,value CSV files")
+    imp.add_argument("files", nargs="+", help="CSV files with a 'timestamp,value' header")
+    imp.add_argument("--out", required=True, help="dataset directory to write into")
+    imp.add_argument("--windows", help="NAB-style JSON of anomaly windows per file")
+    imp.add_argument("--service", help="service name (default: the file's folder name)")
+    imp.add_argument("--metric", help="metric name (default: the file's stem)")
+    imp.add_argument("--on-duplicate", choices=["error", "first", "last", "mean"], default="error",
+                     help="rows that repeat a timestamp: refuse (default) or keep one")
+    imp.set_defaults(func=_cmd_import_csv)
+
+    sample = data_commands.add_parser("sample-request", help="write a /v1/score request body")
+    sample.add_argument("--data", required=True)
+    sample.add_argument("--out", required=True)
+    sample.add_argument("--points", type=int, default=360)
+    sample.add_argument("--service")
+    sample.add_argument("--metric")
+    sample.add_argument("--spike", action="store_true", help="plant one abnormal point")
+    sample.set_defaults(func=_cmd_sample_request)
+
+    tr = commands.add_parser("train", help="fit detectors and register them in MLflow")
+    tr.add_argument("--data", required=True, help="Parquet dataset directory")
+    tr.add_argument("--detectors", default="static_threshold,dynamic_threshold",
+                    help="comma-separated detector names")
+    tr.add_argument("--holdout-fraction", type=float, default=0.2)
+    tr.add_argument("--model-name", default="novaevo-detectors")
+    tr.add_argument("--quiet", action="store_true", help="no progress bars")
+    tr.set_defaults(func=_cmd_train)
+
+    de = commands.add_parser("detect", help="causal offline replay: a score for every row")
+    de.add_argument("input", help="a timestamp,value CSV or a Parquet dataset directory")
+    de.add_argument("--out", required=True, help="CSV to write")
+    de.add_argument("--detector", help="one detector name (default: all, combined)")
+    de.add_argument("--train-fraction", type=float, default=0.15)
+    de.set_defaults(func=_cmd_detect)
+
+    se = commands.add_parser("serve", help="serve the champion model over HTTP with Ray Serve")
+    se.add_argument("--host", default="127.0.0.1")
+    se.add_argument("--port", type=int, default=8000)
+    se.add_argument("--model-name")
+    se.add_argument("--alias")
+    se.add_argument("--num-cpus", type=int, default=None)
+    se.add_argument("--sample-request", help="request body file to show in the ready line")
+    se.set_defaults(func=_cmd_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from serving.loader import ModelUnavailableError
+
+    try:
+        return args.func(args)
+    except (DataValidationError, ValueError, TypeError, FileNotFoundError,
+            ModelUnavailableError) as error:
+        print(f"aiops {args.command}: error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Where MLflow keeps runs and models, and the registry operations training needs.
+
+By default the tracking store is a SQLite database at ``mlruns/mlflow.db``
+and artifacts live in ``mlruns/artifacts`` (MLflow 3 refuses a plain file
+store). ``MLFLOW_TRACKING_URI`` points elsewhere, for example at a shared
+tracking server.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_EXPERIMENT = "novaevo-aiops"
+DEFAULT_MODEL_NAME = "novaevo-detectors"
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+def default_tracking_uri(root: str | Path = "mlruns") -> str:
+    """``sqlite:///<abs root>/mlflow.db``, the store used when no URI is configured."""
+    path = Path(root).resolve()
+    return f"sqlite:///{path / 'mlflow.db'}"
+
+
+def configure_tracking(root: str | Path = "mlruns") -> str:
+    """Point MLflow at ``MLFLOW_TRACKING_URI`` or the local SQLite store; returns the URI."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def artifact_location(tracking_uri: str) -> str | None:
+    """Artifacts beside a SQLite store (``<dir>/artifacts``); a server chooses its own."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    return (database.parent / "artifacts").resolve().as_uri()
+
+
+def ensure_experiment(name: str = DEFAULT_EXPERIMENT) -> str:
+    """The id of experiment ``name``, created with a local artifact root when needed."""
+    client = MlflowClient()
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location(mlflow.get_tracking_uri()))
+
+
+def alias_version(model_name: str, alias: str) -> str | None:
+    """The version number that ``alias`` points at, or None if unset or the model is unknown."""
+    try:
+        return str(MlflowClient().get_model_version_by_alias(model_name, alias).version)
+    except MlflowException:
+        return None

@@ -1,0 +1,218 @@
+"""``aiops train``: fit detectors for a dataset, evaluate them, track and register in MLflow."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+import features
+import models
+from features.schema import METRIC, SERVICE, TIMESTAMP, VALUE
+from features.series import SeriesKey, split_series, to_labels, to_series
+from features.store import read_dataset
+from models.base import DEFAULT_THRESHOLD
+from models.bundle import DetectorBundle
+from models.evaluation import EventScores, event_scores
+from training.fleet import DEFAULT_DETECTORS, fit_fleet
+from training.tracking import (
+    CHALLENGER,
+    CHAMPION,
+    DEFAULT_EXPERIMENT,
+    DEFAULT_MODEL_NAME,
+    alias_version,
+    configure_tracking,
+    ensure_experiment,
+)
+
+_log = logging.getLogger(__name__)
+_PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainOptions:
+    """What ``aiops train`` does.
+
+    ``holdout_fraction`` of each series' most recent points is held out to
+    measure the detectors before the final fit on all of the data; 0 skips
+    the measurement.
+    """
+
+    data: Path
+    detectors: tuple[str, ...] = DEFAULT_DETECTORS
+    detector_configs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    holdout_fraction: float = 0.2
+    model_name: str = DEFAULT_MODEL_NAME
+    experiment: str = DEFAULT_EXPERIMENT
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.holdout_fraction < 0.9:
+            raise ValueError(f"holdout_fraction={self.holdout_fraction} must lie in [0, 0.9)")
+        if not self.detectors:
+            raise ValueError("detectors is empty; name at least one, e.g. dynamic_threshold")
+        unknown = [d for d in self.detectors if d not in models.registered_names()]
+        if unknown:
+            raise ValueError(f"unknown detector(s) {unknown}; known: {models.registered_names()}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    run_id: str
+    model_name: str
+    version: str
+    champion: bool
+    metrics: dict[str, float]
+    failures: dict[str, str]
+
+
+def evaluate(
+    bundle: DetectorBundle,
+    holdout: dict[SeriesKey, pd.Series],
+    labels: dict[SeriesKey, pd.Series],
+) -> dict[str, float]:
+    """Event-level precision, recall and F1 of each detector and the combined score."""
+    totals: dict[str, EventScores] = {}
+    for key, window in holdout.items():
+        if key not in bundle or key not in labels:
+            continue
+        result = bundle.score(key[0], key[1], window)
+        truth = labels[key].to_numpy()
+        for name, scores in {**result.detector_scores, "combined": result.score}.items():
+            alarms = np.nan_to_num(scores, nan=0.0) >= DEFAULT_THRESHOLD
+            found = event_scores(truth, alarms)
+            totals[name] = totals[name] + found if name in totals else found
+    metrics = {}
+    for name, total in totals.items():
+        metrics[f"{name}.event_precision"] = total.precision
+        metrics[f"{name}.event_recall"] = total.recall
+        metrics[f"{name}.event_f1"] = total.f1
+        metrics[f"{name}.n_events"] = float(total.n_events)
+    return {k: float(v) for k, v in metrics.items() if not np.isnan(v)}
+
+
+def _pip_requirements() -> list[str]:
+    names = ("numpy", "pandas", "scipy", "pyarrow", "mlflow")
+    return [f"{name}=={metadata.version(name)}" for name in names]
+
+
+def _input_example(series: dict[SeriesKey, pd.Series]) -> pd.DataFrame:
+    (service, metric), values = next(iter(series.items()))
+    tail = values.dropna().iloc[-30:]
+    return pd.DataFrame(
+        {TIMESTAMP: tail.index.strftime("%Y-%m-%dT%H:%M:%SZ"), SERVICE: service, METRIC: metric,
+         VALUE: tail.to_numpy()}
+    )
+
+
+def train(options: TrainOptions) -> TrainResult:
+    """Fit, evaluate, log and register; see the module docstring of ``training``."""
+    started = time.perf_counter()
+    tracking_uri = configure_tracking()
+    experiment_id = ensure_experiment(options.experiment)
+
+    frame = read_dataset(options.data)
+    if frame.empty:
+        raise ValueError(f"dataset {options.data} holds no rows")
+    series = {key: to_series(rows) for key, rows in split_series(frame)}
+    labels = {key: to_labels(rows) for key, rows in split_series(frame)}
+    labels = {k: v for k, v in labels.items() if v is not None}
+    _log.info("read %d rows in %d series from %s", len(frame), len(series), options.data)
+
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.log_params(
+            {
+                "data": str(Path(options.data).resolve()),
+                "detectors": ",".join(options.detectors),
+                "detector_configs": json.dumps(options.detector_configs, sort_keys=True),
+                "holdout_fraction": options.holdout_fraction,
+                "n_series": len(series),
+                "n_rows": len(frame),
+                "time_start": str(frame[TIMESTAMP].min()),
+                "time_end": str(frame[TIMESTAMP].max()),
+            }
+        )
+        metrics: dict[str, float] = {}
+        if options.holdout_fraction > 0:
+            cut = {k: int(len(v) * (1 - options.holdout_fraction)) for k, v in series.items()}
+            train_part = {k: v.iloc[: cut[k]] for k, v in series.items()}
+            fitted, _ = fit_fleet(train_part, options.detectors, options.detector_configs,
+                                  progress=options.progress)
+            holdout = {k: v.iloc[cut[k]:] for k, v in series.items()}
+            holdout_labels = {k: v.iloc[cut[k]:] for k, v in labels.items()}
+            metrics.update(evaluate(DetectorBundle(fitted), holdout, holdout_labels))
+
+        fit_started = time.perf_counter()
+        fitted, failures = fit_fleet(series, options.detectors, options.detector_configs,
+                                     progress=options.progress)
+        if not fitted:
+            raise ValueError(
+                f"no series of {options.data} could be fitted; first failure: "
+                f"{next(iter(failures.values()), 'none')}"
+            )
+        metrics["fit_seconds"] = time.perf_counter() - fit_started
+        metrics["n_series_fitted"] = float(len(fitted))
+        metrics["n_series_failed"] = float(len(failures))
+        mlflow.log_metrics(metrics)
+        if failures:
+            mlflow.log_dict({f"{k[0]}/{k[1]}": v for k, v in failures.items()}, "failures.json")
+
+        bundle = DetectorBundle(
+            fitted,
+            metadata={"run_id": run.info.run_id, "data": str(options.data),
+                      "detectors": list(options.detectors)},
+        )
+        with tempfile.TemporaryDirectory() as scratch:
+            bundle_dir = bundle.save(Path(scratch) / "bundle")
+            example = _input_example(series)
+            signature = infer_signature(example, _example_output(bundle, example))
+            model_info = mlflow.pyfunc.log_model(
+                name="detector_bundle",
+                python_model=str(_PYFUNC_FILE),
+                artifacts={"bundle": str(bundle_dir)},
+                code_paths=[str(Path(features.__file__).parent), str(Path(models.__file__).parent)],
+                signature=signature,
+                input_example=example,
+                pip_requirements=_pip_requirements(),
+                registered_model_name=options.model_name,
+            )
+        version = str(model_info.registered_model_version)
+        client = MlflowClient()
+        client.set_registered_model_alias(options.model_name, CHALLENGER, version)
+        became_champion = alias_version(options.model_name, CHAMPION) is None
+        if became_champion:
+            client.set_registered_model_alias(options.model_name, CHAMPION, version)
+            decision = "first version of the model: promoted to champion"
+        else:
+            decision = "a champion exists: registered as challenger only"
+        mlflow.set_tags({"registered_version": version, "promotion": decision})
+        mlflow.log_metric("train_seconds", time.perf_counter() - started)
+        _log.info("run %s registered %s version %s (%s) in %s", run.info.run_id,
+                  options.model_name, version, decision, tracking_uri)
+    return TrainResult(
+        run_id=run.info.run_id,
+        model_name=options.model_name,
+        version=version,
+        champion=became_champion,
+        metrics=metrics,
+        failures={f"{k[0]}/{k[1]}": v for k, v in failures.items()},
+    )
+
+
+def _example_output(bundle: DetectorBundle, example: pd.DataFrame) -> pd.DataFrame:
+    from training.pyfunc_model import DetectorBundleModel
+
+    model = DetectorBundleModel()
+    model.bundle = bundle
+    return model.predict(None, example)
