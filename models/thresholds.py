@@ -200,6 +200,29 @@ def _causal_rolling_median(values: np.ndarray, length: int, min_periods: int) ->
     return past.rolling(length, min_periods=min_periods).median().to_numpy()
 
 
+def _causal_rolling_median_mad(
+    values: np.ndarray, length: int, min_periods: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Median and median absolute deviation of the ``length`` points before each point.
+
+    Both are NaN where fewer than ``min_periods`` of those points are present. The
+    deviation is taken from the same past points' median, so it exists as soon as
+    the median does.
+    """
+    n = len(values)
+    padded = np.concatenate([np.full(length, np.nan), np.asarray(values, dtype="float64")])
+    # Row i holds values[i - length : i]: the past of point i, never the point itself.
+    past = np.lib.stride_tricks.sliding_window_view(padded, length)[:n]
+    enough = np.count_nonzero(~np.isnan(past), axis=1) >= min_periods
+    median = np.full(n, np.nan)
+    mad = np.full(n, np.nan)
+    if enough.any():
+        rows = past[enough]
+        median[enough] = np.nanmedian(rows, axis=1)
+        mad[enough] = np.nanmedian(np.abs(rows - median[enough, None]), axis=1)
+    return median, mad
+
+
 @register
 class DynamicThresholdDetector(Detector):
     """Robust z-score of a value's residual against a seasonal profile.
@@ -337,8 +360,8 @@ class WindowBaselineDetector(Detector):
     def _stats(self, window: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         x = window.to_numpy()
         length, periods = self.config.window_length, self.config.min_periods
-        median = _causal_rolling_median(x, length, periods)
-        spread = _MAD_TO_SIGMA * _causal_rolling_median(np.abs(x - median), length, periods)
+        median, mad = _causal_rolling_median_mad(x, length, periods)
+        spread = _MAD_TO_SIGMA * mad
         floor = 1e-6 * (np.abs(median) + 1.0)
         return median, np.fmax(spread, floor)
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -139,13 +141,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"  try: curl -s -X POST {url}/v1/score -H 'content-type: application/json' "
               f"-d @{args.sample_request}", flush=True)
     print(f"  docs: {url}/docs   health: {url}/healthz   stop: Ctrl-C", flush=True)
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
-    try:
-        while not stop:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
+    # Ray installs handlers of its own; ours go last so that Ctrl-C and SIGTERM stop cleanly.
+    stop = threading.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: stop.set())
+    while not stop.wait(0.5):
         pass
+    print("stopping the service", flush=True)
     serve.shutdown()
     ray.shutdown()
     return 0
@@ -214,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -1,0 +1,199 @@
+"""Tests of the detector bundle: scoring known and unseen series, persistence, bad bundles."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models import (
+    DynamicThresholdDetector,
+    ModelFormatError,
+    NotFittedError,
+    StaticThresholdDetector,
+    WindowBaselineDetector,
+    make_detector,
+)
+from models.bundle import DetectorBundle, SeriesScores, combine
+
+KNOWN = ("checkout", "cpu")
+OTHER = ("search", "latency")
+NAMES = ["dynamic_threshold", "static_threshold"]
+
+
+@pytest.fixture(scope="module")
+def bundle(history) -> DetectorBundle:
+    detectors = {
+        KNOWN: {name: make_detector(name).fit(history) for name in NAMES},
+        OTHER: {"static_threshold": make_detector("static_threshold").fit(history * 2.0)},
+    }
+    return DetectorBundle(detectors, metadata={"step": "5min", "trained_until": "2026-01-08"})
+
+
+@pytest.fixture
+def spiky(window) -> pd.Series:
+    out = window.copy()
+    out.iloc[150] += 40.0
+    return out
+
+
+def test_bundle_lists_its_series_and_detectors(bundle):
+    assert bundle.series == sorted([KNOWN, OTHER])
+    assert bundle.detector_names == NAMES
+    assert KNOWN in bundle and ("nobody", "cpu") not in bundle
+
+
+def test_known_series_scores_with_every_detector_and_combines_by_max(bundle, spiky):
+    result = bundle.score(*KNOWN, spiky)
+    assert isinstance(result, SeriesScores)
+    assert result.known_series is True
+    assert sorted(result.detector_scores) == NAMES
+    for name in NAMES:
+        own = bundle.detectors[KNOWN][name].score(spiky).to_numpy()
+        np.testing.assert_array_equal(result.detector_scores[name], own)
+    stacked = np.vstack([result.detector_scores[n] for n in NAMES])
+    missing = spiky.isna().to_numpy()
+    np.testing.assert_array_equal(result.score[~missing], stacked[:, ~missing].max(axis=0))
+    assert np.isnan(result.score[missing]).all()
+    assert result.index.equals(spiky.index)
+    np.testing.assert_array_equal(result.values, spiky.to_numpy())
+    assert 150 in result.anomalous()
+    assert result.score[150] >= 0.99
+
+
+def test_known_series_expected_range_comes_from_the_dynamic_detector(bundle, spiky):
+    result = bundle.score(*KNOWN, spiky)
+    low, high = bundle.detectors[KNOWN]["dynamic_threshold"].expected_range(spiky)
+    np.testing.assert_array_equal(result.expected_low, low)
+    np.testing.assert_array_equal(result.expected_high, high)
+
+
+def test_a_subset_of_detectors_can_be_asked_for(bundle, spiky):
+    result = bundle.score(*KNOWN, spiky, detectors=["static_threshold"])
+    assert list(result.detector_scores) == ["static_threshold"]
+    np.testing.assert_array_equal(result.score, result.detector_scores["static_threshold"])
+    # Without the dynamic detector, the range is the static bounds.
+    static = bundle.detectors[KNOWN]["static_threshold"]
+    assert (result.expected_high == static.upper_).all()
+
+
+def test_unknown_detector_is_named(bundle, spiky):
+    with pytest.raises(ValueError, match="lstm") as error:
+        bundle.score(*KNOWN, spiky, detectors=["static_threshold", "lstm"])
+    assert "checkout/cpu" in str(error.value)
+    # A detector another series has is still unknown for this one.
+    with pytest.raises(ValueError, match="dynamic_threshold"):
+        bundle.score(*OTHER, spiky, detectors=["dynamic_threshold"])
+
+
+def test_unseen_series_falls_back_to_the_window_baseline(bundle, spiky):
+    result = bundle.score("newcomer", "cpu", spiky)
+    assert result.known_series is False
+    assert list(result.detector_scores) == ["window_baseline"]
+    expected = WindowBaselineDetector().score(spiky).to_numpy()
+    np.testing.assert_array_equal(result.detector_scores["window_baseline"], expected)
+    np.testing.assert_array_equal(result.score, expected)
+    low, _ = WindowBaselineDetector().expected_range(spiky)
+    np.testing.assert_array_equal(result.expected_low, low)
+    assert result.score[150] >= 0.99
+
+
+def test_a_series_is_known_by_service_and_metric_together(bundle, spiky):
+    # The service exists, the metric does not: that series was never trained.
+    assert bundle.score("checkout", "latency", spiky).known_series is False
+
+
+def test_bundle_score_validates_the_window(bundle, window):
+    naive = window.copy()
+    naive.index = naive.index.tz_localize(None)
+    with pytest.raises(ValueError, match="timezone"):
+        bundle.score(*KNOWN, naive)
+    with pytest.raises(TypeError):
+        bundle.score("newcomer", "cpu", window.to_numpy())
+
+
+def test_save_load_round_trip_gives_identical_scores(bundle, spiky, tmp_path):
+    bundle.save(tmp_path / "bundle")
+    loaded = DetectorBundle.load(tmp_path / "bundle")
+    assert loaded.series == bundle.series
+    assert loaded.detector_names == bundle.detector_names
+    assert loaded.metadata == bundle.metadata
+    assert isinstance(loaded.detectors[KNOWN]["dynamic_threshold"], DynamicThresholdDetector)
+    assert isinstance(loaded.detectors[OTHER]["static_threshold"], StaticThresholdDetector)
+    for key in (KNOWN, OTHER, ("newcomer", "cpu")):
+        before, after = bundle.score(*key, spiky), loaded.score(*key, spiky)
+        np.testing.assert_array_equal(after.score, before.score)
+        assert after.detector_scores.keys() == before.detector_scores.keys()
+        np.testing.assert_array_equal(after.expected_low, before.expected_low)
+        assert after.known_series == before.known_series
+
+
+def _saved(bundle, tmp_path):
+    path = bundle.save(tmp_path / "bundle")
+    return path, path / "bundle.json"
+
+
+def test_broken_manifest_is_a_format_error(bundle, tmp_path):
+    path, manifest = _saved(bundle, tmp_path)
+    manifest.write_text('{"format_version": 1, "series": [')
+    with pytest.raises(ModelFormatError, match=r"bundle\.json"):
+        DetectorBundle.load(path)
+
+
+@pytest.mark.parametrize("version", [2, None])
+def test_unknown_bundle_format_version_is_a_format_error(bundle, tmp_path, version):
+    path, manifest = _saved(bundle, tmp_path)
+    content = json.loads(manifest.read_text())
+    content["format_version"] = version
+    manifest.write_text(json.dumps(content))
+    with pytest.raises(ModelFormatError, match="format_version"):
+        DetectorBundle.load(path)
+
+
+def test_missing_bundle_is_a_format_error(tmp_path):
+    with pytest.raises(ModelFormatError):
+        DetectorBundle.load(tmp_path / "absent")
+
+
+def test_missing_detector_folder_is_a_format_error(bundle, tmp_path):
+    path, manifest = _saved(bundle, tmp_path)
+    entry = json.loads(manifest.read_text())["series"][0]
+    for file in (path / entry["path"] / entry["detectors"][0]).iterdir():
+        file.unlink()
+    with pytest.raises(ModelFormatError):
+        DetectorBundle.load(path)
+
+
+def test_bundle_refuses_unfitted_or_empty_series(history):
+    with pytest.raises(NotFittedError, match="static_threshold"):
+        DetectorBundle({KNOWN: {"static_threshold": StaticThresholdDetector()}})
+    with pytest.raises(ValueError, match="checkout/cpu"):
+        DetectorBundle({KNOWN: {}})
+
+
+def test_combine_ignores_nan_unless_all_are_nan():
+    out = combine(
+        {
+            "a": np.array([0.1, np.nan, np.nan, 0.9]),
+            "b": np.array([0.5, 0.2, np.nan, 0.3]),
+        }
+    )
+    np.testing.assert_array_equal(out, [0.5, 0.2, np.nan, 0.9])
+
+
+def test_anomalous_positions_never_include_nan():
+    index = pd.date_range("2026-01-05T00:00Z", periods=4, freq="5min")
+    empty = np.zeros(4)
+    scores = SeriesScores(
+        index=index,
+        values=empty,
+        score=np.array([0.995, np.nan, 0.5, 0.99]),
+        detector_scores={},
+        expected_low=empty,
+        expected_high=empty,
+        known_series=True,
+    )
+    assert scores.anomalous().tolist() == [0, 3]
+    assert scores.anomalous(threshold=0.995).tolist() == [0]
