@@ -26,7 +26,11 @@ from models.base import (
 )
 
 _MAD_TO_SIGMA = 1.4826
-_SEASONS = {"1D": pd.Timedelta("1D"), "7D": pd.Timedelta("7D")}
+_DAY_NS = int(pd.Timedelta("1D").value)
+_WEEK_NS = 7 * _DAY_NS
+#: Candidate seasons, simplest first. "workweek" is a daily profile for weekdays and another
+#: for weekends: most service traffic has that shape, and it needs one weekend, not two weeks.
+SEASONS = ("none", "1D", "workweek", "7D")
 
 
 def robust_scale(values: np.ndarray) -> float:
@@ -135,63 +139,42 @@ class DynamicThresholdConfig(DetectorConfig):
     Parameters
     ----------
     season
-        ``"auto"`` detects a daily or weekly cycle from the history's
-        autocorrelation; ``"1D"``/``"7D"`` force one; ``"none"`` uses a flat profile.
-    profile_slots
-        Number of slots the season is divided into (288 = 5-minute slots over a day).
+        ``"auto"`` picks the profile that predicts held-out days best (see
+        :func:`detect_season`); ``"none"`` (flat), ``"1D"`` (time of day),
+        ``"workweek"`` (time of day, weekdays apart from weekends) or ``"7D"``
+        (time of week) force one.
+    slot_s
+        Length in seconds of a profile slot (300: the profile has one median per
+        5 minutes of the day or week); never finer than the data's own step.
     window_length
         Points of past residuals whose median tracks the current level.
     min_periods
         Weight, in points, of the trained level against the window's recent level:
         with few past points in a window the trained level dominates.
-    min_autocorrelation
-        Autocorrelation at the season's lag needed to accept it in ``"auto"``.
+    min_improvement
+        In ``"auto"``, how much a season must shrink the held-out residual
+        spread, as a fraction, to be preferred to no season.
     """
 
     season: str = "auto"
-    profile_slots: int = 288
+    slot_s: int = 300
     window_length: int = 60
     min_periods: int = 10
-    min_autocorrelation: float = 0.3
+    min_improvement: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.season not in ("auto", "none", *_SEASONS):
-            raise ValueError(f"season={self.season!r}; accepted: 'auto', 'none', '1D', '7D'")
-        if not 1 <= self.profile_slots <= 10_080:
-            raise ValueError(f"profile_slots={self.profile_slots} must lie in [1, 10080]")
+        if self.season not in ("auto", *SEASONS):
+            raise ValueError(f"season={self.season!r}; accepted: 'auto', {', '.join(SEASONS)}")
+        if not 1 <= self.slot_s <= 86_400:
+            raise ValueError(f"slot_s={self.slot_s} must lie in [1, 86400]")
         if self.window_length < 2:
             raise ValueError(f"window_length={self.window_length} must be >= 2")
         if not 1 <= self.min_periods <= self.window_length:
             raise ValueError(
                 f"min_periods={self.min_periods} must lie in [1, window_length={self.window_length}]"
             )
-        if not 0.0 <= self.min_autocorrelation < 1.0:
-            raise ValueError(f"min_autocorrelation={self.min_autocorrelation} must lie in [0, 1)")
-
-
-def detect_season(
-    history: pd.Series, step: pd.Timedelta, *, min_autocorrelation: float = 0.3
-) -> pd.Timedelta | None:
-    """The daily or weekly cycle of ``history``, or None when neither is clear.
-
-    A season is a candidate only when the history covers two full cycles; the
-    one with the highest autocorrelation at its lag wins if it reaches
-    ``min_autocorrelation``.
-    """
-    regular = history.resample(step).mean().interpolate(limit_direction="both")
-    values = regular.to_numpy()
-    if values.size < 4 or np.nanstd(values) == 0:
-        return None
-    centred = values - values.mean()
-    best, best_acf = None, min_autocorrelation
-    for period in _SEASONS.values():
-        lag = int(period / step)
-        if lag < 2 or values.size < 2 * lag:
-            continue
-        acf = float(np.dot(centred[:-lag], centred[lag:]) / np.dot(centred, centred))
-        if acf >= best_acf:
-            best, best_acf = period, acf
-    return best
+        if not 0.0 <= self.min_improvement < 1.0:
+            raise ValueError(f"min_improvement={self.min_improvement} must lie in [0, 1)")
 
 
 def _causal_rolling_median(values: np.ndarray, length: int, min_periods: int) -> np.ndarray:
@@ -223,14 +206,179 @@ def _causal_rolling_median_mad(
     return median, mad
 
 
+_MAX_FOLDS = 8
+#: A more complex season must shrink the held-out spread by this fraction to be preferred.
+_COMPLEXITY_MARGIN = 0.02
+
+
+def _slot_length_ns(step: pd.Timedelta, slot_s: int) -> int:
+    """Slot length: ``slot_s`` but no finer than the step, and dividing a day evenly."""
+    wanted = max(pd.Timedelta(seconds=slot_s), step)
+    n_per_day = max(1, int(pd.Timedelta("1D") / wanted))
+    return _DAY_NS // n_per_day
+
+
+def _is_weekend(stamps_ns: np.ndarray) -> np.ndarray:
+    # 1970-01-01 was a Thursday: day 0 is weekday 3 with Monday = 0.
+    return ((stamps_ns // _DAY_NS) + 3) % 7 >= 5
+
+
+def slot_index(stamps_ns: np.ndarray, season: str, slot_ns: int) -> tuple[np.ndarray, int]:
+    """Each timestamp's slot in ``season``'s profile, and the number of slots."""
+    per_day = _DAY_NS // slot_ns
+    if season == "none":
+        return np.zeros(len(stamps_ns), dtype=np.int64), 1
+    if season == "1D":
+        return (stamps_ns // slot_ns) % per_day, per_day
+    if season == "workweek":
+        return (stamps_ns // slot_ns) % per_day + per_day * _is_weekend(stamps_ns), 2 * per_day
+    if season == "7D":
+        return (stamps_ns // slot_ns) % (7 * per_day), 7 * per_day
+    raise ValueError(f"season={season!r}; accepted: {SEASONS}")
+
+
+def _fill_cycle(medians: np.ndarray) -> np.ndarray:
+    """Fill empty slots from their neighbours, wrapping around the cycle; smooth lightly."""
+    n = len(medians)
+    series = pd.Series(medians)
+    if series.isna().all():
+        return medians
+    tripled = pd.concat([series, series, series], ignore_index=True)
+    filled = tripled.interpolate(limit_direction="both").to_numpy()[n : 2 * n]
+    if n < 3:
+        return filled
+    padded = pd.Series(np.concatenate([filled[-1:], filled, filled[:1]]))
+    return padded.rolling(3, center=True).median().to_numpy()[1:-1]
+
+
+def seasonal_profile(
+    stamps_ns: np.ndarray, values: np.ndarray, season: str, slot_ns: int
+) -> np.ndarray:
+    """Median value per slot of ``season``; empty slots filled from neighbours, smoothed."""
+    slots, n_slots = slot_index(stamps_ns, season, slot_ns)
+    frame = pd.DataFrame({"slot": slots, "value": values}).dropna()
+    medians = frame.groupby("slot")["value"].median().reindex(range(n_slots)).to_numpy()
+    if season != "workweek":
+        return _fill_cycle(medians)
+    # Weekdays and weekends are two separate daily cycles.
+    half = n_slots // 2
+    weekdays, weekends = _fill_cycle(medians[:half]), _fill_cycle(medians[half:])
+    if np.isnan(weekends).all():
+        weekends = weekdays
+    if np.isnan(weekdays).all():
+        weekdays = weekends
+    return np.concatenate([weekdays, weekends])
+
+
+def _recent_level(
+    residuals: np.ndarray, length: int, prior_weight: int, prior_level: float
+) -> np.ndarray:
+    """The current level of the residuals, from the past only.
+
+    The median of the last ``length`` residuals, shrunk toward ``prior_level``
+    with a weight of ``prior_weight`` points, so that the start of a window
+    (little past) leans on the trained level.
+    """
+    recent = _causal_rolling_median(residuals, length, 1)
+    n_past = pd.Series(residuals).shift(1).rolling(length, min_periods=1).count().to_numpy()
+    n_past = np.nan_to_num(n_past, nan=0.0)
+    recent = np.where(np.isnan(recent), prior_level, recent)
+    return (n_past * recent + prior_weight * prior_level) / (n_past + prior_weight)
+
+
+def _held_out_residuals(
+    stamps_ns: np.ndarray, values: np.ndarray, season: str, slot_ns: int
+) -> np.ndarray:
+    """Each point's residual against a profile built without its own cycle.
+
+    In-sample residuals against a median of a few values per slot are far too
+    small (with three cycles, one of every three is exactly the median), which
+    would make the learned spread too tight; holding whole cycles (days, or
+    weeks for the weekly profile) out gives the spread a new cycle will really
+    show. Cycles are grouped into at most eight folds.
+    """
+    fold_length = _WEEK_NS if season == "7D" else _DAY_NS
+    cycle = (stamps_ns - stamps_ns[0]) // fold_length
+    n_folds = int(min(_MAX_FOLDS, cycle.max() + 1))
+    fold = cycle % n_folds
+    residuals = np.full(len(values), np.nan)
+    for f in range(n_folds):
+        train, test = fold != f, fold == f
+        profile = seasonal_profile(stamps_ns[train], values[train], season, slot_ns)
+        slots, _ = slot_index(stamps_ns[test], season, slot_ns)
+        residuals[test] = values[test] - profile[slots]
+    return residuals
+
+
+def _candidate_seasons(stamps_ns: np.ndarray, step: pd.Timedelta, choice: str) -> list[str]:
+    if choice != "auto":
+        return [choice]
+    span_ns = int(stamps_ns[-1] - stamps_ns[0]) + step.value
+    days = np.unique(stamps_ns // _DAY_NS)
+    weekend_days = int(_is_weekend(days * _DAY_NS).sum())
+    # A season is judged on held-out cycles, so the history must hold two of each kind.
+    candidates = ["none"]
+    if span_ns >= 2 * _DAY_NS and step.value * 4 <= _DAY_NS:
+        candidates.append("1D")
+        if weekend_days >= 2 and len(days) - weekend_days >= 2:
+            candidates.append("workweek")
+    if span_ns >= 2 * _WEEK_NS:
+        candidates.append("7D")
+    return candidates
+
+
+def _choose_season(
+    history: pd.Series, step: pd.Timedelta, config: DynamicThresholdConfig
+) -> tuple[str, np.ndarray]:
+    """The season whose held-out deviations are tightest, and those deviations."""
+    stamps = history.index.as_unit("ns").asi8
+    values = history.to_numpy(dtype="float64")
+    slot_ns = _slot_length_ns(step, config.slot_s)
+    chosen: tuple[float, str, np.ndarray] | None = None
+    for season in _candidate_seasons(stamps, step, config.season):
+        residuals = _held_out_residuals(stamps, values, season, slot_ns)
+        prior = float(np.nanmedian(residuals)) if np.isfinite(residuals).any() else 0.0
+        deviation = residuals - _recent_level(
+            residuals, config.window_length, config.min_periods, prior
+        )
+        spread = robust_scale(deviation)
+        if chosen is None:
+            chosen = (spread, season, deviation)
+            continue
+        margin = config.min_improvement if chosen[1] == "none" else _COMPLEXITY_MARGIN
+        if spread < (1 - margin) * chosen[0]:
+            chosen = (spread, season, deviation)
+    assert chosen is not None  # _candidate_seasons never returns an empty list
+    return chosen[1], chosen[2]
+
+
+def detect_season(
+    history: pd.Series, step: pd.Timedelta, *, min_improvement: float = 0.1
+) -> str:
+    """The cycle of ``history``: ``"none"``, ``"1D"``, ``"workweek"`` or ``"7D"``.
+
+    Each candidate (a cycle only when the history holds two of it) predicts
+    every held-out day (or week) from the others; the smallest robust spread of
+    held-out residuals wins. A season must beat "none" by ``min_improvement``
+    (a fraction), and a more complex season a simpler one by 2 %.
+    """
+    config = DynamicThresholdConfig(min_improvement=min_improvement)
+    values = history.to_numpy(dtype="float64")
+    if np.isfinite(values).sum() < 4 or np.nanstd(values) == 0:
+        return "none"
+    season, _ = _choose_season(history, step, config)
+    return season
+
+
 @register
 class DynamicThresholdDetector(Detector):
     """Robust z-score of a value's residual against a seasonal profile.
 
     The residual is the value minus the profile's median for its slot of the
-    day (or week); the rolling median of past residuals follows the current
-    level, and the training residuals' robust spread scales the deviation.
-    Both directions are anomalous; 0.99 means a 2.58-sigma deviation.
+    day, of the weekday or weekend day, or of the week; the rolling median of
+    past residuals follows the current level, and the spread of residuals on
+    held-out days scales the deviation. Both directions are anomalous; 0.99
+    means a 2.58-sigma deviation.
     """
 
     name: ClassVar[str] = "dynamic_threshold"
@@ -239,54 +387,30 @@ class DynamicThresholdDetector(Detector):
     min_history_length: ClassVar[int] = 10
 
     def _slots(self, index: pd.DatetimeIndex) -> np.ndarray:
-        return (index.asi8 // self.slot_ns_) % len(self.profile_)
+        slots, _ = slot_index(index.asi8, self.season_, self.slot_ns_)
+        return slots
 
     def _fit(self, history: pd.Series) -> None:
         config = self.config
         step = infer_step(history.index)
-        if config.season == "auto":
-            season = detect_season(history, step, min_autocorrelation=config.min_autocorrelation)
-        elif config.season == "none":
-            season = None
-        else:
-            season = _SEASONS[config.season]
+        stamps = history.index.asi8
         values = history.to_numpy()
-        if season is None:
-            profile = np.array([np.nanmedian(values)])
-            slot_ns = int(pd.Timedelta("1D").value)
+        if np.nanstd(values) == 0:
+            season, held_out = "none", values - np.nanmedian(values)
         else:
-            # No finer than the data's own step: an empty slot would carry no information.
-            n_slots = max(1, min(config.profile_slots, int(season / step)))
-            slot_ns = int(season.value // n_slots)
-            slots = (history.index.asi8 // slot_ns) % n_slots
-            frame = pd.DataFrame({"slot": slots, "value": values}).dropna()
-            medians = frame.groupby("slot")["value"].median().reindex(range(n_slots))
-            # Fill slots the history never saw from their neighbours, wrapping around the cycle.
-            tripled = pd.concat([medians, medians, medians], ignore_index=True)
-            filled = tripled.interpolate(limit_direction="both").to_numpy()[n_slots : 2 * n_slots]
-            smooth = pd.Series(np.concatenate([filled[-1:], filled, filled[:1]]))
-            profile = smooth.rolling(3, center=True).median().to_numpy()[1:-1]
-        self.season_s_ = None if season is None else int(season.total_seconds())
+            season, held_out = _choose_season(history, step, config)
+        self.season_ = season
+        self.slot_ns_ = _slot_length_ns(step, config.slot_s)
+        self.profile_ = seasonal_profile(stamps, values, season, self.slot_ns_)
         self.step_s_ = float(step.total_seconds())
-        self.profile_ = profile.astype("float64")
-        self.slot_ns_ = slot_ns
-        residuals = values - self.profile_[self._slots(history.index)]
-        self.level_ = float(np.nanmedian(residuals))
-        self.scale_ = 1.0
-        _, deviation = self._levels(history)
-        self.scale_ = robust_scale(deviation)
+        self.level_ = float(np.nanmedian(values - self.profile_[self._slots(history.index)]))
+        self.scale_ = robust_scale(held_out)
 
     def _levels(self, window: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         baseline = self.profile_[self._slots(window.index)]
         residuals = window.to_numpy() - baseline
-        length, prior = self.config.window_length, self.config.min_periods
-        recent = _causal_rolling_median(residuals, length, 1)
-        # At the start of a window there is little past: shrink the recent level toward the
-        # trained one, weighting it by how many past points it rests on.
-        n_past = pd.Series(residuals).shift(1).rolling(length, min_periods=1).count().to_numpy()
-        n_past = np.nan_to_num(n_past, nan=0.0)
-        recent = np.where(np.isnan(recent), self.level_, recent)
-        level = (n_past * recent + prior * self.level_) / (n_past + prior)
+        level = _recent_level(residuals, self.config.window_length, self.config.min_periods,
+                              self.level_)
         return baseline + level, residuals - level
 
     def _score_z(self, window: pd.Series) -> np.ndarray:
@@ -300,7 +424,7 @@ class DynamicThresholdDetector(Detector):
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         params = {
-            "season_s_": self.season_s_,
+            "season_": self.season_,
             "step_s_": self.step_s_,
             "slot_ns_": self.slot_ns_,
             "level_": self.level_,
@@ -309,7 +433,7 @@ class DynamicThresholdDetector(Detector):
         return params, {"profile_": self.profile_}
 
     def set_state(self, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        self.season_s_ = params["season_s_"]
+        self.season_ = str(params["season_"])
         self.step_s_ = float(params["step_s_"])
         self.slot_ns_ = int(params["slot_ns_"])
         self.level_ = float(params["level_"])
