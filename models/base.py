@@ -19,9 +19,11 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 import pandas as pd
-from scipy.special import erf
+from scipy.special import erf, erfinv
 
-FORMAT_VERSION = 1
+from models.calibration import TailCalibrator
+
+FORMAT_VERSION = 2
 #: Calibrated score at which a point is called anomalous by default.
 DEFAULT_THRESHOLD = 0.99
 #: The |z| that maps to DEFAULT_THRESHOLD under ``z_to_score``.
@@ -97,13 +99,24 @@ class Detector(ABC):
     """A per-series anomaly detector.
 
     Subclasses set ``name`` (the registry key) and ``config_class``, implement
-    ``_fit``, ``_score_z`` and the state accessors. ``score`` returns a value
-    in [0, 1] per point of the window; higher is more anomalous; a point
-    scores from its own value and the past only.
+    ``_fit``, ``_score_z`` (a raw, non-negative deviation per point) and the
+    state accessors. ``score`` returns a value in [0, 1] per point of the
+    window; higher is more anomalous; a point scores from its own value and
+    the past only.
+
+    Calibration: unless a class sets ``calibrated = False``, ``fit`` ends by
+    fitting a :class:`~models.calibration.TailCalibrator` on the raw scores of
+    the training data (``_training_raw_scores``), and ``score`` maps raw scores
+    through it, so that 0.99 means a 1-in-100 rarity for every detector and
+    series. Uncalibrated classes map raw z through the normal tail.
+
+    Models with learned state that is not plain arrays (a scikit-learn
+    estimator, a torch state dict) override ``_save_files``/``_load_files``.
     """
 
     name: ClassVar[str]
     config_class: ClassVar[type[DetectorConfig]]
+    calibrated: ClassVar[bool] = True
 
     def __init__(self, config: DetectorConfig | None = None) -> None:
         if config is None:
@@ -124,22 +137,40 @@ class Detector(ABC):
                 f"{type(self).__name__} needs at least {self.min_history_length}"
             )
         self._fit(values)
+        self.calibrator_ = None
+        if self.calibrated:
+            raw = self._training_raw_scores(values)
+            if np.isfinite(raw).sum() >= 10:
+                self.calibrator_ = TailCalibrator().fit(raw)
         return self
 
     def score(self, window: pd.Series) -> pd.Series:
         """Anomaly score in [0, 1] for every point of ``window`` (NaN where the value is NaN)."""
         self._check_fitted()
         values = check_series(window, name="window")
-        z = self._score_z(values)
-        scores = z_to_score(z)
+        scores = self.calibrate(self._score_z(values))
         scores[np.isnan(values.to_numpy())] = np.nan
         return pd.Series(scores, index=values.index, name="score")
+
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        """Map raw scores to [0, 1] with the training calibration (or the normal tail)."""
+        calibrator = getattr(self, "calibrator_", None)
+        if calibrator is None:
+            return z_to_score(raw)
+        return calibrator.transform(raw)
+
+    def raw_threshold(self, score: float = DEFAULT_THRESHOLD) -> float:
+        """The raw score that calibrates to ``score``."""
+        calibrator = getattr(self, "calibrator_", None)
+        if calibrator is None:
+            return float(np.sqrt(2.0) * erfinv(score))
+        return calibrator.raw_at(score)
 
     def expected_range(self, window: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper bounds of the values that would score below the default threshold."""
         self._check_fitted()
         values = check_series(window, name="window")
-        return self._expected_range(values)
+        return self._expected_range(values, self.raw_threshold())
 
     # -- what subclasses provide --------------------------------------------------------
     min_history_length: ClassVar[int] = 2
@@ -149,10 +180,17 @@ class Detector(ABC):
 
     @abstractmethod
     def _score_z(self, window: pd.Series) -> np.ndarray:
-        """Non-negative deviation per point, on the scale where 2.576 means a 1 % tail."""
+        """Raw non-negative deviation per point (for uncalibrated classes, a |z|)."""
+
+    def _training_raw_scores(self, history: pd.Series) -> np.ndarray:
+        """Raw scores the calibration learns from; by default the history scored in-sample."""
+        return self._score_z(history)
 
     @abstractmethod
-    def _expected_range(self, window: pd.Series) -> tuple[np.ndarray, np.ndarray]: ...
+    def _expected_range(
+        self, window: pd.Series, raw_threshold: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Bounds of the values whose raw score stays below ``raw_threshold``."""
 
     @abstractmethod
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -186,7 +224,19 @@ class Detector(ABC):
         (path / "config.json").write_text(json.dumps(header, indent=2))
         (path / "state.json").write_text(json.dumps(params, indent=2))
         np.savez(path / "arrays.npz", **arrays)
+        calibrator = getattr(self, "calibrator_", None)
+        if calibrator is not None:
+            (path / "calibration.json").write_text(json.dumps(calibrator.to_dict()))
+        self._save_files(path)
         return path
+
+    def _save_files(self, directory: Path) -> None:
+        """Write state that is not plain arrays (estimators, state dicts); default: nothing."""
+        return None
+
+    def _load_files(self, directory: Path) -> None:
+        """Read what ``_save_files`` wrote; default: nothing."""
+        return None
 
     @classmethod
     def load(cls, directory: str | Path) -> Self:
@@ -216,6 +266,15 @@ class Detector(ABC):
                 raise ModelFormatError(f"{path} holds a {header.get('class')}, not a {cls.__name__}")
         detector = target(target.config_class.from_dict(header["config"]))
         detector.set_state(params, arrays)
+        calibration = path / "calibration.json"
+        try:
+            detector.calibrator_ = (
+                TailCalibrator.from_dict(json.loads(calibration.read_text()))
+                if calibration.exists() else None
+            )
+            detector._load_files(path)
+        except (OSError, ValueError, KeyError) as error:
+            raise ModelFormatError(f"cannot read a saved detector in {path}: {error}") from error
         return detector
 
 

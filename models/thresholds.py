@@ -93,6 +93,8 @@ class StaticThresholdDetector(Detector):
 
     name: ClassVar[str] = "static_threshold"
     config_class = StaticThresholdConfig
+    # Bounds are the statement: a value on a bound scores 0.99 by construction.
+    calibrated: ClassVar[bool] = False
     config: StaticThresholdConfig
 
     def _fit(self, history: pd.Series) -> None:
@@ -119,7 +121,9 @@ class StaticThresholdDetector(Detector):
         below = (self.center_ - x) / (self.center_ - self.lower_)
         return Z_AT_THRESHOLD * np.maximum(np.maximum(above, below), 0.0)
 
-    def _expected_range(self, window: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    def _expected_range(
+        self, window: pd.Series, raw_threshold: float
+    ) -> tuple[np.ndarray, np.ndarray]:
         n = len(window)
         return np.full(n, self.lower_), np.full(n, self.upper_)
 
@@ -405,6 +409,7 @@ class DynamicThresholdDetector(Detector):
         self.step_s_ = float(step.total_seconds())
         self.level_ = float(np.nanmedian(values - self.profile_[self._slots(history.index)]))
         self.scale_ = robust_scale(held_out)
+        self._held_out_z = np.abs(held_out) / self.scale_
 
     def _levels(self, window: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         baseline = self.profile_[self._slots(window.index)]
@@ -417,9 +422,16 @@ class DynamicThresholdDetector(Detector):
         _, deviation = self._levels(window)
         return np.abs(deviation) / self.scale_
 
-    def _expected_range(self, window: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    def _training_raw_scores(self, history: pd.Series) -> np.ndarray:
+        # Held-out deviations: in-sample ones would make every new day look rare.
+        raw, self._held_out_z = self._held_out_z, None
+        return raw
+
+    def _expected_range(
+        self, window: pd.Series, raw_threshold: float
+    ) -> tuple[np.ndarray, np.ndarray]:
         expected, _ = self._levels(window)
-        half = Z_AT_THRESHOLD * self.scale_
+        half = raw_threshold * self.scale_
         return expected - half, expected + half
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -472,6 +484,7 @@ class WindowBaselineDetector(Detector):
 
     name: ClassVar[str] = "window_baseline"
     config_class = WindowBaselineConfig
+    calibrated: ClassVar[bool] = False  # it learns nothing, so it has nothing to calibrate on
     config: WindowBaselineConfig
 
     def _fit(self, history: pd.Series) -> None:
@@ -494,9 +507,11 @@ class WindowBaselineDetector(Detector):
         z = np.abs(window.to_numpy() - median) / spread
         return np.where(np.isnan(median), 0.0, z)
 
-    def _expected_range(self, window: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    def _expected_range(
+        self, window: pd.Series, raw_threshold: float
+    ) -> tuple[np.ndarray, np.ndarray]:
         median, spread = self._stats(window)
-        return median - Z_AT_THRESHOLD * spread, median + Z_AT_THRESHOLD * spread
+        return median - raw_threshold * spread, median + raw_threshold * spread
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return {"n_history_": getattr(self, "n_history_", 0)}, {}

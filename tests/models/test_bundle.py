@@ -16,6 +16,7 @@ from models import (
     WindowBaselineDetector,
     make_detector,
 )
+from models.base import FORMAT_VERSION
 from models.bundle import DetectorBundle, SeriesScores, combine
 
 KNOWN = ("checkout", "cpu")
@@ -142,7 +143,7 @@ def test_broken_manifest_is_a_format_error(bundle, tmp_path):
         DetectorBundle.load(path)
 
 
-@pytest.mark.parametrize("version", [2, None])
+@pytest.mark.parametrize("version", [FORMAT_VERSION + 1, None])
 def test_unknown_bundle_format_version_is_a_format_error(bundle, tmp_path, version):
     path, manifest = _saved(bundle, tmp_path)
     content = json.loads(manifest.read_text())
