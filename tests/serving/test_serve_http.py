@@ -78,12 +78,13 @@ def test_injected_anomalies_score_higher_than_normal_points(served, small_fleet)
             labelled.extend(scores[truth])
             normal.extend(scores[~truth])
             if truth.any():
+                # Each incident stands out from the normal points of its own window.
                 windows_with_incidents += 1
-                caught += bool(np.nanmax(scores[truth]) >= 0.99)
+                caught += bool(np.nanmax(scores[truth]) > np.nanquantile(scores[~truth], 0.95))
     assert labelled, "the fixture fleet must hold incidents in its last day"
     assert np.nanmean(labelled) > np.nanmean(normal) + 0.2
     assert np.nanmedian(labelled) > np.nanquantile(normal, 0.9)
-    assert caught >= 0.75 * windows_with_incidents
+    assert caught == windows_with_incidents
 
 
 def test_bad_request_is_a_422_over_http(served):
