@@ -6,6 +6,7 @@ no model yet → 503, anything else → 500 with a request id and no internals.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable
@@ -16,11 +17,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from models.alarms import AlarmPolicy, find_incidents
 from models.base import ModelFormatError, NotFittedError
 from models.bundle import FALLBACK_DETECTOR, SeriesScores
 from serving.loader import LoadedModel
 from serving.schemas import (
     Anomaly,
+    IncidentOut,
     ModelInfo,
     Problem,
     ScoreRequest,
@@ -64,12 +67,14 @@ def _reason(value: float, low: float, high: float, detector_scores: dict[str, fl
     return f"value {value:.4g} is {where}; {loudest} scores {detector_scores[loudest]:.3f}"
 
 
-def series_result(window: SeriesWindow, scored: SeriesScores, threshold: float) -> SeriesResult:
+def series_result(window: SeriesWindow, scored: SeriesScores, policy: AlarmPolicy) -> SeriesResult:
     anomalies = []
-    for i in scored.anomalous(threshold):
+    reasons = {}
+    for i in scored.anomalous(policy.threshold):
         by_detector = {name: _round(s[i]) for name, s in scored.detector_scores.items()}
         value = float(scored.values[i])
         low, high = float(scored.expected_low[i]), float(scored.expected_high[i])
+        reasons[int(i)] = _reason(value, low, high, by_detector)
         anomalies.append(
             Anomaly(
                 timestamp=window.timestamps[i],
@@ -78,9 +83,23 @@ def series_result(window: SeriesWindow, scored: SeriesScores, threshold: float) 
                 expected_low=_round(low),
                 expected_high=_round(high),
                 detectors=by_detector,
-                reason=_reason(value, low, high, by_detector),
+                reason=reasons[int(i)],
             )
         )
+    incidents = [
+        IncidentOut(
+            start=incident.start.to_pydatetime(),
+            end=incident.end.to_pydatetime(),
+            n_points=incident.n_points,
+            peak_at=window.timestamps[incident.peak_position],
+            peak_score=_round(incident.peak_score),
+            peak_value=float(scored.values[incident.peak_position]),
+            severity=incident.severity,
+            reason=f"{incident.n_points} alarmed point(s) of {window.metric}; at the peak "
+            + reasons[incident.peak_position],
+        )
+        for incident in find_incidents(scored.index, scored.score, window.metric, policy)
+    ]
     scores = [None if np.isnan(s) else _round(s) for s in scored.score]
     return SeriesResult(
         service=window.service,
@@ -89,6 +108,7 @@ def series_result(window: SeriesWindow, scored: SeriesScores, threshold: float) 
         detectors=sorted(scored.detector_scores),
         scores=scores,
         anomalies=anomalies,
+        incidents=incidents,
     )
 
 
@@ -114,6 +134,7 @@ def check_limits(request: ScoreRequest, settings: Settings) -> None:
 
 def score_request(request: ScoreRequest, model: LoadedModel, settings: Settings) -> ScoreResponse:
     check_limits(request, settings)
+    policy = dataclasses.replace(settings.alarm_policy, threshold=request.threshold)
     results = []
     for i, window in enumerate(request.series):
         key = (window.service, window.metric)
@@ -124,7 +145,7 @@ def score_request(request: ScoreRequest, model: LoadedModel, settings: Settings)
             scored = model.bundle.score(window.service, window.metric, to_pandas(window), wanted)
         except ValueError as error:
             raise ValueError(f"series[{i}] ({window.service}/{window.metric}): {error}") from error
-        results.append(series_result(window, scored, request.threshold))
+        results.append(series_result(window, scored, policy))
     return ScoreResponse(
         model=ModelInfo(name=model.name, version=model.version, alias=model.alias),
         threshold=request.threshold,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -80,6 +81,22 @@ class Anomaly(BaseModel):
     reason: str
 
 
+class IncidentOut(BaseModel):
+    """Alarmed points grouped into one incident (repeats within ``merge_gap_s`` merged)."""
+
+    start: datetime
+    end: datetime = Field(description="The last alarmed point.")
+    n_points: int
+    peak_at: datetime
+    peak_score: float
+    peak_value: float
+    severity: Literal["P0", "P1", "P2", "P3"] = Field(
+        description="P0 service unavailable, P1 major features degraded, P2 one feature "
+        "affected, P3 minor; from peak rarity, duration and the metric's criticality."
+    )
+    reason: str
+
+
 class SeriesResult(BaseModel):
     service: str
     metric: str
@@ -90,6 +107,7 @@ class SeriesResult(BaseModel):
     detectors: list[str]
     scores: list[float | None] = Field(description="Combined score per point; null for a gap.")
     anomalies: list[Anomaly]
+    incidents: list[IncidentOut]
 
 
 class ModelInfo(BaseModel):

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
+
+from models.alarms import AlarmPolicy
 
 
 def _env_int(name: str, default: int) -> int:
@@ -15,6 +18,15 @@ def _env_int(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
+
+
+def load_alarm_policy(path: Path) -> AlarmPolicy:
+    """An :class:`AlarmPolicy` from a JSON file such as
+    ``{"threshold": 0.995, "merge_gap_s": 900, "criticality": {"payments_latency": 1}}``."""
+    try:
+        return AlarmPolicy.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as error:
+        raise ValueError(f"alarm policy {path}: {error}") from error
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -31,6 +43,9 @@ class Settings:
         Where downloaded model versions are kept.
     max_points_per_series, max_series_per_request
         Request size limits; larger requests get a 413.
+    alarm_policy
+        How alarmed points group into incidents and get a severity;
+        ``AIOPS_ALARM_POLICY`` names a JSON file that overrides the defaults.
     """
 
     model_name: str = "novaevo-detectors"
@@ -42,6 +57,7 @@ class Settings:
     max_points_per_series: int = 10_000
     max_series_per_request: int = 1_000
     num_replicas: int = 1
+    alarm_policy: AlarmPolicy = dataclasses.field(default_factory=AlarmPolicy)
 
     def __post_init__(self) -> None:
         if not self.tracking_uri:
@@ -64,6 +80,9 @@ class Settings:
             "max_points_per_series": _env_int("AIOPS_MAX_POINTS_PER_SERIES", cls.max_points_per_series),
             "max_series_per_request": _env_int("AIOPS_MAX_SERIES_PER_REQUEST", cls.max_series_per_request),
         }
+        policy_file = os.environ.get("AIOPS_ALARM_POLICY")
+        if policy_file:
+            values["alarm_policy"] = load_alarm_policy(Path(policy_file))
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["cache_dir"] = Path(str(values["cache_dir"]))
         return cls(**values)

@@ -132,3 +132,30 @@ def test_readyz_and_openapi(client):
     spec = client.get("/openapi.json").json()
     assert "/v1/score" in spec["paths"]
     assert "422" in spec["paths"]["/v1/score"]["post"]["responses"]
+
+
+def test_alarmed_points_come_back_as_one_incident_with_a_severity(client, live_window):
+    window = live_window.copy()
+    window.iloc[200:204] += 60  # four minutes of a far-out value: one incident, not four
+    body = client.post("/v1/score", json={"series": [window_body(window)]}).json()
+    (result,) = body["results"]
+    planted = [i for i in result["incidents"]
+               if i["start"] == window.index[200].strftime("%Y-%m-%dT%H:%M:%SZ")]
+    assert len(planted) == 1
+    incident = planted[0]
+    assert incident["n_points"] >= 4
+    assert incident["severity"] in {"P0", "P1", "P2", "P3"}
+    assert incident["peak_value"] > 100
+    assert "alarmed point" in incident["reason"]
+
+
+def test_alarm_policy_from_a_file_is_validated(tmp_path, monkeypatch):
+    from serving.settings import Settings
+
+    policy = tmp_path / "policy.json"
+    policy.write_text('{"merge_gap_s": 60, "criticality": {"cpu": 1}}')
+    monkeypatch.setenv("AIOPS_ALARM_POLICY", str(policy))
+    assert Settings.from_env().alarm_policy.merge_gap_s == 60
+    policy.write_text('{"merge_gap": 60}')
+    with pytest.raises(ValueError, match=r"policy\.json.*unknown alarm policy field"):
+        Settings.from_env()

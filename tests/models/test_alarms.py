@@ -1,0 +1,96 @@
+"""Alarm post-processing: grouping into incidents, suppression of repeats, severity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.alarms import AlarmPolicy, find_incidents
+
+INDEX = pd.date_range("2026-01-05", periods=120, freq="1min", tz="UTC")
+
+
+def scores_with(*spans: tuple[int, int, float]) -> np.ndarray:
+    scores = np.full(len(INDEX), 0.2)
+    for start, stop, value in spans:
+        scores[start:stop] = value
+    return scores
+
+
+def test_no_alarm_no_incident():
+    assert find_incidents(INDEX, scores_with(), "cpu_utilization") == []
+
+
+def test_flapping_alarms_within_the_merge_gap_are_one_incident():
+    # Alarms at minutes 10-11, 14 and 18: gaps of 3 and 4 minutes, under the 10-minute default.
+    scores = scores_with((10, 12, 0.995), (14, 15, 0.9995), (18, 19, 0.993))
+    (incident,) = find_incidents(INDEX, scores, "cpu_utilization")
+    assert incident.start == INDEX[10] and incident.end == INDEX[18]
+    assert incident.n_points == 4
+    assert incident.peak_at == INDEX[14] and incident.peak_score == pytest.approx(0.9995)
+
+
+def test_alarms_further_apart_than_the_gap_are_separate_incidents():
+    scores = scores_with((10, 12, 0.995), (40, 41, 0.995))
+    assert len(find_incidents(INDEX, scores, "cpu_utilization")) == 2
+    merged = find_incidents(INDEX, scores, "cpu_utilization", AlarmPolicy(merge_gap_s=3600))
+    assert len(merged) == 1
+
+
+def test_nan_scores_never_alarm_and_min_points_drops_blips():
+    scores = scores_with((10, 11, 0.999))
+    scores[50:60] = np.nan
+    assert len(find_incidents(INDEX, scores, "m")) == 1
+    assert find_incidents(INDEX, scores, "m", AlarmPolicy(min_points=2)) == []
+
+
+@pytest.mark.parametrize(
+    ("metric", "peak", "minutes", "expected"),
+    [
+        ("request_rate", 0.99999, 20, "P0"),  # traffic gone for a quarter hour: unavailable
+        # points = rarity (0-2) + duration (0-2) + criticality weight (-1..2)
+        ("request_rate", 0.995, 5, "P3"),  # 0 + 0 + 2: critical metric, brief, barely rare
+        ("request_rate", 0.999, 5, "P2"),  # 1 + 0 + 2
+        ("latency_p99", 0.99999, 20, "P1"),  # 2 + 1 + 1
+        ("latency_p99", 0.9995, 20, "P2"),  # 1 + 1 + 1
+        ("cpu_utilization", 0.995, 1, "P3"),  # a brief CPU blip
+        ("cpu_utilization", 0.99999, 90, "P1"),
+        ("some_new_metric", 0.995, 1, "P3"),
+    ],
+)
+def test_severity_table(metric, peak, minutes, expected):
+    assert AlarmPolicy().severity(peak, minutes * 60.0, metric) == expected
+
+
+def test_criticality_is_configurable_per_metric():
+    policy = AlarmPolicy.from_dict({"criticality": {"cpu_utilization": 1}})
+    assert policy.severity(0.99999, 1200, "cpu_utilization") == "P0"
+    assert policy.criticality_of("request_rate") == 1  # defaults kept for the others
+
+
+def test_incident_severity_uses_its_duration():
+    long = scores_with((10, 40, 0.99995))
+    (incident,) = find_incidents(INDEX, long, "request_rate")
+    assert incident.duration_s == 29 * 60
+    assert incident.severity == "P0"
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"threshold": 1.0}, "threshold"),
+        ({"merge_gap_s": -1}, "merge_gap_s"),
+        ({"min_points": 0}, "min_points"),
+        ({"criticality": {"cpu": 7}}, "criticality of 'cpu'"),
+        ({"bogus": 1}, "unknown alarm policy field"),
+    ],
+)
+def test_bad_policies_name_the_field(values, field):
+    with pytest.raises(ValueError, match=field):
+        AlarmPolicy.from_dict(values)
+
+
+def test_length_mismatch_is_refused():
+    with pytest.raises(ValueError, match="index has 120 points but scores has 3"):
+        find_incidents(INDEX, np.zeros(3), "m")
