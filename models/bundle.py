@@ -24,6 +24,7 @@ from models.base import (
     NotFittedError,
     package_version,
 )
+from models.correlation import CorrelationDetector
 from models.thresholds import WindowBaselineDetector
 
 SeriesKey = tuple[str, str]
@@ -77,6 +78,7 @@ class DetectorBundle:
         self,
         detectors: Mapping[SeriesKey, Mapping[str, Detector]],
         metadata: dict[str, Any] | None = None,
+        service_detectors: Mapping[str, CorrelationDetector] | None = None,
     ) -> None:
         for key, by_name in detectors.items():
             if not by_name:
@@ -85,6 +87,8 @@ class DetectorBundle:
                 if not detector.is_fitted:
                     raise NotFittedError(f"detector {name} of {key[0]}/{key[1]} is not fitted")
         self.detectors = {key: dict(by_name) for key, by_name in detectors.items()}
+        #: Multi-metric detectors by service (only services whose metrics explain each other).
+        self.service_detectors = dict(service_detectors or {})
         self.metadata = dict(metadata or {})
         self.fallback = WindowBaselineDetector()
 
@@ -159,11 +163,17 @@ class DetectorBundle:
                 {"service": key[0], "metric": key[1], "path": folder,
                  "detectors": sorted(self.detectors[key])}
             )
+        services = []
+        for i, (service, detector) in enumerate(sorted(self.service_detectors.items())):
+            folder = f"services/{i:05d}/{detector.name}"
+            detector.save(path / folder)
+            services.append({"service": service, "detector": detector.name, "path": folder})
         manifest = {
             "format_version": FORMAT_VERSION,
             "package_version": package_version(),
             "metadata": self.metadata,
             "series": entries,
+            "services": services,
         }
         (path / "bundle.json").write_text(json.dumps(manifest, indent=2, default=str))
         return path
@@ -187,4 +197,8 @@ class DetectorBundle:
             detectors[key] = {
                 name: Detector.load(path / entry["path"] / name) for name in entry["detectors"]
             }
-        return cls(detectors, manifest.get("metadata"))
+        service_detectors = {
+            entry["service"]: CorrelationDetector.load(path / entry["path"])
+            for entry in manifest.get("services", [])
+        }
+        return cls(detectors, manifest.get("metadata"), service_detectors)

@@ -17,9 +17,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from models.alarms import AlarmPolicy, find_incidents
+from models.alarms import AlarmPolicy, Incident, find_incidents
 from models.base import ModelFormatError, NotFittedError
 from models.bundle import FALLBACK_DETECTOR, SeriesScores
+from models.correlation import CorrelationDetector
 from serving.loader import LoadedModel
 from serving.schemas import (
     Anomaly,
@@ -30,6 +31,7 @@ from serving.schemas import (
     ScoreResponse,
     SeriesResult,
     SeriesWindow,
+    ServiceIncidentOut,
 )
 from serving.settings import Settings
 
@@ -132,24 +134,106 @@ def check_limits(request: ScoreRequest, settings: Settings) -> None:
             )
 
 
+def service_incidents(
+    service: str,
+    windows: dict[str, pd.Series],
+    single_scores: dict[str, pd.Series],
+    detector: CorrelationDetector,
+    policy: AlarmPolicy,
+) -> list[ServiceIncidentOut]:
+    """Multi-metric incidents of one service, overlapping ones merged into one."""
+    wide = pd.concat(windows, axis=1)
+    residuals = detector.residuals(wide)
+    expected = detector.expected(wide)
+    found = []
+    for metric, scores in detector.score(wide).items():
+        for incident in find_incidents(wide.index, scores.to_numpy(), metric, policy):
+            found.append((metric, incident))
+    found.sort(key=lambda item: item[1].start)
+    merged: list[list[tuple[str, Incident]]] = []
+    gap = pd.Timedelta(seconds=policy.merge_gap_s)
+    for item in found:
+        if merged and item[1].start <= max(i.end for _, i in merged[-1]) + gap:
+            merged[-1].append(item)
+        else:
+            merged.append([item])
+    out = []
+    for group in merged:
+        # The metric that strays furthest from its prediction is the one to name; calibrated
+        # scores saturate at 1 and cannot tell.
+        metric, peak = max(
+            group, key=lambda item: abs(float(residuals[item[0]][item[1].peak_position]))
+        )
+        at = peak.peak_position
+        siblings = {
+            name: float(series.iloc[at]) if at < len(series) else float("nan")
+            for name, series in single_scores.items()
+            if name != metric
+        }
+        diagnosis = detector.diagnose(metric, float(residuals[metric][at]), siblings,
+                                      policy.threshold)
+        severity = min((i.severity for _, i in group), key=lambda s: int(s[1]))
+        out.append(
+            ServiceIncidentOut(
+                service=service,
+                metrics=sorted({m for m, _ in group}),
+                start=min(i.start for _, i in group).to_pydatetime(),
+                end=max(i.end for _, i in group).to_pydatetime(),
+                peak_at=peak.peak_at.to_pydatetime(),
+                peak_metric=metric,
+                peak_score=_round(peak.peak_score),
+                peak_value=float(wide[metric].iloc[at]),
+                expected_value=_round(expected[metric][at]),
+                severity=severity,
+                diagnosis=diagnosis.text,
+            )
+        )
+    return out
+
+
 def score_request(request: ScoreRequest, model: LoadedModel, settings: Settings) -> ScoreResponse:
     check_limits(request, settings)
     policy = dataclasses.replace(settings.alarm_policy, threshold=request.threshold)
+    seen: dict[tuple[str, str], int] = {}
+    for i, window in enumerate(request.series):
+        key = (window.service, window.metric)
+        if key in seen:
+            raise ValueError(
+                f"series[{i}] repeats {window.service}/{window.metric} of series[{seen[key]}]; "
+                "send each series once per request"
+            )
+        seen[key] = i
+    windows: dict[str, dict[str, pd.Series]] = {}
+    single_scores: dict[str, dict[str, pd.Series]] = {}
     results = []
     for i, window in enumerate(request.series):
         key = (window.service, window.metric)
         wanted = request.detectors
         if wanted and key not in model.bundle:
             wanted = None  # an unseen series only has the window baseline
+        values = to_pandas(window)
         try:
-            scored = model.bundle.score(window.service, window.metric, to_pandas(window), wanted)
+            scored = model.bundle.score(window.service, window.metric, values, wanted)
         except ValueError as error:
             raise ValueError(f"series[{i}] ({window.service}/{window.metric}): {error}") from error
         results.append(series_result(window, scored, policy))
+        windows.setdefault(window.service, {})[window.metric] = values
+        single_scores.setdefault(window.service, {})[window.metric] = pd.Series(
+            scored.score, index=values.index)
+    incidents = []
+    for service, by_metric in windows.items():
+        detector = model.bundle.service_detectors.get(service)
+        if detector is not None and len(by_metric) >= 2:
+            # Align the service's metrics on the first window's timestamps.
+            index = next(iter(by_metric.values())).index
+            aligned = {m: v.reindex(index) for m, v in by_metric.items()}
+            singles = {m: v.reindex(index) for m, v in single_scores[service].items()}
+            incidents.extend(service_incidents(service, aligned, singles, detector, policy))
     return ScoreResponse(
         model=ModelInfo(name=model.name, version=model.version, alias=model.alias),
         threshold=request.threshold,
         results=results,
+        service_incidents=incidents,
     )
 
 

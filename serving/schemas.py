@@ -110,6 +110,25 @@ class SeriesResult(BaseModel):
     incidents: list[IncidentOut]
 
 
+class ServiceIncidentOut(BaseModel):
+    """Metrics of one service that stopped moving together, reported once for the service."""
+
+    service: str
+    metrics: list[str] = Field(description="The metrics their siblings no longer explain.")
+    start: datetime
+    end: datetime
+    peak_at: datetime
+    peak_metric: str
+    peak_score: float
+    peak_value: float
+    expected_value: float = Field(description="What the siblings predicted at the peak.")
+    severity: Literal["P0", "P1", "P2", "P3"]
+    diagnosis: str = Field(
+        examples=["latency_p99 high while cpu_utilization and request_rate are normal: "
+                  "suspect network or a downstream dependency"]
+    )
+
+
 class ModelInfo(BaseModel):
     name: str
     version: str
@@ -120,6 +139,10 @@ class ScoreResponse(BaseModel):
     model: ModelInfo
     threshold: float
     results: list[SeriesResult]
+    service_incidents: list[ServiceIncidentOut] = Field(
+        description="Multi-metric incidents: for each service whose metrics were all sent, "
+        "a metric that its siblings no longer explain, once per service and time span."
+    )
 
 
 class Problem(BaseModel):

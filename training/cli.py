@@ -189,8 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = commands.add_parser("train", help="fit detectors and register them in MLflow")
     tr.add_argument("--data", required=True, help="Parquet dataset directory")
-    tr.add_argument("--detectors", default="static_threshold,dynamic_threshold",
-                    help="comma-separated detector names")
+    tr.add_argument("--detectors", default="static_threshold,dynamic_threshold,correlation",
+                    help="comma-separated detector names (correlation: per service, "
+                    "multi-metric)")
     tr.add_argument("--holdout-fraction", type=float, default=0.2)
     tr.add_argument("--model-name", default="novaevo-detectors")
     tr.add_argument("--quiet", action="store_true", help="no progress bars")

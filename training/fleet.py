@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from features.series import SeriesKey
 from models.base import Detector, make_detector
+from models.correlation import CorrelationDetector, CorrelationDetectorConfig
 
 _log = logging.getLogger(__name__)
 
@@ -96,4 +97,44 @@ def fit_fleet(
             bar.update(len(done))
     _log.info("fitted %d series in %.1fs (%d failed)", len(fitted), time.perf_counter() - started,
               len(failures))
+    return fitted, failures
+
+
+@ray.remote
+def _fit_service_task(service, wide, config):
+    try:
+        return service, CorrelationDetector(config).fit(wide), None
+    except (ValueError, TypeError) as error:
+        return service, None, f"{type(error).__name__}: {error}"
+
+
+def fit_services(
+    services: Mapping[str, pd.DataFrame],
+    config: CorrelationDetectorConfig | None = None,
+    *,
+    progress: bool = True,
+) -> tuple[dict[str, CorrelationDetector], dict[str, str]]:
+    """Fit a multi-metric correlation detector per service (wide frames), in parallel.
+
+    Services with a single metric are skipped; a service where no metric is
+    explained by its siblings is kept out of the result (nothing to score).
+    """
+    ensure_ray()
+    pending = [
+        _fit_service_task.remote(service, wide, config)
+        for service, wide in services.items()
+        if wide.shape[1] >= 2
+    ]
+    fitted, failures = {}, {}
+    with tqdm(total=len(pending), desc="fitting services", unit="service",
+              disable=not progress) as bar:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=min(len(pending), 16), timeout=5.0)
+            for service, detector, error in ray.get(done):
+                if error is not None:
+                    failures[service] = error
+                    _log.warning("service %s: correlation not fitted: %s", service, error)
+                elif detector.models_:
+                    fitted[service] = detector
+            bar.update(len(done))
     return fitted, failures

@@ -24,8 +24,9 @@ from features.series import SeriesKey, split_series, to_labels, to_series
 from features.store import read_dataset
 from models.base import DEFAULT_THRESHOLD
 from models.bundle import DetectorBundle
+from models.correlation import CorrelationDetector, CorrelationDetectorConfig
 from models.evaluation import EventScores, event_scores
-from training.fleet import DEFAULT_DETECTORS, fit_fleet
+from training.fleet import DEFAULT_DETECTORS, fit_fleet, fit_services
 from training.tracking import (
     CHALLENGER,
     CHAMPION,
@@ -50,7 +51,7 @@ class TrainOptions:
     """
 
     data: Path
-    detectors: tuple[str, ...] = DEFAULT_DETECTORS
+    detectors: tuple[str, ...] = (*DEFAULT_DETECTORS, CorrelationDetector.name)
     detector_configs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     holdout_fraction: float = 0.2
     model_name: str = DEFAULT_MODEL_NAME
@@ -62,9 +63,19 @@ class TrainOptions:
             raise ValueError(f"holdout_fraction={self.holdout_fraction} must lie in [0, 0.9)")
         if not self.detectors:
             raise ValueError("detectors is empty; name at least one, e.g. dynamic_threshold")
-        unknown = [d for d in self.detectors if d not in models.registered_names()]
+        known = [*models.registered_names(), CorrelationDetector.name]
+        unknown = [d for d in self.detectors if d not in known]
         if unknown:
-            raise ValueError(f"unknown detector(s) {unknown}; known: {models.registered_names()}")
+            raise ValueError(f"unknown detector(s) {unknown}; known: {sorted(known)}")
+
+    @property
+    def use_correlation(self) -> bool:
+        return CorrelationDetector.name in self.detectors
+
+    @property
+    def series_detectors(self) -> tuple[str, ...]:
+        """The per-series detectors (everything but the per-service correlation)."""
+        return tuple(d for d in self.detectors if d != CorrelationDetector.name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,17 +93,31 @@ def evaluate(
     holdout: dict[SeriesKey, pd.Series],
     labels: dict[SeriesKey, pd.Series],
 ) -> dict[str, float]:
-    """Event-level precision, recall and F1 of each detector and the combined score."""
+    """Event-level precision, recall and F1 of each detector and the combined score.
+
+    The correlation detector is measured on the metrics it models, against
+    the same labels.
+    """
     totals: dict[str, EventScores] = {}
+
+    def add(name: str, truth: np.ndarray, scores: np.ndarray) -> None:
+        found = event_scores(truth, np.nan_to_num(scores, nan=0.0) >= DEFAULT_THRESHOLD)
+        totals[name] = totals[name] + found if name in totals else found
+
     for key, window in holdout.items():
         if key not in bundle or key not in labels:
             continue
         result = bundle.score(key[0], key[1], window)
-        truth = labels[key].to_numpy()
         for name, scores in {**result.detector_scores, "combined": result.score}.items():
-            alarms = np.nan_to_num(scores, nan=0.0) >= DEFAULT_THRESHOLD
-            found = event_scores(truth, alarms)
-            totals[name] = totals[name] + found if name in totals else found
+            add(name, labels[key].to_numpy(), scores)
+    for service, detector in bundle.service_detectors.items():
+        keys = [k for k in holdout if k[0] == service]
+        wide = pd.concat({k[1]: holdout[k] for k in keys}, axis=1)
+        for metric, scores in detector.score(wide).items():
+            truth = labels.get((service, metric))
+            if truth is not None:
+                add(CorrelationDetector.name, truth.reindex(wide.index, fill_value=False)
+                    .to_numpy(dtype=bool), scores.to_numpy())
     metrics = {}
     for name, total in totals.items():
         metrics[f"{name}.event_precision"] = total.precision
@@ -100,6 +125,21 @@ def evaluate(
         metrics[f"{name}.event_f1"] = total.f1
         metrics[f"{name}.n_events"] = float(total.n_events)
     return {k: float(v) for k, v in metrics.items() if not np.isnan(v)}
+
+
+def _fit_correlations(
+    series: dict[SeriesKey, pd.Series], options: TrainOptions
+) -> dict[str, CorrelationDetector]:
+    """One correlation detector per service, fitted on the service's metrics side by side."""
+    by_service: dict[str, dict[str, pd.Series]] = {}
+    for (service, metric), values in series.items():
+        by_service.setdefault(service, {})[metric] = values
+    wide = {service: pd.concat(metrics, axis=1) for service, metrics in by_service.items()}
+    config = CorrelationDetectorConfig.from_dict(
+        options.detector_configs.get(CorrelationDetector.name, {})
+    )
+    fitted, _ = fit_services(wide, config, progress=options.progress)
+    return fitted
 
 
 def _pip_requirements() -> list[str]:
@@ -147,15 +187,19 @@ def train(options: TrainOptions) -> TrainResult:
         if options.holdout_fraction > 0:
             cut = {k: int(len(v) * (1 - options.holdout_fraction)) for k, v in series.items()}
             train_part = {k: v.iloc[: cut[k]] for k, v in series.items()}
-            fitted, _ = fit_fleet(train_part, options.detectors, options.detector_configs,
-                                  progress=options.progress)
+            fitted, _ = fit_fleet(train_part, options.series_detectors,
+                                  options.detector_configs, progress=options.progress)
+            services = _fit_correlations(train_part, options) if options.use_correlation else {}
             holdout = {k: v.iloc[cut[k]:] for k, v in series.items()}
             holdout_labels = {k: v.iloc[cut[k]:] for k, v in labels.items()}
-            metrics.update(evaluate(DetectorBundle(fitted), holdout, holdout_labels))
+            metrics.update(evaluate(DetectorBundle(fitted, service_detectors=services), holdout,
+                                    holdout_labels))
 
         fit_started = time.perf_counter()
-        fitted, failures = fit_fleet(series, options.detectors, options.detector_configs,
-                                     progress=options.progress)
+        fitted, failures = fit_fleet(series, options.series_detectors,
+                                     options.detector_configs, progress=options.progress)
+        services = _fit_correlations(series, options) if options.use_correlation else {}
+        metrics["n_services_correlated"] = float(len(services))
         if not fitted:
             raise ValueError(
                 f"no series of {options.data} could be fitted; first failure: "
@@ -172,6 +216,7 @@ def train(options: TrainOptions) -> TrainResult:
             fitted,
             metadata={"run_id": run.info.run_id, "data": str(options.data),
                       "detectors": list(options.detectors)},
+            service_detectors=services,
         )
         with tempfile.TemporaryDirectory() as scratch:
             bundle_dir = bundle.save(Path(scratch) / "bundle")

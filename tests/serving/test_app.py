@@ -159,3 +159,57 @@ def test_alarm_policy_from_a_file_is_validated(tmp_path, monkeypatch):
     policy.write_text('{"merge_gap": 60}')
     with pytest.raises(ValueError, match=r"policy\.json.*unknown alarm policy field"):
         Settings.from_env()
+
+
+@pytest.fixture(scope="module")
+def service_client():
+    """A bundle for one service of three metrics, with its correlation detector."""
+    import time as clock
+
+    from models import DynamicThresholdDetector
+    from models.bundle import DetectorBundle
+    from models.correlation import CorrelationDetector
+    from serving.loader import LoadedModel
+    from serving.settings import Settings
+    from tests.models.test_correlation import service_frame
+
+    history = service_frame().drop(columns="unrelated")
+    detectors = {("api", m): {"dynamic_threshold": DynamicThresholdDetector().fit(history[m])}
+                 for m in history.columns}
+    bundle = DetectorBundle(detectors,
+                            service_detectors={"api": CorrelationDetector().fit(history)})
+    model = LoadedModel(bundle, "test-detectors", "4", "champion", clock.time())
+    settings = Settings(tracking_uri="sqlite:///unused.db")
+    return TestClient(create_app(settings, model)), service_frame
+
+
+def test_latency_up_cpu_normal_is_one_service_incident_with_a_diagnosis(service_client):
+    client, service_frame = service_client
+    window = service_frame(seed=5, start="2026-01-09").iloc[:120].drop(columns="unrelated")
+    window.iloc[60:80, window.columns.get_loc("latency_p99")] *= 1.6
+    body = {"series": [window_body(window[m], service="api", metric=m) for m in window.columns]}
+    response = client.post("/v1/score", json=body)
+    assert response.status_code == 200, response.text
+    incidents = response.json()["service_incidents"]
+    planted = [i for i in incidents if i["peak_metric"] == "latency_p99"]
+    assert len(planted) == 1, incidents
+    (incident,) = planted
+    assert incident["service"] == "api"
+    assert incident["start"] <= window.index[62].strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert incident["peak_value"] > incident["expected_value"] * 1.3
+    assert "latency_p99 high while" in incident["diagnosis"]
+    assert "suspect network or a downstream dependency" in incident["diagnosis"]
+
+
+def test_without_all_siblings_there_is_no_service_incident(service_client):
+    client, service_frame = service_client
+    window = service_frame(seed=5).iloc[:120]
+    body = {"series": [window_body(window["latency_p99"], service="api", metric="latency_p99")]}
+    assert client.post("/v1/score", json=body).json()["service_incidents"] == []
+
+
+def test_a_series_sent_twice_is_refused(client, live_window):
+    body = {"series": [window_body(live_window), window_body(live_window)]}
+    response = client.post("/v1/score", json=body)
+    assert response.status_code == 422
+    assert "series[1] repeats web/cpu of series[0]" in response.json()["detail"]
