@@ -45,6 +45,34 @@ def package_version() -> str:
         return "0+unknown"
 
 
+def header(name: str, class_name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The ``config.json`` of a saved model: what it is and which format it is in."""
+    return {
+        "class": class_name,
+        "name": name,
+        "package_version": package_version(),
+        "format_version": FORMAT_VERSION,
+        "config": config,
+    }
+
+
+def read_json(path: Path, what: str) -> Any:
+    """Parse a saved JSON file, or raise ModelFormatError naming ``what`` and ``path``."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ModelFormatError(f"cannot read {what} at {path}: {error}") from error
+
+
+def check_format(saved: dict[str, Any], path: Path) -> None:
+    """Refuse a saved model of another format version."""
+    if saved.get("format_version") != FORMAT_VERSION:
+        raise ModelFormatError(
+            f"{path} has format_version {saved.get('format_version')!r}; "
+            f"this version reads {FORMAT_VERSION}"
+        )
+
+
 def z_to_score(z: np.ndarray) -> np.ndarray:
     """Map a non-negative z-like deviation to [0, 1] as a two-sided normal tail.
 
@@ -214,14 +242,8 @@ class Detector(ABC):
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
         params, arrays = self.get_state()
-        header = {
-            "class": type(self).__name__,
-            "name": self.name,
-            "package_version": package_version(),
-            "format_version": FORMAT_VERSION,
-            "config": self.config.to_dict(),
-        }
-        (path / "config.json").write_text(json.dumps(header, indent=2))
+        saved = header(self.name, type(self).__name__, self.config.to_dict())
+        (path / "config.json").write_text(json.dumps(saved, indent=2))
         (path / "state.json").write_text(json.dumps(params, indent=2))
         np.savez(path / "arrays.npz", **arrays)
         calibrator = getattr(self, "calibrator_", None)
@@ -242,29 +264,25 @@ class Detector(ABC):
     def load(cls, directory: str | Path) -> Self:
         """Read a detector written by ``save``; checks class and format version."""
         path = Path(directory)
+        saved = read_json(path / "config.json", "a saved detector")
+        params = read_json(path / "state.json", "a saved detector")
         try:
-            header = json.loads((path / "config.json").read_text())
-            params = json.loads((path / "state.json").read_text())
             with np.load(path / "arrays.npz", allow_pickle=False) as stored:
                 arrays = {k: stored[k] for k in stored.files}
         except (OSError, ValueError) as error:
             raise ModelFormatError(f"cannot read a saved detector in {path}: {error}") from error
-        if header.get("format_version") != FORMAT_VERSION:
-            raise ModelFormatError(
-                f"{path} has format_version {header.get('format_version')!r}; "
-                f"this version reads {FORMAT_VERSION}"
-            )
+        check_format(saved, path)
         target = cls
-        if cls is Detector or getattr(cls, "name", None) != header.get("name"):
+        if cls is Detector or getattr(cls, "name", None) != saved.get("name"):
             try:
-                target = registry_class(header.get("name", "?"))
+                target = registry_class(saved.get("name", "?"))
             except ValueError as error:
                 raise ModelFormatError(
                     f"{path} holds a detector this version does not know: {error}"
                 ) from error
             if cls is not Detector and not issubclass(target, cls):
-                raise ModelFormatError(f"{path} holds a {header.get('class')}, not a {cls.__name__}")
-        detector = target(target.config_class.from_dict(header["config"]))
+                raise ModelFormatError(f"{path} holds a {saved.get('class')}, not a {cls.__name__}")
+        detector = target(target.config_class.from_dict(saved["config"]))
         detector.set_state(params, arrays)
         calibration = path / "calibration.json"
         try:

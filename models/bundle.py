@@ -20,9 +20,10 @@ from models.base import (
     DEFAULT_THRESHOLD,
     FORMAT_VERSION,
     Detector,
-    ModelFormatError,
     NotFittedError,
+    check_format,
     package_version,
+    read_json,
 )
 from models.correlation import CorrelationDetector
 from models.thresholds import WindowBaselineDetector
@@ -182,15 +183,8 @@ class DetectorBundle:
     def load(cls, directory: str | Path) -> DetectorBundle:
         path = Path(directory)
         manifest_path = path / "bundle.json"
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except (OSError, ValueError) as error:
-            raise ModelFormatError(f"cannot read a detector bundle at {manifest_path}: {error}") from error
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise ModelFormatError(
-                f"{manifest_path} has format_version {manifest.get('format_version')!r}; "
-                f"this version reads {FORMAT_VERSION}"
-            )
+        manifest = read_json(manifest_path, "a detector bundle")
+        check_format(manifest, manifest_path)
         detectors = {}
         for entry in manifest["series"]:
             key = (entry["service"], entry["metric"])

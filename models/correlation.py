@@ -26,11 +26,12 @@ import pandas as pd
 
 from models.base import (
     DEFAULT_THRESHOLD,
-    FORMAT_VERSION,
     DetectorConfig,
     ModelFormatError,
     NotFittedError,
-    package_version,
+    check_format,
+    header,
+    read_json,
 )
 from models.calibration import TailCalibrator
 from models.thresholds import robust_scale
@@ -266,9 +267,6 @@ class CorrelationDetector:
         self._check_fitted()
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
-        header = {"class": type(self).__name__, "name": self.name,
-                  "package_version": package_version(), "format_version": FORMAT_VERSION,
-                  "config": self.config.to_dict()}
         state = {
             "r2_": self.r2_,
             "models_": {
@@ -279,22 +277,21 @@ class CorrelationDetector:
                 for m, mm in self.models_.items()
             },
         }
-        (path / "config.json").write_text(json.dumps(header, indent=2))
+        saved = header(self.name, type(self).__name__, self.config.to_dict())
+        (path / "config.json").write_text(json.dumps(saved, indent=2))
         (path / "state.json").write_text(json.dumps(state))
         return path
 
     @classmethod
     def load(cls, directory: str | Path) -> CorrelationDetector:
         path = Path(directory)
+        saved = read_json(path / "config.json", "a correlation detector")
+        state = read_json(path / "state.json", "a correlation detector")
+        check_format(saved, path)
+        if saved.get("name") != cls.name:
+            raise ModelFormatError(f"{path} holds {saved.get('name')!r}, not {cls.name!r}")
         try:
-            header = json.loads((path / "config.json").read_text())
-            state = json.loads((path / "state.json").read_text())
-            if header.get("format_version") != FORMAT_VERSION or header.get("name") != cls.name:
-                raise ModelFormatError(
-                    f"{path} holds {header.get('name')!r} format {header.get('format_version')!r}; "
-                    f"expected {cls.name!r} format {FORMAT_VERSION}"
-                )
-            detector = cls(CorrelationDetectorConfig.from_dict(header["config"]))
+            detector = cls(CorrelationDetectorConfig.from_dict(saved["config"]))
             detector.r2_ = {k: float(v) for k, v in state["r2_"].items()}
             detector.models_ = {
                 m: MetricModel(
@@ -305,8 +302,6 @@ class CorrelationDetector:
                 )
                 for m, s in state["models_"].items()
             }
-        except ModelFormatError:
-            raise
-        except (OSError, ValueError, KeyError, TypeError) as error:
+        except (ValueError, KeyError, TypeError) as error:
             raise ModelFormatError(f"cannot read a correlation detector in {path}: {error}") from error
         return detector
