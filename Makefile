@@ -43,3 +43,28 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) data mlruns/mlflow.db mlruns/artifacts mlruns/serving-cache
+
+# Benchmarks (measure and print; not tests). Results go to benchmarks/results/.
+NAB ?=
+.PHONY: bench-nab bench-fleet
+
+bench-nab: $(STAMP)
+	@if [ -z "$(NAB)" ]; then \
+		echo "bench-nab needs the NAB folder: make bench-nab NAB=../shared/data/nab" >&2; exit 2; \
+	fi
+	@if [ ! -f "$(NAB)/combined_windows.json" ] || [ ! -d "$(NAB)/data" ]; then \
+		echo "NAB=$(NAB) holds no data/ folder and combined_windows.json; point it at the NAB subset" >&2; \
+		exit 2; \
+	fi
+	$(BIN)/python benchmarks/nab.py --nab "$(NAB)"
+
+bench-fleet: $(STAMP)
+	$(BIN)/python benchmarks/fleet_events.py
+
+bench: $(STAMP)
+	@if [ -n "$(NAB)" ]; then \
+		$(MAKE) --no-print-directory bench-nab NAB="$(NAB)"; \
+	else \
+		echo "NAB is unset: skipping bench-nab (make bench NAB=../shared/data/nab runs it)"; \
+	fi
+	@$(MAKE) --no-print-directory bench-fleet

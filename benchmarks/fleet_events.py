@@ -1,0 +1,352 @@
+"""Fleet events benchmark: event-level precision, recall and F1 per incident kind on a synthetic fleet.
+
+Usage::
+
+    .venv/bin/python benchmarks/fleet_events.py [--services 8 --days 14 --step 1min --seed 1]
+        [--threshold 0.99] [--detectors static_threshold,combined] [--no-correlation]
+        [--jobs 2] [--out benchmarks/results/fleet_events.json]
+
+Each series of the fleet is fitted on its first 20 % (where the synthetic fleet
+places no incident) and scored causally over all of it with
+``training.replay.score_series``; alarms are scores at or above the threshold,
+and alarms in the fitted part are ignored. Detectors: every registered one but
+the window baseline, ``combined`` (``aiops detect``'s default: the highest of
+its default detectors' scores) and, when available, the multi-metric
+``correlation`` detector, fitted per service on the same first 20 %.
+
+Events, without point-adjustment:
+
+- an *incident* is one row of ``features.synth.incident_table``, possibly
+  spanning several metrics of one service; it is *found* when any of its
+  labelled metrics has an alarm inside its ``[start, end]``, and counts once;
+- an *alarm run* is a run of consecutive alarmed points of one series; it is
+  *correct* when it overlaps an incident of its service (any metric of the
+  service: an alarm on CPU during a latency incident is not a false alarm),
+  and *false* otherwise;
+- overall, precision = correct runs / all runs and recall = found / incidents;
+- per kind, recall counts that kind's incidents, and precision is that of a
+  fleet whose only incidents were of that kind: runs overlapping an incident
+  of the kind against those runs plus every false run (runs on other kinds'
+  incidents are left out).
+
+A benchmark, not a test: it measures and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.schema import METRIC, SERVICE, TIMESTAMP, VALUE
+from features.series import SeriesKey, split_series, to_series
+from features.synth import INCIDENT_KINDS, FleetConfig, generate_fleet, incident_table
+from models import DEFAULT_THRESHOLD, registered_names
+from models.evaluation import EventScores, runs
+from training.fleet import DEFAULT_DETECTORS
+from training.replay import MIN_TRAIN_POINTS, score_series
+
+COMBINED = "combined"
+CORRELATION = "correlation"
+EXCLUDED = ("window_baseline",)
+TRAIN_FRACTION = 0.2
+DEFAULT_OUT = Path("benchmarks/results/fleet_events.json")
+WATCHED_KIND = "latency_up_cpu_normal"
+
+# Set before the worker pool forks, so that workers read the series without pickling them.
+_SERIES: dict[SeriesKey, pd.Series] = {}
+
+
+@dataclasses.dataclass
+class EventReport:
+    """Event counts of one detector over the fleet.
+
+    ``found_by`` lists, per incident (in ``incident_table`` order), the labelled
+    metrics that had an alarm inside it (empty when missed).
+    """
+
+    overall: EventScores
+    by_kind: dict[str, EventScores]
+    n_false_runs: int
+    found_by: list[list[str]]
+
+
+def match_incidents(incidents: pd.DataFrame, alarms: Mapping[SeriesKey, pd.Series]) -> EventReport:
+    """Match alarm runs to incidents, as described in the module docstring.
+
+    Parameters
+    ----------
+    incidents : pandas.DataFrame
+        ``incident_table`` output: ``service``, ``incident`` (kind), ``start``,
+        ``end`` (inclusive) and ``metrics`` (comma-joined).
+    alarms : mapping of (service, metric) to boolean Series
+        Alarms per series, indexed by timestamp; rows that must not count (the
+        fitted part) are False.
+    """
+    by_service: dict[str, pd.DataFrame] = {
+        str(s): rows for s, rows in incidents.groupby(SERVICE, sort=False)
+    }
+    # Which kinds each alarm run overlaps; an empty set is a false run.
+    run_kinds: list[set[str]] = []
+    for (service, _metric), flags in alarms.items():
+        stamps = flags.index
+        own = by_service.get(service)
+        for a, b in runs(flags.to_numpy()):
+            first, last = stamps[a], stamps[b - 1]
+            if own is None:
+                run_kinds.append(set())
+                continue
+            hit = (own["start"] <= last) & (own["end"] >= first)
+            run_kinds.append(set(own.loc[hit, "incident"].astype(str)))
+
+    found_by = []
+    for row in incidents.itertuples(index=False):
+        metrics = []
+        for metric in str(row.metrics).split(","):
+            flags = alarms.get((row.service, metric))
+            if flags is not None and bool(flags.loc[row.start : row.end].any()):
+                metrics.append(metric)
+        found_by.append(metrics)
+
+    kinds = incidents["incident"].astype(str).to_numpy()
+    found = np.array([bool(m) for m in found_by], dtype=bool)
+    n_false = sum(1 for k in run_kinds if not k)
+    by_kind = {}
+    for kind in INCIDENT_KINDS:
+        n_correct = sum(1 for k in run_kinds if kind in k)
+        by_kind[kind] = EventScores(
+            n_events=int((kinds == kind).sum()),
+            n_found=int(found[kinds == kind].sum()),
+            n_alarm_runs=n_correct + n_false,
+            n_correct_alarm_runs=n_correct,
+        )
+    overall = EventScores(
+        n_events=len(kinds),
+        n_found=int(found.sum()),
+        n_alarm_runs=len(run_kinds),
+        n_correct_alarm_runs=len(run_kinds) - n_false,
+    )
+    return EventReport(overall=overall, by_kind=by_kind, n_false_runs=n_false, found_by=found_by)
+
+
+def _n_train(n_points: int) -> int:
+    # The same split as score_series.
+    return max(int(n_points * TRAIN_FRACTION), MIN_TRAIN_POINTS)
+
+
+def _score_one(task: tuple[SeriesKey, tuple[str, ...]]) -> tuple[SeriesKey, np.ndarray | None, str]:
+    key, names = task
+    try:
+        return key, score_series(_SERIES[key], names, TRAIN_FRACTION).to_numpy(), ""
+    except (ValueError, TypeError) as error:
+        return key, None, f"{type(error).__name__}: {error}"
+
+
+def _score_detector(names: tuple[str, ...], jobs: int) -> tuple[dict[SeriesKey, np.ndarray], dict]:
+    tasks = [(key, names) for key in _SERIES]
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+            results = list(pool.map(_score_one, tasks))
+    else:
+        results = [_score_one(task) for task in tasks]
+    scores = {key: s for key, s, _ in results if s is not None}
+    failures = {f"{key[0]}/{key[1]}": reason for key, s, reason in results if s is None}
+    return scores, failures
+
+
+def _alarms_per_series(scores: Mapping[SeriesKey, np.ndarray], threshold: float
+                       ) -> dict[SeriesKey, pd.Series]:
+    alarms = {}
+    for key, values in scores.items():
+        series = _SERIES[key]
+        flags = np.nan_to_num(values, nan=0.0) >= threshold
+        flags[: _n_train(len(series))] = False
+        alarms[key] = pd.Series(flags, index=series.index)
+    return alarms
+
+
+def _correlation_alarms(frame: pd.DataFrame, threshold: float
+                        ) -> tuple[dict[SeriesKey, pd.Series], dict]:
+    """Fit the multi-metric detector per service on the first 20 % of its rows and alarm."""
+    from models.correlation import CorrelationDetector  # optional: absent in older trees
+
+    alarms, failures = {}, {}
+    for service, rows in frame.groupby(SERVICE, sort=True):
+        wide = rows.pivot(index=TIMESTAMP, columns=METRIC, values=VALUE).sort_index()
+        cut = _n_train(len(wide))
+        try:
+            detector = CorrelationDetector().fit(wide.iloc[:cut])
+            scores = detector.score(wide)
+        except (ValueError, TypeError) as error:
+            failures[str(service)] = f"{type(error).__name__}: {error}"
+            continue
+        for metric in wide.columns:
+            key = (str(service), str(metric))
+            if key not in _SERIES:
+                continue
+            index = _SERIES[key].index
+            flags = np.zeros(len(index), dtype=bool)
+            if metric in scores.columns:
+                values = scores[metric].reindex(index).to_numpy()
+                flags = np.nan_to_num(values, nan=0.0) >= threshold
+                flags &= index >= wide.index[cut]
+            alarms[key] = pd.Series(flags, index=index)
+    return alarms, failures
+
+
+def _fmt(value: float) -> str:
+    return "  - " if math.isnan(value) else f"{value:.2f}"
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 4)
+
+
+def _scores_json(scores: EventScores) -> dict:
+    return {**dataclasses.asdict(scores), "precision": _finite(scores.precision),
+            "recall": _finite(scores.recall), "f1": _finite(scores.f1)}
+
+
+def _print_tables(reports: dict[str, EventReport], seconds: dict[str, float],
+                  incidents: pd.DataFrame, threshold: float) -> None:
+    width = max(len(n) for n in [*reports, "detector"]) + 2
+    print(f"\nevent-level accuracy at threshold {threshold:g} (no point-adjustment)")
+    print(f"{'detector':<{width}}{'precision':>10}{'recall':>8}{'F1':>7}{'found':>9}"
+          f"{'runs':>7}{'false':>7}{'time':>9}")
+    for name, report in reports.items():
+        o = report.overall
+        print(f"{name:<{width}}{_fmt(o.precision):>10}{_fmt(o.recall):>8}{_fmt(o.f1):>7}"
+              f"{f'{o.n_found}/{o.n_events}':>9}{o.n_alarm_runs:>7}{report.n_false_runs:>7}"
+              f"{seconds[name]:8.1f}s")
+
+    print("\nper incident kind: found/incidents  precision  F1  (precision: that kind's runs "
+          "against them plus every false run)")
+    cell = max(len(k) for k in INCIDENT_KINDS) + 3
+    print(f"{'detector':<{width}}" + "".join(f"{k:>{cell}}" for k in INCIDENT_KINDS))
+    for name, report in reports.items():
+        cells = []
+        for kind in INCIDENT_KINDS:
+            s = report.by_kind[kind]
+            cells.append(f"{s.n_found}/{s.n_events} {_fmt(s.precision)} {_fmt(s.f1)}")
+        print(f"{name:<{width}}" + "".join(f"{c:>{cell}}" for c in cells))
+
+    watched = (incidents["incident"] == WATCHED_KIND).to_numpy()
+    print(f"\n{WATCHED_KIND}: incidents found, and by which labelled metric")
+    for name, report in reports.items():
+        by = [m for m, w in zip(report.found_by, watched, strict=True) if w]
+        counts = pd.Series([x for metrics in by for x in metrics]).value_counts()
+        detail = ", ".join(f"{m} {n}" for m, n in counts.items()) or "none"
+        print(f"{name:<{width}}{sum(1 for m in by if m)}/{len(by)}   ({detail})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--services", type=int, default=8)
+    parser.add_argument("--days", type=float, default=14.0)
+    parser.add_argument("--step", default="1min")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    parser.add_argument("--detectors", default=None,
+                        help="comma-separated names; default every registered detector but "
+                             f"{', '.join(EXCLUDED)}, plus '{COMBINED}' and '{CORRELATION}'")
+    parser.add_argument("--no-correlation", action="store_true",
+                        help=f"leave out the multi-metric '{CORRELATION}' detector")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="series scored in parallel (default: 2 or the CPU count if lower)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results (default {DEFAULT_OUT})")
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)
+
+    if args.detectors:
+        names = [n.strip() for n in args.detectors.split(",") if n.strip()]
+    else:
+        names = [n for n in registered_names() if n not in EXCLUDED] + [COMBINED, CORRELATION]
+    if args.no_correlation and CORRELATION in names:
+        names.remove(CORRELATION)
+    unknown = sorted(set(names) - set(registered_names()) - {COMBINED, CORRELATION})
+    if unknown:
+        sys.exit(f"unknown detector(s) {unknown}; registered: {registered_names()}, "
+                 f"'{COMBINED}' and '{CORRELATION}'")
+
+    config = FleetConfig(n_services=args.services, days=args.days, step=args.step, seed=args.seed)
+    started = time.perf_counter()
+    frame = generate_fleet(config)
+    incidents = incident_table(frame)
+    _SERIES.update({key: to_series(rows) for key, rows in split_series(frame)})
+    print(f"fleet: {args.services} services × {args.days:g} days at {args.step} (seed {args.seed}): "
+          f"{len(_SERIES)} series, {len(frame):,} rows, {len(incidents)} incidents "
+          f"({', '.join(f'{k} {n}' for k, n in incidents['incident'].value_counts().items())}); "
+          f"generated in {time.perf_counter() - started:.1f} s")
+    print(f"fit on the first {TRAIN_FRACTION:.0%} of each series, scored causally; "
+          f"{COMBINED} = max of {', '.join(DEFAULT_DETECTORS)}; {args.jobs} jobs")
+
+    reports, seconds, failures = {}, {}, {}
+    for name in names:
+        t0 = time.perf_counter()
+        if name == CORRELATION:
+            try:
+                alarms, failures[name] = _correlation_alarms(frame, args.threshold)
+            except ImportError as error:
+                print(f"  {name}: skipped ({error})")
+                continue
+        else:
+            detector_names = DEFAULT_DETECTORS if name == COMBINED else (name,)
+            scores, failures[name] = _score_detector(tuple(detector_names), args.jobs)
+            alarms = _alarms_per_series(scores, args.threshold)
+        seconds[name] = time.perf_counter() - t0
+        reports[name] = match_incidents(incidents, alarms)
+        failed = f"; not scored: {len(failures[name])}" if failures[name] else ""
+        print(f"  {name}: {len(alarms)} series in {seconds[name]:.1f} s{failed}")
+    _print_tables(reports, seconds, incidents, args.threshold)
+    total_s = time.perf_counter() - started
+    print(f"\ntotal {total_s:.1f} s")
+
+    watched = (incidents["incident"] == WATCHED_KIND).to_numpy()
+    result = {
+        "fleet": dataclasses.asdict(config),
+        "threshold": args.threshold,
+        "train_fraction": TRAIN_FRACTION,
+        "n_series": len(_SERIES),
+        "n_incidents": len(incidents),
+        "total_seconds": round(total_s, 2),
+        "detectors": {
+            name: {
+                "seconds": round(seconds[name], 2),
+                "overall": _scores_json(report.overall),
+                "n_false_runs": report.n_false_runs,
+                "by_kind": {k: _scores_json(s) for k, s in report.by_kind.items()},
+                WATCHED_KIND: {
+                    "n_incidents": int(watched.sum()),
+                    "n_found": sum(1 for m, w in zip(report.found_by, watched, strict=True)
+                                   if w and m),
+                },
+                "incidents": [
+                    {"service": row.service, "kind": row.incident, "start": row.start.isoformat(),
+                     "end": row.end.isoformat(), "metrics": row.metrics, "found_by": found}
+                    for row, found in zip(incidents.itertuples(index=False), report.found_by,
+                                          strict=True)
+                ],
+                "not_scored": failures.get(name, {}),
+            }
+            for name, report in reports.items()
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"results written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
