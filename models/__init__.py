@@ -3,6 +3,7 @@
 Importing the package enrols every built-in detector in the registry.
 """
 
+from models.arima import ArimaDetector
 from models.base import (
     DEFAULT_THRESHOLD,
     Detector,
@@ -12,6 +13,7 @@ from models.base import (
     registered_names,
     registry_class,
 )
+from models.random_forest import RandomForestDetector
 from models.thresholds import (
     DynamicThresholdDetector,
     StaticThresholdDetector,
@@ -20,10 +22,12 @@ from models.thresholds import (
 
 __all__ = [
     "DEFAULT_THRESHOLD",
+    "ArimaDetector",
     "Detector",
     "DynamicThresholdDetector",
     "ModelFormatError",
     "NotFittedError",
+    "RandomForestDetector",
     "StaticThresholdDetector",
     "WindowBaselineDetector",
     "make_detector",

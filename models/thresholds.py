@@ -215,7 +215,7 @@ _MAX_FOLDS = 8
 _COMPLEXITY_MARGIN = 0.02
 
 
-def _slot_length_ns(step: pd.Timedelta, slot_s: int) -> int:
+def slot_length_ns(step: pd.Timedelta, slot_s: int) -> int:
     """Slot length: ``slot_s`` but no finer than the step, and dividing a day evenly."""
     wanted = max(pd.Timedelta(seconds=slot_s), step)
     n_per_day = max(1, int(pd.Timedelta("1D") / wanted))
@@ -274,7 +274,7 @@ def seasonal_profile(
     return np.concatenate([weekdays, weekends])
 
 
-def _recent_level(
+def recent_level(
     residuals: np.ndarray, length: int, prior_weight: int, prior_level: float
 ) -> np.ndarray:
     """The current level of the residuals, from the past only.
@@ -290,7 +290,7 @@ def _recent_level(
     return (n_past * recent + prior_weight * prior_level) / (n_past + prior_weight)
 
 
-def _held_out_residuals(
+def held_out_residuals(
     stamps_ns: np.ndarray, values: np.ndarray, season: str, slot_ns: int
 ) -> np.ndarray:
     """Each point's residual against a profile built without its own cycle.
@@ -331,18 +331,18 @@ def _candidate_seasons(stamps_ns: np.ndarray, step: pd.Timedelta, choice: str) -
     return candidates
 
 
-def _choose_season(
+def choose_season(
     history: pd.Series, step: pd.Timedelta, config: DynamicThresholdConfig
 ) -> tuple[str, np.ndarray]:
     """The season whose held-out deviations are tightest, and those deviations."""
     stamps = history.index.as_unit("ns").asi8
     values = history.to_numpy(dtype="float64")
-    slot_ns = _slot_length_ns(step, config.slot_s)
+    slot_ns = slot_length_ns(step, config.slot_s)
     chosen: tuple[float, str, np.ndarray] | None = None
     for season in _candidate_seasons(stamps, step, config.season):
-        residuals = _held_out_residuals(stamps, values, season, slot_ns)
+        residuals = held_out_residuals(stamps, values, season, slot_ns)
         prior = float(np.nanmedian(residuals)) if np.isfinite(residuals).any() else 0.0
-        deviation = residuals - _recent_level(
+        deviation = residuals - recent_level(
             residuals, config.window_length, config.min_periods, prior
         )
         spread = robust_scale(deviation)
@@ -370,7 +370,7 @@ def detect_season(
     values = history.to_numpy(dtype="float64")
     if np.isfinite(values).sum() < 4 or np.nanstd(values) == 0:
         return "none"
-    season, _ = _choose_season(history, step, config)
+    season, _ = choose_season(history, step, config)
     return season
 
 
@@ -402,9 +402,9 @@ class DynamicThresholdDetector(Detector):
         if np.nanstd(values) == 0:
             season, held_out = "none", values - np.nanmedian(values)
         else:
-            season, held_out = _choose_season(history, step, config)
+            season, held_out = choose_season(history, step, config)
         self.season_ = season
-        self.slot_ns_ = _slot_length_ns(step, config.slot_s)
+        self.slot_ns_ = slot_length_ns(step, config.slot_s)
         self.profile_ = seasonal_profile(stamps, values, season, self.slot_ns_)
         self.step_s_ = float(step.total_seconds())
         self.level_ = float(np.nanmedian(values - self.profile_[self._slots(history.index)]))
@@ -414,7 +414,7 @@ class DynamicThresholdDetector(Detector):
     def _levels(self, window: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         baseline = self.profile_[self._slots(window.index)]
         residuals = window.to_numpy() - baseline
-        level = _recent_level(residuals, self.config.window_length, self.config.min_periods,
+        level = recent_level(residuals, self.config.window_length, self.config.min_periods,
                               self.level_)
         return baseline + level, residuals - level
 

@@ -29,7 +29,10 @@ from models import (
 NAMES = registered_names()
 
 #: Cheap test configs (few trees, one epoch, ...) for detectors whose defaults are slow.
-PRESETS: dict[str, dict[str, Any]] = {}
+PRESETS: dict[str, dict[str, Any]] = {
+    "arima": {"max_p": 1, "max_q": 1, "fit_length": 600},
+    "random_forest": {"n_estimators": 10, "max_depth": 6},
+}
 
 #: Detectors that score without a fit (``is_fitted`` is True from the start).
 NO_FIT_NEEDED = {"window_baseline"}

@@ -1,0 +1,686 @@
+"""ARIMA detector: standardised one-step-ahead prediction errors of a seasonal profile + ARIMA.
+
+A full SARIMA at a season of 288 or 1440 steps is far too slow to fit per
+series, so the series is decomposed first, as in STL + ARIMA:
+
+1. the seasonal profile of the dynamic threshold (:mod:`models.thresholds`:
+   the same season choice, ``"none"``, ``"1D"``, ``"workweek"`` or ``"7D"``,
+   and the same per-slot medians) is subtracted;
+2. an ARIMA(p, d, q) is fitted to what remains, with (p, d, q) chosen over a
+   small grid by an information criterion.
+
+Scoring holds the fitted parameters fixed and filters the window through the
+innovations recursion of the ARMA (``scipy.signal.lfilter``), so a request
+never touches statsmodels. See :class:`ArimaDetector` for what happens at the
+start of a window and around gaps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import warnings
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pandas as pd
+from scipy import linalg, optimize, signal
+from statsmodels.tsa.arima.model import ARIMA
+from statsmodels.tsa.arima_process import arma_acovf
+from statsmodels.tsa.statespace.tools import constrain_stationary_univariate
+from threadpoolctl import threadpool_limits
+
+from features.series import infer_step
+from models.base import Detector, DetectorConfig, register
+from models.thresholds import (
+    SEASONS,
+    DynamicThresholdConfig,
+    choose_season,
+    held_out_residuals,
+    recent_level,
+    robust_scale,
+    seasonal_profile,
+    slot_index,
+    slot_length_ns,
+)
+
+_log = logging.getLogger(__name__)
+
+#: Positions from a segment's start for which the variance of the conditional innovations is
+#: tabulated; beyond it the last value is used (it has converged to sigma² by then unless an MA
+#: root sits almost on the unit circle).
+_N_VARIANCE_POSITIONS = 256
+#: A timestamp step longer than this many trained steps is a gap: the recursion restarts after it.
+_JUMP_FACTOR = 1.5
+#: Iterations of the statsmodels likelihood maximisation; it starts from the CSS estimates.
+_MLE_MAXITER = 50
+#: Residuals are clipped at this many robust standard deviations for the fit (not for scoring).
+_FIT_CLIP = 10.0
+#: With ``level_window``, the weight in points of the fitted mean against the window's own level.
+_LEVEL_PRIOR_WEIGHT = 10
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ArimaDetectorConfig(DetectorConfig):
+    """Seasonal profile plus an ARIMA on the deseasonalised residual.
+
+    Parameters
+    ----------
+    season
+        ``"auto"`` picks the profile as the dynamic threshold does (held-out
+        days, see :func:`models.thresholds.detect_season`); ``"none"``,
+        ``"1D"``, ``"workweek"`` or ``"7D"`` force one.
+    slot_s
+        Length in seconds of a profile slot; never finer than the data's step.
+    min_improvement
+        In ``"auto"``, how much a season must shrink the held-out residual
+        spread, as a fraction, to be preferred to no season.
+    max_p, max_d, max_q
+        The order grid: every (p, d, q) with p ≤ ``max_p``, d ≤ ``max_d``,
+        q ≤ ``max_q`` is a candidate.
+    criterion
+        ``"bic"`` (parsimonious, the default) or ``"aic"`` chooses the order.
+    fit_length
+        The ARIMA is fitted on at most the last ``fit_length`` observed points
+        of the history (the profile uses all of it), which bounds the fit time.
+    level_window
+        0 (the default): a model with d = 0 predicts around its fitted mean, a
+        pure ARIMA, so a lasting level shift keeps scoring high. n > 0: the
+        mean follows the median of the window's last n residuals instead
+        (shrunk toward the fitted mean while the window has little past, as in
+        the dynamic threshold), so such a shift stops scoring after about n
+        points. Models with d = 1 follow the level anyway.
+    outlier_sd
+        An isolated one-step error beyond this many standard deviations scores
+        in full, but later predictions use the prediction in its place: a
+        spike does not echo into the points after it, and a past incident in
+        the history does not inflate the calibration. A second such error in a
+        row is accepted as real (a level shift). 0 turns this off: the plain
+        ARIMA recursion.
+    """
+
+    season: str = "auto"
+    slot_s: int = 300
+    min_improvement: float = 0.1
+    max_p: int = 2
+    max_d: int = 1
+    max_q: int = 2
+    criterion: Literal["aic", "bic"] = "bic"
+    fit_length: int = 3000
+    level_window: int = 0
+    outlier_sd: float = 4.0
+
+    def __post_init__(self) -> None:
+        for name in ("slot_s", "max_p", "max_d", "max_q", "fit_length", "level_window"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name}={value!r} must be an integer")
+        if self.season not in ("auto", *SEASONS):
+            raise ValueError(f"season={self.season!r}; accepted: 'auto', {', '.join(SEASONS)}")
+        if not 1 <= self.slot_s <= 86_400:
+            raise ValueError(f"slot_s={self.slot_s} must lie in [1, 86400]")
+        if not 0.0 <= self.min_improvement < 1.0:
+            raise ValueError(f"min_improvement={self.min_improvement} must lie in [0, 1)")
+        if not 0 <= self.max_p <= 5:
+            raise ValueError(f"max_p={self.max_p} must lie in [0, 5]")
+        if not 0 <= self.max_d <= 1:
+            raise ValueError(f"max_d={self.max_d} must lie in [0, 1]")
+        if not 0 <= self.max_q <= 5:
+            raise ValueError(f"max_q={self.max_q} must lie in [0, 5]")
+        if self.criterion not in ("aic", "bic"):
+            raise ValueError(f"criterion={self.criterion!r}; accepted: 'aic', 'bic'")
+        if not ArimaDetector.min_history_length <= self.fit_length <= 1_000_000:
+            raise ValueError(
+                f"fit_length={self.fit_length} must lie in "
+                f"[{ArimaDetector.min_history_length}, 1000000]"
+            )
+        if not (self.level_window == 0 or 2 <= self.level_window <= 100_000):
+            raise ValueError(f"level_window={self.level_window} must be 0 or lie in [2, 100000]")
+        if not (self.outlier_sd == 0 or 2.0 <= self.outlier_sd <= 1000.0):
+            raise ValueError(f"outlier_sd={self.outlier_sd} must be 0 or lie in [2, 1000]")
+
+
+# -- the innovations recursion ------------------------------------------------------------
+def _segment_starts(z: np.ndarray, stamps_ns: np.ndarray, step_ns: int) -> np.ndarray:
+    """True where a run of consecutive observed points begins.
+
+    A run ends at a missing (non-finite) value and at a timestamp jump of more
+    than ``_JUMP_FACTOR`` steps; the recursion restarts at every run's start.
+    """
+    observed = np.isfinite(z)
+    previous_observed = np.r_[False, observed[:-1]]
+    jump = np.r_[True, np.diff(stamps_ns) > _JUMP_FACTOR * step_ns]
+    return observed & (~previous_observed | jump)
+
+
+def _innovations(
+    z: np.ndarray,
+    starts: np.ndarray,
+    model: _Arma,
+    mean: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One-step errors of ``model`` over ``z``, restarting at every run start.
+
+    ``mean`` replaces the fitted mean of a d = 0 model point by point (a local
+    level computed from the past only). Returns the raw score ``|error| / sd``,
+    the one-step prediction, the prediction's standard deviation (all in the
+    units of ``z``) and each point's position within its run; NaN (position -1)
+    where ``z`` is not finite.
+    """
+    n = len(z)
+    raw, prediction, sd = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    position = np.full(n, -1, dtype=np.int64)
+    begins = np.flatnonzero(starts)
+    if begins.size == 0:
+        return raw, prediction, sd, position
+    stops = np.r_[np.flatnonzero(~np.isfinite(z) | starts), n]
+    ends = stops[np.searchsorted(stops, begins, side="right")]
+    last = len(model.innovation_sd) - 1
+    for a, b in zip(begins.tolist(), ends.tolist(), strict=True):
+        position[a:b] = np.arange(b - a)
+        first = a
+        if model.d == 1:
+            # The first point of a run has no predecessor to difference against: it is compared
+            # with the training distribution of the residual (median 0 in z units).
+            prediction[a], sd[a] = 0.0, model.level_sd
+            first = a + 1
+            w = np.diff(z[a:b])
+        else:
+            w = z[a:b] - (model.mu if mean is None else mean[a:b])
+        if w.size == 0:
+            continue
+        # Conditional on zero pre-sample values and errors; innovation_sd[k] is the exact
+        # standard deviation of the k-th such error, so the run's first points are not
+        # over-scored for the pre-sample the recursion cannot see.
+        run_sd = model.innovation_sd[np.minimum(np.arange(w.size), last)]
+        errors = _run_errors(w, run_sd, model)
+        prediction[first:b] = z[first:b] - errors
+        sd[first:b] = run_sd
+    raw = np.abs(z - prediction) / sd
+    return raw, prediction, sd, position
+
+
+def _run_errors(w: np.ndarray, sd: np.ndarray, model: _Arma) -> np.ndarray:
+    """One-step errors of the ARMA over one run of (differenced, centred) values ``w``.
+
+    ``scipy.signal.lfilter`` runs the recursion. An *isolated* error beyond
+    ``model.outlier_sd`` standard deviations is returned in full, but the
+    recursion goes on with the prediction in place of the value (error 0), so
+    a spike leaves no echo in the next points' predictions. A second such
+    error in a row is taken as real and fed back in full, so a level shift is
+    followed (by a model with d = 1) rather than rejected forever. For d = 1 the
+    replaced value is a level: the next difference takes back what was
+    removed. From the first outlier on, a scalar loop runs the recursion: for
+    a few hundred points it is as fast as lfilter would be with restarts.
+    """
+    errors = signal.lfilter(model.ar_poly, model.ma_poly, w)
+    if model.outlier_sd <= 0:
+        return errors
+    outliers = np.flatnonzero(np.abs(errors) > model.outlier_sd * sd)
+    if outliers.size == 0:
+        return errors
+    ar, ma, d = model.ar, model.ma, model.d
+    values, reported = w.tolist(), errors.tolist()
+    bounds = (model.outlier_sd * sd).tolist()
+    fed_back = list(reported)  # the errors the MA part sees: 0 for a rejected value
+    n = len(values)
+    after_outlier = False  # whether the point before was an outlier
+    for t in range(int(outliers[0]), n):
+        predicted = 0.0
+        for i, coefficient in enumerate(ar, start=1):
+            if t >= i:
+                predicted += coefficient * values[t - i]
+        for i, coefficient in enumerate(ma, start=1):
+            if t >= i:
+                predicted += coefficient * fed_back[t - i]
+        error = values[t] - predicted
+        reported[t] = fed_back[t] = error
+        is_outlier = abs(error) > bounds[t]
+        if is_outlier and not after_outlier:
+            fed_back[t] = 0.0
+            values[t] = predicted
+            if d == 1 and t + 1 < n:
+                values[t + 1] += error
+        after_outlier = is_outlier
+    return np.asarray(reported)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Arma:
+    """Fixed ARIMA(p, d, q) parameters in standardised units, ready for the recursion."""
+
+    d: int
+    mu: float
+    ar: tuple[float, ...]
+    ma: tuple[float, ...]
+    sigma2: float
+    level_sd: float
+    innovation_sd: np.ndarray
+    outlier_sd: float
+
+    @property
+    def ar_poly(self) -> np.ndarray:
+        return np.r_[1.0, -np.asarray(self.ar, dtype="float64")]
+
+    @property
+    def ma_poly(self) -> np.ndarray:
+        return np.r_[1.0, np.asarray(self.ma, dtype="float64")]
+
+
+def _conditional_innovation_sd(
+    ar: np.ndarray, ma: np.ndarray, sigma2: float, n_positions: int = _N_VARIANCE_POSITIONS
+) -> np.ndarray:
+    """Standard deviation of the k-th conditional (zero pre-sample) one-step error.
+
+    With zero initial state the errors are ``e = H w`` for the impulse response
+    ``H`` of ``ar(B) / ma(B)`` and a stationary ARMA ``w`` with autocovariance
+    matrix ``Γ``; their variances are ``diag(H Γ Hᵀ)``: ``γ(0)`` for the first
+    point, sigma² exactly from position p on for a pure AR, converging
+    geometrically to sigma² with an MA part.
+    """
+    ar_poly, ma_poly = np.r_[1.0, -ar], np.r_[1.0, ma]
+    impulse = np.zeros(n_positions)
+    impulse[0] = 1.0
+    h = signal.lfilter(ar_poly, ma_poly, impulse)
+    big_h = linalg.toeplitz(h, np.zeros(n_positions))
+    gamma = linalg.toeplitz(arma_acovf(ar_poly, ma_poly, nobs=n_positions, sigma2=sigma2))
+    variance = np.einsum("ij,ij->i", big_h @ gamma, big_h)
+    # Never below sigma² (no predictor from a finite past beats the model's own innovations);
+    # the clip only removes rounding where a near-unit root makes Γ large.
+    variance = np.where(np.isfinite(variance), np.maximum(variance, sigma2), sigma2)
+    return np.sqrt(variance)
+
+
+# -- order selection and fitting ----------------------------------------------------------
+def _runs(z: np.ndarray, starts: np.ndarray) -> list[np.ndarray]:
+    begins = np.flatnonzero(starts)
+    stops = np.r_[np.flatnonzero(~np.isfinite(z) | starts), len(z)]
+    ends = stops[np.searchsorted(stops, begins, side="right")]
+    return [z[a:b] for a, b in zip(begins.tolist(), ends.tolist(), strict=True)]
+
+
+def _with_gap_markers(z: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """``z`` with a NaN before every run that follows a timestamp jump, for the Kalman fit."""
+    jumps = np.flatnonzero(starts[1:] & np.isfinite(z[:-1])) + 1
+    return np.insert(z, jumps, np.nan) if jumps.size else z
+
+
+def _css_errors(
+    params: np.ndarray, runs: list[np.ndarray], p: int, d: int, q: int, n_condition: int
+) -> np.ndarray:
+    """Conditional one-step errors from position ``n_condition`` of every run on."""
+    offset = 1 if d == 0 else 0
+    mu = params[0] if d == 0 else 0.0
+    ar = constrain_stationary_univariate(params[offset : offset + p]) if p else np.empty(0)
+    # An invertible MA polynomial 1 + θB is a stationary AR polynomial in −θ.
+    ma = -constrain_stationary_univariate(params[offset + p :]) if q else np.empty(0)
+    ar_poly, ma_poly = np.r_[1.0, -ar], np.r_[1.0, ma]
+    out = []
+    for run in runs:
+        if run.size <= n_condition:
+            continue
+        w = np.diff(run) if d == 1 else run - mu
+        errors = signal.lfilter(ar_poly, ma_poly, w)
+        out.append(errors[max(n_condition - d, 0) :])
+    return np.concatenate(out) if out else np.empty(0)
+
+
+def _css_fit(
+    runs: list[np.ndarray], p: int, d: int, q: int, n_condition: int
+) -> tuple[np.ndarray, float, int] | None:
+    """Conditional-sum-of-squares estimate: (unconstrained params, sigma², n errors) or None."""
+    n_params = p + q + (1 if d == 0 else 0)
+    start = np.zeros(n_params)
+    if d == 0:
+        start[0] = float(np.mean(np.concatenate(runs)))
+    n_errors = _css_errors(start, runs, p, d, q, n_condition).size
+    if n_errors < max(10, 3 * (n_params + 1)):
+        return None
+    if p + q:
+        result = optimize.least_squares(
+            _css_errors, start, args=(runs, p, d, q, n_condition), method="lm"
+        )
+        if not np.all(np.isfinite(result.x)):
+            return None
+        params = result.x
+    else:
+        params = start
+    errors = _css_errors(params, runs, p, d, q, n_condition)
+    sigma2 = float(np.mean(errors**2))
+    if not (np.isfinite(sigma2) and sigma2 > 0):
+        return None
+    return params, sigma2, errors.size
+
+
+def _unpack(params: np.ndarray, p: int, d: int, q: int) -> tuple[float, np.ndarray, np.ndarray]:
+    offset = 1 if d == 0 else 0
+    mu = float(params[0]) if d == 0 else 0.0
+    ar = constrain_stationary_univariate(params[offset : offset + p]) if p else np.empty(0)
+    ma = -constrain_stationary_univariate(params[offset + p :]) if q else np.empty(0)
+    return mu, ar, ma
+
+
+def _select_order(
+    runs: list[np.ndarray], config: ArimaDetectorConfig
+) -> tuple[tuple[int, int, int], float, float, np.ndarray, np.ndarray, float]:
+    """The (p, d, q) with the lowest information criterion under CSS estimation.
+
+    Every candidate is conditioned on the same first ``max_p + max_d`` points of
+    every run, so the criteria compare likelihoods of the same observations.
+    Candidates are visited from simplest to most complex and a more complex
+    one must be strictly better, so ties go to the simpler order.
+    """
+    n_condition = config.max_p + config.max_d
+    best: tuple[float, tuple[int, int, int], np.ndarray, float] | None = None
+    candidates = sorted(
+        (
+            (p, d, q)
+            for p in range(config.max_p + 1)
+            for d in range(config.max_d + 1)
+            for q in range(config.max_q + 1)
+        ),
+        key=lambda order: (sum(order), order[1], order[0]),
+    )
+    for p, d, q in candidates:
+        fitted = _css_fit(runs, p, d, q, n_condition)
+        if fitted is None:
+            continue
+        params, sigma2, n_errors = fitted
+        n_estimated = p + q + (1 if d == 0 else 0) + 1
+        log_likelihood = -0.5 * n_errors * (math.log(2.0 * math.pi * sigma2) + 1.0)
+        penalty = 2.0 if config.criterion == "aic" else math.log(n_errors)
+        criterion = -2.0 * log_likelihood + penalty * n_estimated
+        if best is None or criterion < best[0]:
+            best = (criterion, (p, d, q), params, sigma2)
+    if best is None:
+        # Too little data for any candidate with parameters: white noise around the median.
+        return (0, 0, 0), float("nan"), 0.0, np.empty(0), np.empty(0), 1.0
+    criterion, (p, d, q), params, sigma2 = best
+    mu, ar, ma = _unpack(params, p, d, q)
+    return (p, d, q), criterion, mu, ar, ma, sigma2
+
+
+def _mle_refine(
+    z: np.ndarray,
+    order: tuple[int, int, int],
+    mu: float,
+    ar: np.ndarray,
+    ma: np.ndarray,
+    sigma2: float,
+) -> tuple[float, np.ndarray, np.ndarray, float] | None:
+    """Exact maximum likelihood (statsmodels, Kalman filter) from the CSS start; None on failure."""
+    p, d, q = order
+    trend = "c" if d == 0 else "n"
+    start = np.r_[[mu] if d == 0 else [], ar, ma, sigma2]
+    # The Kalman filter's matrices are tiny: BLAS threads only add overhead, and on a busy
+    # machine their spinning made one fit 30 times slower.
+    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
+        # Convergence and start-parameter warnings: the CSS estimate stands if the MLE fails.
+        warnings.simplefilter("ignore")
+        try:
+            model = ARIMA(z, order=(p, d, q), trend=trend)
+            params = model.fit(
+                start_params=start,
+                method_kwargs={"maxiter": _MLE_MAXITER, "disp": 0},
+                cov_type="none",
+                return_params=True,
+            )
+        except (ValueError, np.linalg.LinAlgError) as error:
+            _log.debug("ARIMA%s maximum likelihood failed: %s", order, error)
+            return None
+    params = np.asarray(params, dtype="float64")
+    if not np.all(np.isfinite(params)) or params[-1] <= 0:
+        return None
+    offset = 1 if d == 0 else 0
+    mle_mu = float(params[0]) if d == 0 else 0.0
+    mle_ar, mle_ma = params[offset : offset + p], params[offset + p : offset + p + q]
+    return mle_mu, mle_ar, mle_ma, float(params[-1])
+
+
+@register
+class ArimaDetector(Detector):
+    """Standardised one-step-ahead prediction error of a seasonal profile + ARIMA model.
+
+    The value minus its seasonal profile is the residual; an ARIMA(p, d, q)
+    (d ∈ {0, 1}, chosen per series) predicts each residual from the past ones,
+    and the raw score is ``|error| / sd``, the error in standard deviations of
+    its own prediction. Both directions are anomalous. Calibration maps raw
+    scores to [0, 1] by their distribution on the training history, so 0.99
+    means a one-step surprise seen once in a hundred training points.
+
+    Fitting
+        The season and profile are the dynamic threshold's. The ARIMA is fitted
+        to the *held-out* residual (each day against a profile built without
+        it), which has the spread a new day really shows; in-sample residuals
+        against a median of a few values per slot are too tight. The order is
+        chosen by conditional sum of squares over the grid; the chosen order is
+        refitted by exact maximum likelihood in statsmodels (the CSS estimate
+        stands if that fails). Everything is deterministic: no random numbers.
+
+    Scoring
+        Parameters stay fixed; the window is filtered through the ARMA's
+        innovations recursion (``scipy.signal.lfilter``), never refitted. A
+        window is not assumed to follow the training data: the recursion starts
+        at the window's first point with zero pre-sample values and errors,
+        and each error is divided by its exact standard deviation under that
+        start (``γ(0)`` for the first point, converging to sigma²; exactly
+        sigma² from point p on for a pure AR). So the first points are neither
+        over-scored for a past the recursion cannot see nor dependent on where
+        training ended; a point's score depends on the window only through its
+        own run of points (through the last p + d points for a pure AR, a
+        geometrically fading past with an MA part). With d = 1 the first point
+        of a run has nothing to difference against and is compared with the
+        residual's training median and spread instead.
+
+    Outliers and level shifts
+        An isolated error beyond ``outlier_sd`` standard deviations scores in
+        full but is replaced by its prediction in the recursion, so a spike
+        does not make the next points look anomalous too (with the plain
+        recursion an MA(1) with θ = 0.6 echoes a 30-sigma spike for five
+        points); a second one in a row is taken as real. With d = 0 a lasting
+        level shift keeps scoring high unless ``level_window`` lets the mean
+        follow the window.
+
+    Gaps
+        A missing value scores NaN and ends the run; the recursion restarts at
+        the next observed point as at a window's start, so nothing imputed is
+        ever scored against. A timestamp jump of more than 1.5 trained steps
+        restarts it too (lags are counted in steps).
+
+    Edge cases
+        A history with no spread fits white noise with a tiny scale: the usual
+        value scores 0, any change scores 1. A value so large that the
+        arithmetic overflows scores 1. An all-missing window scores all NaN.
+    """
+
+    name: ClassVar[str] = "arima"
+    config_class = ArimaDetectorConfig
+    config: ArimaDetectorConfig
+    min_history_length: ClassVar[int] = 30
+
+    # -- fit ------------------------------------------------------------------------------
+    def _deseasonalise(
+        self, history: pd.Series, step: pd.Timedelta
+    ) -> tuple[str, int, np.ndarray, np.ndarray]:
+        """Season, slot length, profile and the residual the ARIMA is fitted to."""
+        config = self.config
+        stamps = history.index.asi8
+        values = history.to_numpy(dtype="float64")
+        slot_ns = slot_length_ns(step, config.slot_s)
+        if config.season == "none" or np.nanmin(values) == np.nanmax(values):
+            season = "none"
+        elif config.season == "auto":
+            choice = DynamicThresholdConfig(
+                season="auto", slot_s=config.slot_s, min_improvement=config.min_improvement
+            )
+            season, _ = choose_season(history, step, choice)
+        else:
+            season = config.season
+        profile = seasonal_profile(stamps, values, season, slot_ns)
+        slots, _ = slot_index(stamps, season, slot_ns)
+        residual = values - profile[slots]
+        if season != "none":
+            held_out = held_out_residuals(stamps, values, season, slot_ns)
+            # A forced season on less than two cycles has nothing to hold out: stay in-sample.
+            if np.isfinite(held_out).sum() >= self.min_history_length:
+                residual = held_out
+        return season, int(slot_ns), np.asarray(profile, dtype="float64"), residual
+
+    def _fit(self, history: pd.Series) -> None:
+        step = infer_step(history.index)
+        self.season_, self.slot_ns_, self.profile_, residual = self._deseasonalise(history, step)
+        self.step_ns_ = int(step.value)
+        # The last fit_length observed points (NaN between them does not count).
+        observed = np.flatnonzero(np.isfinite(residual))
+        n_fit = self.config.fit_length
+        first = int(observed[-n_fit]) if observed.size > n_fit else 0
+        residual, stamps = residual[first:], history.index.asi8[first:]
+        self.center_ = float(np.nanmedian(residual)) if observed.size else 0.0
+        # Robust units (1.4826 MAD, floored for flat data; never overflows as a variance can).
+        self.scale_ = robust_scale(residual)
+        if not observed.size or np.nanmin(residual) == np.nanmax(residual):
+            # Nothing to model; the floored scale makes any real change stand out.
+            self._set_model((0, 0, 0), 0.0, np.empty(0), np.empty(0), 1.0, 1.0)
+            self.criterion_value_ = None
+            self.estimation_ = "constant"
+        else:
+            z = (residual - self.center_) / self.scale_
+            starts = _segment_starts(z, stamps, self.step_ns_)
+            # Outliers in the history (past incidents) are clipped for the fit only, so that
+            # they neither inflate sigma nor pull the coefficients toward zero.
+            clipped = np.clip(z, -_FIT_CLIP, _FIT_CLIP)
+            order, criterion, mu, ar, ma, sigma2 = _select_order(
+                _runs(clipped, starts), self.config
+            )
+            refined = _mle_refine(_with_gap_markers(clipped, starts), order, mu, ar, ma, sigma2)
+            self.estimation_ = "css" if refined is None else "mle"
+            if refined is not None:
+                mu, ar, ma, sigma2 = refined
+            self.criterion_value_ = float(criterion) if np.isfinite(criterion) else None
+            self._set_model(order, mu, ar, ma, sigma2, robust_scale(z))
+        # In-sample standardised one-step errors of the fit span, for the calibration.
+        z = (residual - self.center_) / self.scale_
+        raw, _, _, position = _innovations(
+            z, _segment_starts(z, stamps, self.step_ns_), self._model, self._local_mean(z)
+        )
+        p, d, q = self.order_
+        raw[position < d + max(p, q)] = np.nan  # burn-in: errors the start of a run still shapes
+        self._training_raw = raw
+
+    def _set_model(
+        self,
+        order: tuple[int, int, int],
+        mu: float,
+        ar: np.ndarray,
+        ma: np.ndarray,
+        sigma2: float,
+        level_sd: float,
+    ) -> None:
+        self.order_ = [int(v) for v in order]
+        self.mu_ = float(mu)
+        self.ar_ = [float(v) for v in ar]
+        self.ma_ = [float(v) for v in ma]
+        self.sigma2_ = float(sigma2)
+        self.level_sd_ = float(level_sd)
+        self.innovation_sd_ = _conditional_innovation_sd(
+            np.asarray(self.ar_), np.asarray(self.ma_), self.sigma2_
+        )
+        self._model = self._build_model()
+
+    def _build_model(self) -> _Arma:
+        return _Arma(
+            d=self.order_[1],
+            mu=self.mu_,
+            ar=tuple(self.ar_),
+            ma=tuple(self.ma_),
+            sigma2=self.sigma2_,
+            level_sd=self.level_sd_,
+            innovation_sd=self.innovation_sd_,
+            outlier_sd=float(self.config.outlier_sd),
+        )
+
+    def _local_mean(self, z: np.ndarray) -> np.ndarray | None:
+        """The d = 0 model's mean per point under ``level_window`` (None: the fitted mean)."""
+        if self.config.level_window == 0 or self._model.d != 0:
+            return None
+        return recent_level(z, self.config.level_window, _LEVEL_PRIOR_WEIGHT, self.mu_)
+
+    def _training_raw_scores(self, history: pd.Series) -> np.ndarray:
+        raw, self._training_raw = self._training_raw, None
+        return raw
+
+    # -- score ----------------------------------------------------------------------------
+    def _filter(self, window: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raw score, one-step prediction and its sd (original units) per window point."""
+        stamps = window.index.asi8
+        values = window.to_numpy(dtype="float64")
+        slots, _ = slot_index(stamps, self.season_, self.slot_ns_)
+        baseline = self.profile_[slots] + self.center_
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = (values - baseline) / self.scale_
+            starts = _segment_starts(z, stamps, self.step_ns_)
+            mean = self._local_mean(z)
+            raw, prediction, sd, _ = _innovations(z, starts, self._model, mean)
+        # A finite value whose arithmetic overflowed is as far from normal as it gets.
+        raw[np.isfinite(values) & ~np.isfinite(raw)] = np.inf
+        # Where there is no prediction (a missing value), the range of a run's first point.
+        no_past = np.isnan(prediction)
+        if self._model.d == 1:
+            prediction[no_past], sd[no_past] = 0.0, self._model.level_sd
+        else:
+            level = self._model.mu if mean is None else mean[no_past]
+            prediction[no_past], sd[no_past] = level, self.innovation_sd_[0]
+        return raw, baseline + self.scale_ * prediction, self.scale_ * sd
+
+    def _score_z(self, window: pd.Series) -> np.ndarray:
+        raw, _, _ = self._filter(window)
+        return raw
+
+    def _expected_range(
+        self, window: pd.Series, raw_threshold: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        _, expected, sd = self._filter(window)
+        return expected - raw_threshold * sd, expected + raw_threshold * sd
+
+    # -- state ----------------------------------------------------------------------------
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        params = {
+            "season_": self.season_,
+            "slot_ns_": self.slot_ns_,
+            "step_ns_": self.step_ns_,
+            "center_": self.center_,
+            "scale_": self.scale_,
+            "order_": list(self.order_),
+            "mu_": self.mu_,
+            "ar_": list(self.ar_),
+            "ma_": list(self.ma_),
+            "sigma2_": self.sigma2_,
+            "level_sd_": self.level_sd_,
+            "criterion_value_": self.criterion_value_,
+            "estimation_": self.estimation_,
+        }
+        return params, {"profile_": self.profile_, "innovation_sd_": self.innovation_sd_}
+
+    def set_state(self, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.season_ = str(params["season_"])
+        self.slot_ns_ = int(params["slot_ns_"])
+        self.step_ns_ = int(params["step_ns_"])
+        self.center_ = float(params["center_"])
+        self.scale_ = float(params["scale_"])
+        self.order_ = [int(v) for v in params["order_"]]
+        self.mu_ = float(params["mu_"])
+        self.ar_ = [float(v) for v in params["ar_"]]
+        self.ma_ = [float(v) for v in params["ma_"]]
+        self.sigma2_ = float(params["sigma2_"])
+        self.level_sd_ = float(params["level_sd_"])
+        value = params.get("criterion_value_")
+        self.criterion_value_ = None if value is None else float(value)
+        self.estimation_ = str(params["estimation_"])
+        self.profile_ = np.asarray(arrays["profile_"], dtype="float64")
+        self.innovation_sd_ = np.asarray(arrays["innovation_sd_"], dtype="float64")
+        p, d, q = self.order_
+        if len(self.ar_) != p or len(self.ma_) != q or d not in (0, 1):
+            raise ValueError(f"order_={self.order_} does not match ar_={self.ar_}, ma_={self.ma_}")
+        self._model = self._build_model()
+
