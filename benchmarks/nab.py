@@ -35,12 +35,15 @@ import pandas as pd
 
 from features.csv_files import load_windows, windows_for
 from models import DEFAULT_THRESHOLD, registered_names
+from models.alarms import AlarmPolicy
 from models.nab import (
     PROFILES,
     FileScore,
     ScoredFile,
+    onset_alarms,
     probation_length,
     score_file,
+    sweep_onset_threshold,
     sweep_threshold,
 )
 from training.replay import detect
@@ -108,18 +111,33 @@ def _finite(value: float) -> float | None:
 
 
 def _evaluate(
-    replays: dict[Path, tuple[np.ndarray, np.ndarray]], windows: dict[Path, list]
+    replays: dict[Path, tuple[np.ndarray, np.ndarray]],
+    windows: dict[Path, list],
+    merge_gap: pd.Timedelta | None,
 ) -> dict[str, dict]:
-    """Per profile: the corpus-wide threshold, the overall score and the per-folder scores."""
+    """Per profile: the corpus-wide threshold, the overall score and the per-folder scores.
+
+    With ``merge_gap``, alarms are incident onsets (what the service pages);
+    without, every row at or above the threshold is an alarm.
+    """
     corpus = {
         path: ScoredFile(stamps, scores, windows[path], probation_length(len(stamps)))
         for path, (stamps, scores) in replays.items()
     }
+
+    def alarms(f: ScoredFile, threshold: float) -> np.ndarray:
+        if merge_gap is None:
+            return f.scores >= threshold
+        return onset_alarms(f.timestamps, f.scores, threshold, merge_gap)
+
     results = {}
     for profile_name, profile in PROFILES.items():
-        best = sweep_threshold(list(corpus.values()), profile)
+        if merge_gap is None:
+            best = sweep_threshold(list(corpus.values()), profile)
+        else:
+            best = sweep_onset_threshold(list(corpus.values()), profile, merge_gap=merge_gap)
         per_file = {
-            path: score_file(f.timestamps, f.scores >= best.threshold, f.windows, profile,
+            path: score_file(f.timestamps, alarms(f, best.threshold), f.windows, profile,
                              f.probation_rows)
             for path, f in corpus.items()
         }
@@ -129,7 +147,7 @@ def _evaluate(
             folders[folder] = folders[folder] + result if folder in folders else result
         total = sum(per_file.values(), start=_ZERO)
         at_default = sum(
-            (score_file(f.timestamps, f.scores >= DEFAULT_THRESHOLD, f.windows, profile,
+            (score_file(f.timestamps, alarms(f, DEFAULT_THRESHOLD), f.windows, profile,
                         f.probation_rows) for f in corpus.values()),
             start=_ZERO,
         )
@@ -192,6 +210,11 @@ def main() -> None:
                         help="comma-separated names; default every registered detector but "
                              f"{', '.join(EXCLUDED)}, plus '{COMBINED}'")
     parser.add_argument("--train-fraction", type=float, default=0.15)
+    parser.add_argument("--alarms", choices=["onset", "points"], default="onset",
+                        help="onset (default): only the first point of each incident alarms, "
+                             "as the service pages; points: every point at the threshold")
+    parser.add_argument("--merge-gap-s", type=float, default=AlarmPolicy().merge_gap_s,
+                        help="alarmed points closer than this are one incident (onset mode)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                         help="files replayed in parallel (default: 2 or the CPU count if lower)")
     args = parser.parse_args()
@@ -211,6 +234,7 @@ def main() -> None:
     windows = _windows(args.nab, files)
     files = [f for f in files if f in windows]
     n_windows = sum(len(w) for w in windows.values())
+    print(f"alarms: {'incident onsets, merge gap ' + str(args.merge_gap_s) + ' s' if args.alarms == 'onset' else 'every point at the threshold'}")
     print(f"NAB: {len(files)} files in {len({f.parent.name for f in files})} folders, "
           f"{n_windows} windows, from {args.nab}; detectors {', '.join(names)}; {args.jobs} jobs")
 
@@ -218,7 +242,8 @@ def main() -> None:
     started = time.perf_counter()
     for name in names:
         replays, seconds[name] = _run_detector(name, files, args.train_fraction, args.jobs)
-        results[name] = _evaluate(replays, windows)
+        merge_gap = pd.Timedelta(seconds=args.merge_gap_s) if args.alarms == "onset" else None
+        results[name] = _evaluate(replays, windows, merge_gap)
         print(f"  {name}: detect over {len(files)} files in {seconds[name]:.1f} s")
     repeats = {f"{p.parent.name}/{p.name}": int(pd.Index(stamps).duplicated().sum())
                for p, (stamps, _) in replays.items()}
@@ -235,6 +260,8 @@ def main() -> None:
         "n_files": len(files),
         "n_windows": n_windows,
         "train_fraction": args.train_fraction,
+        "alarms": args.alarms,
+        "merge_gap_s": args.merge_gap_s if args.alarms == "onset" else None,
         "profiles": {n: {"tp_weight": p.tp_weight, "fn_weight": p.fn_weight,
                          "fp_weight": p.fp_weight} for n, p in PROFILES.items()},
         "total_seconds": round(total_s, 2),

@@ -374,6 +374,10 @@ def score_file(
         if np.issubdtype(flags.dtype, np.floating) and np.isnan(flags).any():
             raise ValueError("alarms holds NaN; pass booleans (scores >= threshold)")
         flags = flags.astype(bool)
+    return _score_layout(layout, flags, profile)
+
+
+def _score_layout(layout: _Layout, flags: np.ndarray, profile: Profile) -> FileScore:
     alarmed = np.flatnonzero(flags & layout.scorable)
 
     in_window = layout.window_of_row[alarmed]
@@ -473,4 +477,72 @@ def sweep_threshold(files: Sequence[ScoredFile | tuple], profile: Profile) -> Sw
         perfect=perfect,
         n_windows=n_windows,
         n_candidates=int(candidates.size),
+    )
+
+
+def onset_alarms(timestamps: Any, scores: np.ndarray, threshold: float,
+                 merge_gap: np.timedelta64 | pd.Timedelta) -> np.ndarray:
+    """Alarms as a pager sends them: only the first point of each incident.
+
+    Points scoring at or above ``threshold`` that lie within ``merge_gap`` of
+    the previous such point belong to the same incident (as in
+    :func:`models.alarms.find_incidents`), so a level shift that keeps scoring
+    high raises one alarm, at its onset, not one per row.
+    """
+    values = np.nan_to_num(np.asarray(scores, dtype="float64"), nan=-np.inf)
+    alarmed = np.flatnonzero(values >= threshold)
+    flags = np.zeros(values.shape[0], dtype=bool)
+    if alarmed.size == 0:
+        return flags
+    stamps = pd.DatetimeIndex(timestamps).as_unit("ns").asi8[alarmed]
+    gap_ns = pd.Timedelta(merge_gap).value
+    starts = np.concatenate([[True], np.diff(stamps) > gap_ns])
+    flags[alarmed[starts]] = True
+    return flags
+
+
+def sweep_onset_threshold(
+    files: Sequence[ScoredFile | tuple],
+    profile: Profile,
+    *,
+    merge_gap: np.timedelta64 | pd.Timedelta,
+    n_candidates: int = 300,
+) -> SweepResult:
+    """The corpus-wide threshold that maximises the NAB score of :func:`onset_alarms`.
+
+    Onset alarms do not grow monotonically as the threshold falls (two
+    incidents can merge into one), so the exact sweep of :func:`sweep_threshold`
+    does not apply; this tries ``n_candidates`` thresholds: quantiles of all
+    scores from the median up, plus fine steps toward 1, plus "never alarm".
+    """
+    if len(files) == 0:
+        raise ValueError("files is empty; the sweep needs at least one file")
+    corpus = [ScoredFile(*f) for f in files]
+    layouts = [_layout(f.timestamps, f.windows, f.probation_rows) for f in corpus]
+    pooled = np.concatenate([np.asarray(f.scores, dtype="float64") for f in corpus])
+    pooled = pooled[np.isfinite(pooled)]
+    fine = 1.0 - np.logspace(-1, -6, 26)
+    candidates = np.unique(np.concatenate([
+        np.quantile(pooled, np.linspace(0.5, 1.0, n_candidates)) if pooled.size else [],
+        fine, [1.0],
+    ]))
+    n_windows = sum(int(layout.scored_windows.size) for layout in layouts)
+    null, perfect = null_score(n_windows, profile), perfect_score(n_windows, profile)
+    best_threshold, best_raw = float("inf"), null
+    for threshold in candidates[::-1]:  # high to low: ties keep the higher threshold
+        raw = sum(
+            _score_layout(layout, onset_alarms(f.timestamps, f.scores, threshold, merge_gap),
+                          profile).raw
+            for f, layout in zip(corpus, layouts, strict=True)
+        )
+        if raw > best_raw + _TIE_TOLERANCE:
+            best_threshold, best_raw = float(threshold), raw
+    return SweepResult(
+        threshold=best_threshold,
+        normalised=normalised(best_raw, null, perfect),
+        raw=best_raw,
+        null=null,
+        perfect=perfect,
+        n_windows=n_windows,
+        n_candidates=int(candidates.size) + 1,
     )

@@ -306,3 +306,36 @@ def test_bad_profiles_and_empty_sweeps_are_refused():
         Profile(name="x", fp_weight=-0.1)
     with pytest.raises(ValueError, match="empty"):
         sweep_threshold([], STANDARD)
+
+
+# -- onset alarms: what the service pages ---------------------------------------------------
+def test_onset_alarms_keep_only_the_first_point_of_each_incident():
+    from models.nab import onset_alarms
+
+    stamps = pd.date_range("2026-01-05", periods=12, freq="5min")
+    scores = np.array([0, 1, 1, 1, 0, 0, 0, 0, 1, np.nan, 1, 0], dtype=float)
+    flags = onset_alarms(stamps, scores, 0.5, pd.Timedelta("10min"))
+    # Rows 1-3 are one incident; row 8 starts another (25 min later); row 10 is 10 min after
+    # row 8, not more, so it merges with it.
+    assert np.flatnonzero(flags).tolist() == [1, 8]
+    # With no merge gap every alarmed point pages.
+    assert np.flatnonzero(onset_alarms(stamps, scores, 0.5, pd.Timedelta(0))).tolist() == [
+        1, 2, 3, 8, 10]
+    assert not onset_alarms(stamps, scores, 2.0, pd.Timedelta("10min")).any()
+
+
+def test_onset_sweep_rewards_a_single_early_alarm_over_a_sustained_run():
+    from models.nab import sweep_onset_threshold
+
+    n = 400
+    stamps = pd.date_range("2026-01-05", periods=n, freq="5min")
+    scores = np.zeros(n)
+    scores[200:] = 1.0  # a level shift that keeps scoring high after the window
+    window = [(stamps[190], stamps[210])]
+    file = ScoredFile(stamps, scores, window, 60)
+    onset = sweep_onset_threshold([file], PROFILES["standard"], merge_gap=pd.Timedelta("10min"))
+    points = sweep_threshold([file], PROFILES["standard"])
+    # One alarm, at row 200, inside the window: nearly the full reward, no false positive.
+    assert onset.threshold <= 1.0 and onset.normalised > 50
+    # As points, the 189 rows after the window are false positives: never alarming is better.
+    assert points.normalised < onset.normalised
