@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from features.schema import DataValidationError
+from training.fleet import DEFAULT_DETECTORS
 
 _log = logging.getLogger("aiops")
 
@@ -189,9 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = commands.add_parser("train", help="fit detectors and register them in MLflow")
     tr.add_argument("--data", required=True, help="Parquet dataset directory")
-    tr.add_argument("--detectors", default="static_threshold,dynamic_threshold,correlation",
+    tr.add_argument("--detectors", default=",".join((*DEFAULT_DETECTORS, "correlation")),
                     help="comma-separated detector names (correlation: per service, "
-                    "multi-metric)")
+                    "multi-metric); default: %(default)s")
     tr.add_argument("--holdout-fraction", type=float, default=0.2)
     tr.add_argument("--model-name", default="novaevo-detectors")
     tr.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -200,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     de = commands.add_parser("detect", help="causal offline replay: a score for every row")
     de.add_argument("input", help="a timestamp,value CSV or a Parquet dataset directory")
     de.add_argument("--out", required=True, help="CSV to write")
-    de.add_argument("--detector", help="one detector name (default: all, combined)")
+    de.add_argument("--detector", help="one detector name (default: the ensemble of "
+                    + ", ".join(DEFAULT_DETECTORS) + ")")
     de.add_argument("--train-fraction", type=float, default=0.15)
     de.set_defaults(func=_cmd_detect)
 

@@ -23,7 +23,9 @@ from models.correlation import CorrelationDetector, CorrelationDetectorConfig
 
 _log = logging.getLogger(__name__)
 
-DEFAULT_DETECTORS = ("static_threshold", "dynamic_threshold")
+#: The per-series detectors trained by default: the static baseline, reported but not voting,
+#: and the three that vote in the ensemble (see models.bundle.combine).
+DEFAULT_DETECTORS = ("static_threshold", "dynamic_threshold", "arima", "random_forest")
 
 
 def ensure_ray(num_cpus: int | None = None) -> None:

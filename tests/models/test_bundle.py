@@ -46,7 +46,7 @@ def test_bundle_lists_its_series_and_detectors(bundle):
     assert KNOWN in bundle and ("nobody", "cpu") not in bundle
 
 
-def test_known_series_scores_with_every_detector_and_combines_by_max(bundle, spiky):
+def test_known_series_scores_with_every_detector_and_combines_by_vote(bundle, spiky):
     result = bundle.score(*KNOWN, spiky)
     assert isinstance(result, SeriesScores)
     assert result.known_series is True
@@ -54,9 +54,8 @@ def test_known_series_scores_with_every_detector_and_combines_by_max(bundle, spi
     for name in NAMES:
         own = bundle.detectors[KNOWN][name].score(spiky).to_numpy()
         np.testing.assert_array_equal(result.detector_scores[name], own)
-    stacked = np.vstack([result.detector_scores[n] for n in NAMES])
     missing = spiky.isna().to_numpy()
-    np.testing.assert_array_equal(result.score[~missing], stacked[:, ~missing].max(axis=0))
+    np.testing.assert_array_equal(result.score, combine(result.detector_scores))
     assert np.isnan(result.score[missing]).all()
     assert result.index.equals(spiky.index)
     np.testing.assert_array_equal(result.values, spiky.to_numpy())
@@ -174,14 +173,26 @@ def test_bundle_refuses_unfitted_or_empty_series(history):
         DetectorBundle({KNOWN: {}})
 
 
-def test_combine_ignores_nan_unless_all_are_nan():
+def test_combine_is_a_majority_vote_where_nan_abstains():
     out = combine(
         {
-            "a": np.array([0.1, np.nan, np.nan, 0.9]),
-            "b": np.array([0.5, 0.2, np.nan, 0.3]),
+            "a": np.array([0.1, np.nan, np.nan, 0.9, 0.999]),
+            "b": np.array([0.5, 0.2, np.nan, 0.3, 0.998]),
+            "c": np.array([0.7, 0.6, np.nan, 0.2, 0.1]),
         }
     )
-    np.testing.assert_array_equal(out, [0.5, 0.2, np.nan, 0.9])
+    # Three voters: the 2nd highest. Two present (NaN abstains): both must agree, the lower.
+    np.testing.assert_array_equal(out, [0.5, 0.2, np.nan, 0.3, 0.998])
+
+
+def test_one_detector_alone_is_its_own_ensemble_and_baselines_do_not_vote():
+    alone = combine({"a": np.array([0.2, 0.99])})
+    np.testing.assert_array_equal(alone, [0.2, 0.99])
+    with_baseline = combine({"static_threshold": np.array([1.0, 1.0]),
+                             "a": np.array([0.2, 0.99])})
+    np.testing.assert_array_equal(with_baseline, [0.2, 0.99])
+    only_baseline = combine({"static_threshold": np.array([1.0, 0.1])})
+    np.testing.assert_array_equal(only_baseline, [1.0, 0.1])
 
 
 def test_anomalous_positions_never_include_nan():

