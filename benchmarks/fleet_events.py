@@ -54,8 +54,8 @@ from features.schema import METRIC, SERVICE, TIMESTAMP, VALUE
 from features.series import SeriesKey, split_series, to_series
 from features.synth import INCIDENT_KINDS, FleetConfig, generate_fleet, incident_table
 from models import DEFAULT_THRESHOLD, registered_names
+from models.bundle import DEFAULT_DETECTORS
 from models.evaluation import EventScores, runs
-from training.fleet import DEFAULT_DETECTORS
 from training.replay import MIN_TRAIN_POINTS, score_series
 
 COMBINED = "combined"
@@ -290,7 +290,7 @@ def main() -> None:
           f"({', '.join(f'{k} {n}' for k, n in incidents['incident'].value_counts().items())}); "
           f"generated in {time.perf_counter() - started:.1f} s")
     print(f"fit on the first {TRAIN_FRACTION:.0%} of each series, scored causally; "
-          f"{COMBINED} = max of {', '.join(DEFAULT_DETECTORS)}; {args.jobs} jobs")
+          f"{COMBINED} = majority vote of {', '.join(DEFAULT_DETECTORS)}; {args.jobs} jobs")
 
     reports, seconds, failures = {}, {}, {}
     for name in names:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from models.base import (
     Detector,
     NotFittedError,
     check_format,
+    make_detector,
     package_version,
     read_json,
 )
@@ -55,6 +56,10 @@ class SeriesScores:
         return np.flatnonzero(np.nan_to_num(self.score, nan=0.0) >= threshold)
 
 
+#: The per-series detectors trained by default: the static baseline, reported but not voting,
+#: and the three that vote in the ensemble (see :func:`combine`).
+DEFAULT_DETECTORS = ("static_threshold", "dynamic_threshold", "arima", "random_forest")
+
 #: Baselines that report beside the ensemble but do not vote in it.
 NON_VOTING = frozenset({"static_threshold"})
 
@@ -82,6 +87,19 @@ def combine(scores: Mapping[str, np.ndarray]) -> np.ndarray:
     combined = ordered[rank, np.arange(stacked.shape[1])]
     combined[present == 0] = np.nan
     return combined
+
+
+def fit_series(
+    history: pd.Series,
+    detector_names: Sequence[str] = DEFAULT_DETECTORS,
+    configs: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Detector]:
+    """Fit every named detector on one series' history."""
+    configs = configs or {}
+    return {
+        name: make_detector(name, **dict(configs.get(name, {}))).fit(history)
+        for name in detector_names
+    }
 
 
 class DetectorBundle:

@@ -25,7 +25,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-import skops.io as sio
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.tree import DecisionTreeRegressor
 
@@ -326,9 +325,13 @@ class RandomForestDetector(Detector):
         self.n_train_points_ = int(params["n_train_points_"])
 
     def _save_files(self, directory: Path) -> None:
+        import skops.io as sio  # imported here: it costs seconds and only saving needs it
+
         sio.dump(self.forest_, directory / FOREST_FILE, compression=zipfile.ZIP_DEFLATED)
 
     def _load_files(self, directory: Path) -> None:
+        import skops.io as sio  # see _save_files
+
         path = directory / FOREST_FILE
         if not path.is_file():
             raise ModelFormatError(f"{path} is missing; a saved RandomForestDetector needs it")

@@ -17,7 +17,7 @@ from serving.settings import Settings
 _log = logging.getLogger(__name__)
 
 
-class ModelUnavailableError(RuntimeError):
+class ModelUnavailableError(LookupError):
     """The registry has no model to serve (unknown name or alias, unreachable store)."""
 
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from features.schema import DataValidationError
-from training.fleet import DEFAULT_DETECTORS
+from models.bundle import DEFAULT_DETECTORS
 
 _log = logging.getLogger("aiops")
 
@@ -224,12 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from serving.loader import ModelUnavailableError
-
     try:
         return args.func(args)
-    except (DataValidationError, ValueError, TypeError, FileNotFoundError,
-            ModelUnavailableError) as error:
+    # LookupError: serving.loader.ModelUnavailableError, caught without importing MLflow here.
+    except (DataValidationError, ValueError, TypeError, FileNotFoundError, LookupError) as error:
         print(f"aiops {args.command}: error: {error}", file=sys.stderr)
         return 1
 

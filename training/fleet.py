@@ -19,13 +19,11 @@ from tqdm import tqdm
 
 from features.series import SeriesKey
 from models.base import Detector, make_detector
+from models.bundle import DEFAULT_DETECTORS, fit_series
 from models.correlation import CorrelationDetector, CorrelationDetectorConfig
 
 _log = logging.getLogger(__name__)
 
-#: The per-series detectors trained by default: the static baseline, reported but not voting,
-#: and the three that vote in the ensemble (see models.bundle.combine).
-DEFAULT_DETECTORS = ("static_threshold", "dynamic_threshold", "arima", "random_forest")
 
 
 def ensure_ray(num_cpus: int | None = None) -> None:
@@ -38,19 +36,6 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         ray.init(address=address, log_to_driver=False)
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
-
-
-def fit_series(
-    history: pd.Series,
-    detector_names: Sequence[str],
-    configs: Mapping[str, Mapping[str, Any]] | None = None,
-) -> dict[str, Detector]:
-    """Fit every named detector on one series' history."""
-    configs = configs or {}
-    return {
-        name: make_detector(name, **dict(configs.get(name, {}))).fit(history)
-        for name in detector_names
-    }
 
 
 @ray.remote

@@ -19,8 +19,7 @@ from features.csv_files import read_value_csv
 from features.schema import IS_ANOMALY, TIMESTAMP, VALUE
 from features.series import split_series, to_series
 from features.store import read_dataset
-from models.bundle import combine
-from training.fleet import DEFAULT_DETECTORS, fit_series
+from models.bundle import DEFAULT_DETECTORS, combine, fit_series
 
 _log = logging.getLogger(__name__)
 

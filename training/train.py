@@ -23,10 +23,10 @@ from features.schema import METRIC, SERVICE, TIMESTAMP, VALUE
 from features.series import SeriesKey, split_series, to_labels, to_series
 from features.store import read_dataset
 from models.base import DEFAULT_THRESHOLD
-from models.bundle import DetectorBundle
+from models.bundle import DEFAULT_DETECTORS, DetectorBundle
 from models.correlation import CorrelationDetector, CorrelationDetectorConfig
 from models.evaluation import EventScores, event_scores
-from training.fleet import DEFAULT_DETECTORS, fit_fleet, fit_services
+from training.fleet import fit_fleet, fit_services
 from training.tracking import (
     CHALLENGER,
     CHAMPION,
