@@ -13,6 +13,7 @@ from models.base import (
     registered_names,
     registry_class,
 )
+from models.lstm import LstmDetector
 from models.random_forest import RandomForestDetector
 from models.thresholds import (
     DynamicThresholdDetector,
@@ -25,6 +26,7 @@ __all__ = [
     "ArimaDetector",
     "Detector",
     "DynamicThresholdDetector",
+    "LstmDetector",
     "ModelFormatError",
     "NotFittedError",
     "RandomForestDetector",

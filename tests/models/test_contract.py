@@ -31,6 +31,7 @@ NAMES = registered_names()
 #: Cheap test configs (few trees, one epoch, ...) for detectors whose defaults are slow.
 PRESETS: dict[str, dict[str, Any]] = {
     "arima": {"max_p": 1, "max_q": 1, "fit_length": 600},
+    "lstm": {"hidden_size": 8, "epochs": 1, "max_windows": 500},
     "random_forest": {"n_estimators": 10, "max_depth": 6},
 }
 
