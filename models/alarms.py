@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from models.base import DEFAULT_THRESHOLD
+from models.base import DEFAULT_THRESHOLD, check_fields
 
 Severity = Literal["P0", "P1", "P2", "P3"]
 
@@ -77,10 +77,7 @@ class AlarmPolicy:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> AlarmPolicy:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown alarm policy field(s) {unknown}; known: {sorted(known)}")
+        check_fields(cls, values)
         merged = dict(values)
         if "criticality" in merged:
             merged["criticality"] = {**DEFAULT_CRITICALITY, **merged["criticality"]}

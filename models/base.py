@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -107,6 +108,14 @@ def check_series(series: Any, *, name: str, min_length: int = 1) -> pd.Series:
     return values
 
 
+def check_fields(cls: type, values: Mapping[str, Any]) -> None:
+    """Refuse keys that are not fields of the dataclass ``cls``, naming them and the known ones."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(known)}")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DetectorConfig:
     """Base of every detector config: hyperparameters only, all defaulted, JSON-friendly."""
@@ -116,10 +125,7 @@ class DetectorConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Self:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(known)}")
+        check_fields(cls, values)
         return cls(**values)
 
 

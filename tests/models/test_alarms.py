@@ -83,7 +83,7 @@ def test_incident_severity_uses_its_duration():
         ({"merge_gap_s": -1}, "merge_gap_s"),
         ({"min_points": 0}, "min_points"),
         ({"criticality": {"cpu": 7}}, "criticality of 'cpu'"),
-        ({"bogus": 1}, "unknown alarm policy field"),
+        ({"bogus": 1}, "unknown AlarmPolicy field"),
     ],
 )
 def test_bad_policies_name_the_field(values, field):

@@ -157,7 +157,7 @@ def test_alarm_policy_from_a_file_is_validated(tmp_path, monkeypatch):
     monkeypatch.setenv("AIOPS_ALARM_POLICY", str(policy))
     assert Settings.from_env().alarm_policy.merge_gap_s == 60
     policy.write_text('{"merge_gap": 60}')
-    with pytest.raises(ValueError, match=r"policy\.json.*unknown alarm policy field"):
+    with pytest.raises(ValueError, match=r"policy\.json.*unknown AlarmPolicy field"):
         Settings.from_env()
 
 
