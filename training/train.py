@@ -142,9 +142,14 @@ def _fit_correlations(
     return fitted
 
 
-def _pip_requirements() -> list[str]:
-    names = ("numpy", "pandas", "scipy", "pyarrow", "mlflow")
-    return [f"{name}=={metadata.version(name)}" for name in names]
+def _pip_requirements(detectors: tuple[str, ...]) -> list[str]:
+    """What the logged pyfunc needs to import the bundled ``features`` and ``models`` code."""
+    names = ["numpy", "pandas", "scipy", "pyarrow", "mlflow", "scikit-learn", "statsmodels",
+             "skops", "threadpoolctl"]
+    if "lstm" in detectors:
+        names.append("torch")  # models.lstm imports torch only when a network is used
+    # A local build tag such as "+cpu" is not on the package index: pin the release only.
+    return [f"{name}=={metadata.version(name).split('+')[0]}" for name in names]
 
 
 def _input_example(series: dict[SeriesKey, pd.Series]) -> pd.DataFrame:
@@ -229,7 +234,7 @@ def train(options: TrainOptions) -> TrainResult:
                 code_paths=[str(Path(features.__file__).parent), str(Path(models.__file__).parent)],
                 signature=signature,
                 input_example=example,
-                pip_requirements=_pip_requirements(),
+                pip_requirements=_pip_requirements(options.detectors),
                 registered_model_name=options.model_name,
             )
         version = str(model_info.registered_model_version)
