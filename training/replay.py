@@ -84,7 +84,9 @@ def detect(
         if n_repeats:
             _log.warning("%s repeats %d timestamps; those rows carry the score of the first row "
                          "at their timestamp", source, n_repeats)
-    result["anomaly_score"] = np.round(result["anomaly_score"].astype(float), 6)
+    # No rounding: near 1 the digits that rounding would drop are what separates a page
+    # from a non-event (0.9999 against 0.999999).
+    result["anomaly_score"] = result["anomaly_score"].astype(float)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     result.to_csv(out, index=False)
     return len(result)
