@@ -23,7 +23,7 @@ def test_no_alarm_no_incident():
 
 
 def test_flapping_alarms_within_the_merge_gap_are_one_incident():
-    # Alarms at minutes 10-11, 14 and 18: gaps of 3 and 4 minutes, under the 10-minute default.
+    # Alarms at minutes 10-11, 14 and 18: gaps of 3 and 4 minutes, under the one-hour default.
     scores = scores_with((10, 12, 0.995), (14, 15, 0.9995), (18, 19, 0.993))
     (incident,) = find_incidents(INDEX, scores, "cpu_utilization")
     assert incident.start == INDEX[10] and incident.end == INDEX[18]
@@ -33,7 +33,8 @@ def test_flapping_alarms_within_the_merge_gap_are_one_incident():
 
 def test_alarms_further_apart_than_the_gap_are_separate_incidents():
     scores = scores_with((10, 12, 0.995), (40, 41, 0.995))
-    assert len(find_incidents(INDEX, scores, "cpu_utilization")) == 2
+    ten_minutes = AlarmPolicy(merge_gap_s=600)
+    assert len(find_incidents(INDEX, scores, "cpu_utilization", ten_minutes)) == 2
     merged = find_incidents(INDEX, scores, "cpu_utilization", AlarmPolicy(merge_gap_s=3600))
     assert len(merged) == 1
 
