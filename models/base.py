@@ -108,6 +108,14 @@ def check_series(series: Any, *, name: str, min_length: int = 1) -> pd.Series:
     return values
 
 
+def check_int(name: str, value: Any, low: int, high: int) -> None:
+    """Refuse a config field that is not an int in ``[low, high]``, naming field and range."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name}={value} must lie in [{low}, {high}]")
+
+
 def check_fields(cls: type, values: Mapping[str, Any]) -> None:
     """Refuse keys that are not fields of the dataclass ``cls``, naming them and the known ones."""
     known = {f.name for f in dataclasses.fields(cls)}

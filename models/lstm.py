@@ -39,7 +39,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 import numpy as np
 import pandas as pd
 
-from models.base import Detector, DetectorConfig, ModelFormatError, check_series, register
+from models.base import (
+    Detector,
+    DetectorConfig,
+    ModelFormatError,
+    check_int,
+    check_series,
+    register,
+)
 from models.thresholds import robust_scale
 
 if TYPE_CHECKING:
@@ -89,13 +96,6 @@ HEADS = ("point", "laplace")
 _TARGET_CLIP = 1.0e6
 #: Bounds of the predicted log-spread, in normalised units.
 _LOG_SPREAD_BOUND = 8.0
-
-
-def _check_int(name: str, value: Any, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{name}={value} must lie in [{low}, {high}]")
 
 
 def _check_float(name: str, value: Any, low: float, high: float, *, open_low: bool) -> None:
@@ -175,19 +175,19 @@ class LstmDetectorConfig(DetectorConfig):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_int("context_length", self.context_length, 2, 1000)
-        _check_int("min_context", self.min_context, 1, self.context_length)
-        _check_int("hidden_size", self.hidden_size, 1, 1024)
-        _check_int("num_layers", self.num_layers, 1, 4)
-        _check_int("epochs", self.epochs, 1, 10_000)
-        _check_int("patience", self.patience, 1, 10_000)
-        _check_int("batch_size", self.batch_size, 1, 100_000)
+        check_int("context_length", self.context_length, 2, 1000)
+        check_int("min_context", self.min_context, 1, self.context_length)
+        check_int("hidden_size", self.hidden_size, 1, 1024)
+        check_int("num_layers", self.num_layers, 1, 4)
+        check_int("epochs", self.epochs, 1, 10_000)
+        check_int("patience", self.patience, 1, 10_000)
+        check_int("batch_size", self.batch_size, 1, 100_000)
         _check_float("learning_rate", self.learning_rate, 0.0, 1.0, open_low=True)
-        _check_int("max_windows", self.max_windows, MIN_TRAIN_WINDOWS, 10_000_000)
+        check_int("max_windows", self.max_windows, MIN_TRAIN_WINDOWS, 10_000_000)
         _check_float("validation_fraction", self.validation_fraction, 0.05, 0.5, open_low=False)
         if self.head not in HEADS:
             raise ValueError(f"head={self.head!r}; accepted: {', '.join(map(repr, HEADS))}")
-        _check_int("seed", self.seed, 0, 2**32 - 1)
+        check_int("seed", self.seed, 0, 2**32 - 1)
 
 
 @functools.cache

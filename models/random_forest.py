@@ -35,7 +35,7 @@ from features.lags import (
     lag_column,
     rolling_column,
 )
-from models.base import Detector, DetectorConfig, ModelFormatError, register
+from models.base import Detector, DetectorConfig, ModelFormatError, check_int, register
 from models.thresholds import robust_scale
 
 #: File holding the fitted forest, written with skops (no pickle).
@@ -47,13 +47,6 @@ TRUSTED_SKOPS_TYPES = frozenset({"sklearn.tree._tree.Tree"})
 MIN_TRAIN_ROWS = 30
 #: Fewest out-of-bag trees for a training point to count in calibration.
 _MIN_OOB_TREES = 2
-
-
-def _check_int(name: str, value: Any, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{name}={value} must lie in [{low}, {high}]")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -91,14 +84,14 @@ class RandomForestDetectorConfig(DetectorConfig):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_int("n_estimators", self.n_estimators, 2, 1000)
-        _check_int("max_depth", self.max_depth, 1, 64)
-        _check_int("min_samples_leaf", self.min_samples_leaf, 1, 10_000)
+        check_int("n_estimators", self.n_estimators, 2, 1000)
+        check_int("max_depth", self.max_depth, 1, 64)
+        check_int("min_samples_leaf", self.min_samples_leaf, 1, 10_000)
         if isinstance(self.max_features, bool) or not isinstance(self.max_features, int | float):
             raise TypeError(f"max_features must be a float, got {type(self.max_features).__name__}")
         if not 0.0 < self.max_features <= 1.0:
             raise ValueError(f"max_features={self.max_features} must lie in (0, 1]")
-        _check_int("n_lags", self.n_lags, 1, 1000)
+        check_int("n_lags", self.n_lags, 1, 1000)
         # JSON brings a list back; keep the field a tuple so configs compare equal.
         if not isinstance(self.rolling_lengths, list | tuple):
             raise TypeError(
@@ -108,12 +101,12 @@ class RandomForestDetectorConfig(DetectorConfig):
         if len(self.rolling_lengths) > 8:
             raise ValueError(f"rolling_lengths={list(self.rolling_lengths)}: at most 8 lengths")
         for length in self.rolling_lengths:
-            _check_int("rolling_lengths", length, 2, 10_000)
+            check_int("rolling_lengths", length, 2, 10_000)
         if len(set(self.rolling_lengths)) != len(self.rolling_lengths):
             raise ValueError(f"rolling_lengths={list(self.rolling_lengths)} repeats a length")
-        _check_int("fill_limit", self.fill_limit, 0, 1000)
-        _check_int("max_train_points", self.max_train_points, MIN_TRAIN_ROWS, 1_000_000)
-        _check_int("seed", self.seed, 0, 2**32 - 1)
+        check_int("fill_limit", self.fill_limit, 0, 1000)
+        check_int("max_train_points", self.max_train_points, MIN_TRAIN_ROWS, 1_000_000)
+        check_int("seed", self.seed, 0, 2**32 - 1)
 
     @property
     def context_length(self) -> int:
