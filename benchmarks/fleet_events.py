@@ -10,8 +10,8 @@ Each series of the fleet is fitted on its first 20 % (where the synthetic fleet
 places no incident) and scored causally over all of it with
 ``training.replay.score_series``; alarms are scores at or above the threshold,
 and alarms in the fitted part are ignored. Detectors: every registered one but
-the window baseline, ``combined`` (``aiops detect``'s default: the highest of
-its default detectors' scores) and, when available, the multi-metric
+the window baseline, ``combined`` (``aiops detect``'s default: the geometric mean of
+its default detectors' tail probabilities) and, when available, the multi-metric
 ``correlation`` detector, fitted per service on the same first 20 %.
 
 Events, without point-adjustment:
@@ -53,8 +53,8 @@ import pandas as pd
 from features.schema import METRIC, SERVICE, TIMESTAMP, VALUE
 from features.series import SeriesKey, split_series, to_series
 from features.synth import INCIDENT_KINDS, FleetConfig, generate_fleet, incident_table
-from models import DEFAULT_THRESHOLD, registered_names
-from models.alarms import AlarmPolicy
+from models import registered_names
+from models.alarms import ALARM_THRESHOLD, AlarmPolicy
 from models.bundle import DEFAULT_DETECTORS
 from models.evaluation import EventScores, runs
 from training.replay import MIN_TRAIN_POINTS, score_series
@@ -147,16 +147,18 @@ def _n_train(n_points: int) -> int:
     return max(int(n_points * TRAIN_FRACTION), MIN_TRAIN_POINTS)
 
 
-def _score_one(task: tuple[SeriesKey, tuple[str, ...]]) -> tuple[SeriesKey, np.ndarray | None, str]:
-    key, names = task
+def _score_one(task: tuple[SeriesKey, tuple[str, ...], pd.Timedelta | None]
+               ) -> tuple[SeriesKey, np.ndarray | None, str]:
+    key, names, retrain_every = task
     try:
-        return key, score_series(_SERIES[key], names, TRAIN_FRACTION).to_numpy(), ""
+        return key, score_series(_SERIES[key], names, TRAIN_FRACTION, retrain_every).to_numpy(), ""
     except (ValueError, TypeError) as error:
         return key, None, f"{type(error).__name__}: {error}"
 
 
-def _score_detector(names: tuple[str, ...], jobs: int) -> tuple[dict[SeriesKey, np.ndarray], dict]:
-    tasks = [(key, names) for key in _SERIES]
+def _score_detector(names: tuple[str, ...], retrain_every: pd.Timedelta | None, jobs: int
+                    ) -> tuple[dict[SeriesKey, np.ndarray], dict]:
+    tasks = [(key, names, retrain_every) for key in _SERIES]
     if jobs > 1:
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
             results = list(pool.map(_score_one, tasks))
@@ -277,7 +279,11 @@ def main() -> None:
     parser.add_argument("--days", type=float, default=14.0)
     parser.add_argument("--step", default="1min")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    parser.add_argument("--threshold", type=float, default=ALARM_THRESHOLD,
+                        help=f"alarm threshold (default {ALARM_THRESHOLD:g}, the alarm policy's)")
+    parser.add_argument("--retrain-every", default="1D",
+                        help="refit every this long on all rows so far, as the nightly job does "
+                             "(default 1D, as aiops detect); 'never': fit once")
     parser.add_argument("--merge-gap-s", type=float, default=AlarmPolicy().merge_gap_s,
                         help="alarmed points closer than this are one incident, as the service "
                              "pages them (0: count every run of consecutive points)")
@@ -312,10 +318,12 @@ def main() -> None:
           f"{len(_SERIES)} series, {len(frame):,} rows, {len(incidents)} incidents "
           f"({', '.join(f'{k} {n}' for k, n in incidents['incident'].value_counts().items())}); "
           f"generated in {time.perf_counter() - started:.1f} s")
-    print(f"fit on the first {TRAIN_FRACTION:.0%} of each series, scored causally; "
-          f"{COMBINED} = majority vote of {', '.join(DEFAULT_DETECTORS)}; {args.jobs} jobs")
+    print(f"fit on the first {TRAIN_FRACTION:.0%} of each series, refitted every "
+          f"{args.retrain_every} on all rows so far, scored causally; "
+          f"{COMBINED} = geometric mean of the tail probabilities of {', '.join(DEFAULT_DETECTORS)}; {args.jobs} jobs")
 
     gap = pd.Timedelta(seconds=args.merge_gap_s)
+    retrain_every = None if args.retrain_every == "never" else pd.Timedelta(args.retrain_every)
     reports, seconds, failures = {}, {}, {}
     for name in names:
         t0 = time.perf_counter()
@@ -327,7 +335,8 @@ def main() -> None:
                 continue
         else:
             detector_names = DEFAULT_DETECTORS if name == COMBINED else (name,)
-            scores, failures[name] = _score_detector(tuple(detector_names), args.jobs)
+            scores, failures[name] = _score_detector(tuple(detector_names), retrain_every,
+                                                     args.jobs)
             alarms = _alarms_per_series(scores, args.threshold, gap)
         seconds[name] = time.perf_counter() - t0
         reports[name] = match_incidents(incidents, alarms)

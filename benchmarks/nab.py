@@ -56,12 +56,13 @@ DEFAULT_OUT = Path("benchmarks/results/nab.json")
 _ZERO = FileScore(raw=0.0, null=0.0, perfect=0.0, n_windows=0, n_tp=0, n_fn=0, n_fp=0)
 
 
-def _replay(task: tuple[str, str | None, float]) -> tuple[str, np.ndarray, np.ndarray]:
+def _replay(task: tuple[str, str | None, float, str | None]) -> tuple[str, np.ndarray, np.ndarray]:
     """Run ``aiops detect`` on one file; its timestamps (ns, UTC) and scores, one per row."""
-    path, detector, train_fraction = task
+    path, detector, train_fraction, retrain_every = task
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "scores.csv"
-        detect(path, out, detector=detector, train_fraction=train_fraction)
+        detect(path, out, detector=detector, train_fraction=train_fraction,
+               retrain_every=None if retrain_every == "never" else pd.Timedelta(retrain_every))
         rows = pd.read_csv(out, usecols=["timestamp", "anomaly_score"])
     stamps = pd.to_datetime(rows["timestamp"], utc=True, format="mixed")
     return path, stamps.to_numpy(dtype="datetime64[ns]"), rows["anomaly_score"].to_numpy(float)
@@ -92,10 +93,10 @@ def _windows(nab: Path, files: Sequence[Path]) -> dict[Path, list]:
 
 
 def _run_detector(
-    name: str, files: Sequence[Path], train_fraction: float, jobs: int
+    name: str, files: Sequence[Path], train_fraction: float, retrain_every: str | None, jobs: int
 ) -> tuple[dict[Path, tuple[np.ndarray, np.ndarray]], float]:
     detector = None if name == COMBINED else name
-    tasks = [(str(path), detector, train_fraction) for path in files]
+    tasks = [(str(path), detector, train_fraction, retrain_every) for path in files]
     started = time.perf_counter()
     if jobs > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
@@ -114,6 +115,7 @@ def _evaluate(
     replays: dict[Path, tuple[np.ndarray, np.ndarray]],
     windows: dict[Path, list],
     merge_gap: pd.Timedelta | None,
+    policy: AlarmPolicy | None = None,
 ) -> dict[str, dict]:
     """Per profile: the corpus-wide threshold, the overall score and the per-folder scores.
 
@@ -128,14 +130,15 @@ def _evaluate(
     def alarms(f: ScoredFile, threshold: float) -> np.ndarray:
         if merge_gap is None:
             return f.scores >= threshold
-        return onset_alarms(f.timestamps, f.scores, threshold, merge_gap)
+        return onset_alarms(f.timestamps, f.scores, threshold, merge_gap, policy)
 
     results = {}
     for profile_name, profile in PROFILES.items():
         if merge_gap is None:
             best = sweep_threshold(list(corpus.values()), profile)
         else:
-            best = sweep_onset_threshold(list(corpus.values()), profile, merge_gap=merge_gap)
+            best = sweep_onset_threshold(list(corpus.values()), profile, merge_gap=merge_gap,
+                                         policy=policy)
         per_file = {
             path: score_file(f.timestamps, alarms(f, best.threshold), f.windows, profile,
                              f.probation_rows)
@@ -210,11 +213,18 @@ def main() -> None:
                         help="comma-separated names; default every registered detector but "
                              f"{', '.join(EXCLUDED)}, plus '{COMBINED}'")
     parser.add_argument("--train-fraction", type=float, default=0.15)
+    parser.add_argument("--retrain-every", default="1D",
+                        help="refit every this long, as the nightly job does (default 1D, "
+                             "as aiops detect); 'never': fit once")
     parser.add_argument("--alarms", choices=["onset", "points"], default="onset",
                         help="onset (default): only the first point of each incident alarms, "
                              "as the service pages; points: every point at the threshold")
     parser.add_argument("--merge-gap-s", type=float, default=AlarmPolicy().merge_gap_s,
                         help="alarmed points closer than this are one incident (onset mode)")
+    parser.add_argument("--min-points", type=int, default=AlarmPolicy().min_points,
+                        help="alarmed points an incident needs to page, unless one point is "
+                             "lone_point_rarity times rarer than the threshold (onset mode; "
+                             "default: the alarm policy's)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                         help="files replayed in parallel (default: 2 or the CPU count if lower)")
     args = parser.parse_args()
@@ -234,16 +244,23 @@ def main() -> None:
     windows = _windows(args.nab, files)
     files = [f for f in files if f in windows]
     n_windows = sum(len(w) for w in windows.values())
-    print(f"alarms: {'incident onsets, merge gap ' + str(args.merge_gap_s) + ' s' if args.alarms == 'onset' else 'every point at the threshold'}")
+    policy = AlarmPolicy(merge_gap_s=args.merge_gap_s, min_points=args.min_points)
+    if args.alarms == "onset":
+        print(f"alarms: one per incident (merge gap {args.merge_gap_s:g} s), when confirmed: at "
+              f"its {args.min_points}th alarmed point, or at one {policy.lone_point_rarity:g} "
+              "times rarer than the threshold")
+    else:
+        print("alarms: every point at the threshold")
     print(f"NAB: {len(files)} files in {len({f.parent.name for f in files})} folders, "
           f"{n_windows} windows, from {args.nab}; detectors {', '.join(names)}; {args.jobs} jobs")
 
     results, seconds = {}, {}
     started = time.perf_counter()
     for name in names:
-        replays, seconds[name] = _run_detector(name, files, args.train_fraction, args.jobs)
+        replays, seconds[name] = _run_detector(name, files, args.train_fraction,
+                                               args.retrain_every, args.jobs)
         merge_gap = pd.Timedelta(seconds=args.merge_gap_s) if args.alarms == "onset" else None
-        results[name] = _evaluate(replays, windows, merge_gap)
+        results[name] = _evaluate(replays, windows, merge_gap, policy)
         print(f"  {name}: detect over {len(files)} files in {seconds[name]:.1f} s")
     repeats = {f"{p.parent.name}/{p.name}": int(pd.Index(stamps).duplicated().sum())
                for p, (stamps, _) in replays.items()}
@@ -260,8 +277,10 @@ def main() -> None:
         "n_files": len(files),
         "n_windows": n_windows,
         "train_fraction": args.train_fraction,
+        "retrain_every": args.retrain_every,
         "alarms": args.alarms,
         "merge_gap_s": args.merge_gap_s if args.alarms == "onset" else None,
+        "min_points": args.min_points if args.alarms == "onset" else None,
         "profiles": {n: {"tp_weight": p.tp_weight, "fn_weight": p.fn_weight,
                          "fp_weight": p.fp_weight} for n, p in PROFILES.items()},
         "total_seconds": round(total_s, 2),

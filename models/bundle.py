@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,8 @@ FALLBACK_DETECTOR = WindowBaselineDetector.name
 class SeriesScores:
     """Scores of one window.
 
-    ``score`` is the ensemble score per point (see :func:`combine`): what a
-    majority of the detectors agree on.
+    ``score`` is the ensemble score per point (see :func:`combine`): the
+    geometric mean of the detectors' tail probabilities.
     """
 
     index: pd.DatetimeIndex
@@ -56,37 +57,47 @@ class SeriesScores:
         return np.flatnonzero(np.nan_to_num(self.score, nan=0.0) >= threshold)
 
 
-#: The per-series detectors trained by default: the static baseline, reported but not voting,
-#: and the three that vote in the ensemble (see :func:`combine`).
+#: The per-series detectors trained by default; all four vote in the ensemble (see :func:`combine`).
 DEFAULT_DETECTORS = ("static_threshold", "dynamic_threshold", "arima", "random_forest")
 
-#: Baselines that report beside the ensemble but do not vote in it.
-NON_VOTING = frozenset({"static_threshold"})
+#: Detectors that report beside the ensemble but do not vote in it (none today).
+NON_VOTING: frozenset[str] = frozenset()
 
 
 def combine(scores: Mapping[str, np.ndarray]) -> np.ndarray:
-    """The ensemble score: what a majority of the voting detectors agree on.
+    """The ensemble score: the geometric mean of the detectors' tail probabilities.
 
-    With ``n`` voting detectors the ensemble is the ``n // 2 + 1``-th highest
-    calibrated score at each point — 2 of 3 must be at least that sure — so a
-    point alarms only when most detectors find it rare, and one detector's
-    idiosyncrasy does not page. Baselines in ``NON_VOTING`` vote only when no
-    other detector is present. NaN scores abstain; a point where every
-    detector abstains is NaN.
+    Each calibrated score ``s`` is a tail probability ``1 − s`` ("this rare in
+    training"); the ensemble's tail probability is their geometric mean, so
+    the ensemble is as sure as the detectors are *on average in surprise*
+    (``−log(1 − s)``): one detector alone cannot page unless it is very sure,
+    and agreement between detectors adds up. The static threshold stays below
+    0.99 inside the range history has seen, which makes the ensemble
+    reluctant to page such a value, however a model's prediction missed it.
+    Detectors in ``NON_VOTING`` take part only when no other detector is
+    present. NaN scores abstain; a point where every detector abstains is NaN.
 
-    On the 28 NAB files (incident onsets, standard profile) the vote of the
-    dynamic threshold, ARIMA and random forest scores 39.7, against 34.6, 32.5
-    and 27.8 for each alone and 25.7 for their maximum.
+    Measured (onset alarms, 1 h merge gap, nightly refits; README): on the 28
+    NAB files the geometric mean of the four default detectors scores 56.7
+    against 55.1 for the majority vote of dynamic, ARIMA and random forest;
+    on the synthetic fleet at threshold 0.9999 its event F1 is 0.70 against
+    0.48 for that vote.
     """
     voters = {n: v for n, v in scores.items() if n not in NON_VOTING} or dict(scores)
     stacked = np.vstack([np.asarray(v, dtype="float64") for v in voters.values()])
-    present = (~np.isnan(stacked)).sum(axis=0)
-    # Sort descending with NaN last, then take the majority rank among the present voters.
-    ordered = -np.sort(np.where(np.isnan(stacked), np.inf, -stacked), axis=0)
-    rank = np.clip(present // 2, 0, stacked.shape[0] - 1)
-    combined = ordered[rank, np.arange(stacked.shape[1])]
-    combined[present == 0] = np.nan
+    if stacked.shape[0] == 1:  # its own ensemble, exactly (no round trip through the log)
+        return stacked[0].copy()
+    surprise = -np.log1p(-np.clip(stacked, 0.0, 1.0 - _SMALLEST_TAIL))
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: NaN, handled below
+        mean = np.nanmean(surprise, axis=0)
+    combined = -np.expm1(-mean)
+    combined[np.isnan(stacked).all(axis=0)] = np.nan
     return combined
+
+
+#: Tail probabilities are floored here before the log, so that a score of exactly 1 stays finite.
+_SMALLEST_TAIL = 1e-15
 
 
 def fit_series(

@@ -48,6 +48,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from models.alarms import AlarmPolicy, page_positions
+
 __all__ = [
     "PROBATION_FRACTION",
     "PROBATION_MAX_ROWS",
@@ -481,23 +483,27 @@ def sweep_threshold(files: Sequence[ScoredFile | tuple], profile: Profile) -> Sw
 
 
 def onset_alarms(timestamps: Any, scores: np.ndarray, threshold: float,
-                 merge_gap: np.timedelta64 | pd.Timedelta) -> np.ndarray:
-    """Alarms as a pager sends them: only the first point of each incident.
+                 merge_gap: np.timedelta64 | pd.Timedelta, policy: AlarmPolicy | None = None
+                 ) -> np.ndarray:
+    """Alarms as a pager sends them: one per incident, when the incident is confirmed.
 
     Points scoring at or above ``threshold`` that lie within ``merge_gap`` of
     the previous such point belong to the same incident (as in
     :func:`models.alarms.find_incidents`), so a level shift that keeps scoring
-    high raises one alarm, at its onset, not one per row.
+    high raises one alarm, not one per row. The alarm is at the point where
+    ``policy`` confirms the incident (:func:`models.alarms.page_positions`);
+    without a policy, at its first point.
     """
-    values = np.nan_to_num(np.asarray(scores, dtype="float64"), nan=-np.inf)
-    alarmed = np.flatnonzero(values >= threshold)
+    values = np.asarray(scores, dtype="float64")
+    stamps = pd.DatetimeIndex(timestamps).as_unit("ns").asi8
+    gap_s = pd.Timedelta(merge_gap).total_seconds()
+    if policy is None:
+        pages = page_positions(stamps, values, threshold, gap_s)
+    else:
+        pages = page_positions(stamps, values, threshold, gap_s, policy.min_points,
+                               policy.lone_point_rarity)
     flags = np.zeros(values.shape[0], dtype=bool)
-    if alarmed.size == 0:
-        return flags
-    stamps = pd.DatetimeIndex(timestamps).as_unit("ns").asi8[alarmed]
-    gap_ns = pd.Timedelta(merge_gap).value
-    starts = np.concatenate([[True], np.diff(stamps) > gap_ns])
-    flags[alarmed[starts]] = True
+    flags[pages] = True
     return flags
 
 
@@ -507,13 +513,15 @@ def sweep_onset_threshold(
     *,
     merge_gap: np.timedelta64 | pd.Timedelta,
     n_candidates: int = 300,
+    policy: AlarmPolicy | None = None,
 ) -> SweepResult:
     """The corpus-wide threshold that maximises the NAB score of :func:`onset_alarms`.
 
     Onset alarms do not grow monotonically as the threshold falls (two
     incidents can merge into one), so the exact sweep of :func:`sweep_threshold`
-    does not apply; this tries ``n_candidates`` thresholds: quantiles of all
-    scores from the median up, plus fine steps toward 1, plus "never alarm".
+    does not apply; this tries about ``2 · n_candidates`` thresholds: quantiles
+    of all scores evenly from the median up and log-spaced toward the highest,
+    plus fine steps toward 1, plus "never alarm".
     """
     if len(files) == 0:
         raise ValueError("files is empty; the sweep needs at least one file")
@@ -522,17 +530,20 @@ def sweep_onset_threshold(
     pooled = np.concatenate([np.asarray(f.scores, dtype="float64") for f in corpus])
     pooled = pooled[np.isfinite(pooled)]
     fine = 1.0 - np.logspace(-1, -6, 26)
+    # Quantile levels even from the median up, and log-spaced toward the top, where the
+    # thresholds that matter lie (1 - 1e-6 is one point in a million).
+    levels = np.concatenate([np.linspace(0.5, 1.0, n_candidates),
+                             1.0 - np.logspace(np.log10(0.5), -6, n_candidates)])
     candidates = np.unique(np.concatenate([
-        np.quantile(pooled, np.linspace(0.5, 1.0, n_candidates)) if pooled.size else [],
-        fine, [1.0],
+        np.quantile(pooled, levels) if pooled.size else [], fine, [1.0],
     ]))
     n_windows = sum(int(layout.scored_windows.size) for layout in layouts)
     null, perfect = null_score(n_windows, profile), perfect_score(n_windows, profile)
     best_threshold, best_raw = float("inf"), null
     for threshold in candidates[::-1]:  # high to low: ties keep the higher threshold
         raw = sum(
-            _score_layout(layout, onset_alarms(f.timestamps, f.scores, threshold, merge_gap),
-                          profile).raw
+            _score_layout(layout, onset_alarms(f.timestamps, f.scores, threshold, merge_gap,
+                                               policy), profile).raw
             for f, layout in zip(corpus, layouts, strict=True)
         )
         if raw > best_raw + _TIE_TOLERANCE:

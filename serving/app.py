@@ -193,7 +193,9 @@ def service_incidents(
 
 def score_request(request: ScoreRequest, model: LoadedModel, settings: Settings) -> ScoreResponse:
     check_limits(request, settings)
-    policy = dataclasses.replace(settings.alarm_policy, threshold=request.threshold)
+    policy = settings.alarm_policy
+    if request.threshold is not None:
+        policy = dataclasses.replace(policy, threshold=request.threshold)
     seen: dict[tuple[str, str], int] = {}
     for i, window in enumerate(request.series):
         key = (window.service, window.metric)
@@ -231,7 +233,7 @@ def score_request(request: ScoreRequest, model: LoadedModel, settings: Settings)
             incidents.extend(service_incidents(service, aligned, singles, detector, policy))
     return ScoreResponse(
         model=ModelInfo(name=model.name, version=model.version, alias=model.alias),
-        threshold=request.threshold,
+        threshold=policy.threshold,
         results=results,
         service_incidents=incidents,
     )

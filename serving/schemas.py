@@ -8,8 +8,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from models.base import DEFAULT_THRESHOLD
-
 
 class SeriesWindow(BaseModel):
     """A window of one series: parallel lists of timestamps and values.
@@ -65,9 +63,10 @@ class ScoreRequest(BaseModel):
     detectors: list[str] | None = Field(
         default=None, description="Detector names to use; default: every detector of the series."
     )
-    threshold: float = Field(
-        default=DEFAULT_THRESHOLD, gt=0.0, lt=1.0,
-        description="Score at or above which a point is reported as anomalous.",
+    threshold: float | None = Field(
+        default=None, gt=0.0, lt=1.0,
+        description="Score at or above which a point is reported as anomalous; "
+                    "default: the service's alarm policy (0.9999 unless configured).",
     )
 
 

@@ -112,10 +112,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from training.replay import detect
 
+    retrain_every = None
+    if args.retrain_every.strip().lower() != "never":
+        try:
+            retrain_every = pd.Timedelta(args.retrain_every)
+        except ValueError as error:
+            raise ValueError(f"--retrain-every {args.retrain_every!r} is not a duration such as "
+                             f"1D or 12h, nor 'never': {error}") from error
     n_rows = detect(args.input, args.out, detector=args.detector,
-                    train_fraction=args.train_fraction)
+                    train_fraction=args.train_fraction, retrain_every=retrain_every)
     print(f"wrote {n_rows} scored rows to {args.out}")
     return 0
 
@@ -203,7 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--out", required=True, help="CSV to write")
     de.add_argument("--detector", help="one detector name (default: the ensemble of "
                     + ", ".join(DEFAULT_DETECTORS) + ")")
-    de.add_argument("--train-fraction", type=float, default=0.15)
+    de.add_argument("--train-fraction", type=float, default=0.15,
+                    help="share of the rows the first fit sees (default 0.15)")
+    de.add_argument("--retrain-every", default="1D",
+                    help="refit on all rows so far every this long, as the nightly job does "
+                         "in production (a pandas duration such as 1D or 12h; 'never': fit "
+                         "once; default 1D)")
     de.set_defaults(func=_cmd_detect)
 
     se = commands.add_parser("serve", help="serve the champion model over HTTP with Ray Serve")

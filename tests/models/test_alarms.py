@@ -9,6 +9,9 @@ import pytest
 from models.alarms import AlarmPolicy, find_incidents
 
 INDEX = pd.date_range("2026-01-05", periods=120, freq="1min", tz="UTC")
+#: Most cases below are written at threshold 0.99 with every alarm paging; the defaults
+#: (0.9999, two points to confirm) are tested on their own.
+POLICY = AlarmPolicy(threshold=0.99, min_points=1)
 
 
 def scores_with(*spans: tuple[int, int, float]) -> np.ndarray:
@@ -19,13 +22,13 @@ def scores_with(*spans: tuple[int, int, float]) -> np.ndarray:
 
 
 def test_no_alarm_no_incident():
-    assert find_incidents(INDEX, scores_with(), "cpu_utilization") == []
+    assert find_incidents(INDEX, scores_with(), "cpu_utilization", POLICY) == []
 
 
 def test_flapping_alarms_within_the_merge_gap_are_one_incident():
     # Alarms at minutes 10-11, 14 and 18: gaps of 3 and 4 minutes, under the one-hour default.
     scores = scores_with((10, 12, 0.995), (14, 15, 0.9995), (18, 19, 0.993))
-    (incident,) = find_incidents(INDEX, scores, "cpu_utilization")
+    (incident,) = find_incidents(INDEX, scores, "cpu_utilization", POLICY)
     assert incident.start == INDEX[10] and incident.end == INDEX[18]
     assert incident.n_points == 4
     assert incident.peak_at == INDEX[14] and incident.peak_score == pytest.approx(0.9995)
@@ -33,17 +36,17 @@ def test_flapping_alarms_within_the_merge_gap_are_one_incident():
 
 def test_alarms_further_apart_than_the_gap_are_separate_incidents():
     scores = scores_with((10, 12, 0.995), (40, 41, 0.995))
-    ten_minutes = AlarmPolicy(merge_gap_s=600)
+    ten_minutes = AlarmPolicy(threshold=0.99, min_points=1, merge_gap_s=600)
     assert len(find_incidents(INDEX, scores, "cpu_utilization", ten_minutes)) == 2
-    merged = find_incidents(INDEX, scores, "cpu_utilization", AlarmPolicy(merge_gap_s=3600))
+    merged = find_incidents(INDEX, scores, "cpu_utilization", AlarmPolicy(threshold=0.99, min_points=1, merge_gap_s=3600))
     assert len(merged) == 1
 
 
 def test_nan_scores_never_alarm_and_min_points_drops_blips():
     scores = scores_with((10, 11, 0.999))
     scores[50:60] = np.nan
-    assert len(find_incidents(INDEX, scores, "m")) == 1
-    assert find_incidents(INDEX, scores, "m", AlarmPolicy(min_points=2)) == []
+    assert len(find_incidents(INDEX, scores, "m", POLICY)) == 1
+    assert find_incidents(INDEX, scores, "m", AlarmPolicy(threshold=0.99, min_points=2)) == []
 
 
 @pytest.mark.parametrize(
@@ -61,18 +64,32 @@ def test_nan_scores_never_alarm_and_min_points_drops_blips():
     ],
 )
 def test_severity_table(metric, peak, minutes, expected):
-    assert AlarmPolicy().severity(peak, minutes * 60.0, metric) == expected
+    assert POLICY.severity(peak, minutes * 60.0, metric) == expected
+
+
+def test_default_threshold_pages_only_one_point_in_ten_thousand_and_rarity_scales_with_it():
+    policy = AlarmPolicy()
+    assert policy.threshold == 0.9999
+    assert find_incidents(INDEX, scores_with((10, 12, 0.9995)), "m") == []
+    assert len(find_incidents(INDEX, scores_with((10, 12, 0.99995)), "m")) == 1
+    # One alarmed point is not confirmed, unless it is a thousand times rarer than 0.9999.
+    assert find_incidents(INDEX, scores_with((10, 11, 0.99995)), "m") == []
+    assert len(find_incidents(INDEX, scores_with((10, 11, 0.99999995)), "m")) == 1
+    # Rarity counts tenfold steps beyond the threshold, whatever the threshold.
+    assert policy.severity(0.99995, 60, "latency_p99") == "P3"  # 0 + 0 + 1
+    assert policy.severity(0.99999, 60, "latency_p99") == "P3"  # 1 + 0 + 1
+    assert policy.severity(0.999999, 60, "latency_p99") == "P2"  # 2 + 0 + 1
 
 
 def test_criticality_is_configurable_per_metric():
-    policy = AlarmPolicy.from_dict({"criticality": {"cpu_utilization": 1}})
+    policy = AlarmPolicy.from_dict({"threshold": 0.99, "criticality": {"cpu_utilization": 1}})
     assert policy.severity(0.99999, 1200, "cpu_utilization") == "P0"
     assert policy.criticality_of("request_rate") == 1  # defaults kept for the others
 
 
 def test_incident_severity_uses_its_duration():
     long = scores_with((10, 40, 0.99995))
-    (incident,) = find_incidents(INDEX, long, "request_rate")
+    (incident,) = find_incidents(INDEX, long, "request_rate", POLICY)
     assert incident.duration_s == 29 * 60
     assert incident.severity == "P0"
 
@@ -95,3 +112,21 @@ def test_bad_policies_name_the_field(values, field):
 def test_length_mismatch_is_refused():
     with pytest.raises(ValueError, match="index has 120 points but scores has 3"):
         find_incidents(INDEX, np.zeros(3), "m")
+
+
+def test_pages_ring_once_per_incident_when_it_is_confirmed():
+    policy = AlarmPolicy(threshold=0.99, merge_gap_s=600)  # two points confirm
+    stamps = INDEX.as_unit("ns").asi8
+    # A lone alarm (never confirmed); a pair 3 minutes apart (pages at its second point);
+    # a huge lone spike (pages at once); a flapping run (pages once, at its second point).
+    scores = scores_with((5, 6, 0.995), (30, 31, 0.995), (33, 34, 0.999), (60, 61, 0.9999999),
+                         (90, 95, 0.995))
+    assert policy.pages(stamps, scores).tolist() == [33, 60, 91]
+    assert AlarmPolicy(threshold=0.99, min_points=1, merge_gap_s=600).pages(
+        stamps, scores).tolist() == [5, 30, 60, 90]
+    assert policy.pages(stamps, scores, threshold=0.9995).tolist() == [60]
+
+
+def test_a_lone_point_rarity_below_one_is_refused():
+    with pytest.raises(ValueError, match="lone_point_rarity"):
+        AlarmPolicy(lone_point_rarity=0.5)

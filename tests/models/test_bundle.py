@@ -46,7 +46,7 @@ def test_bundle_lists_its_series_and_detectors(bundle):
     assert KNOWN in bundle and ("nobody", "cpu") not in bundle
 
 
-def test_known_series_scores_with_every_detector_and_combines_by_vote(bundle, spiky):
+def test_known_series_scores_with_every_detector_and_combines_them(bundle, spiky):
     result = bundle.score(*KNOWN, spiky)
     assert isinstance(result, SeriesScores)
     assert result.known_series is True
@@ -173,26 +173,32 @@ def test_bundle_refuses_unfitted_or_empty_series(history):
         DetectorBundle({KNOWN: {}})
 
 
-def test_combine_is_a_majority_vote_where_nan_abstains():
+def test_combine_is_the_geometric_mean_of_tail_probabilities_where_nan_abstains():
     out = combine(
         {
-            "a": np.array([0.1, np.nan, np.nan, 0.9, 0.999]),
-            "b": np.array([0.5, 0.2, np.nan, 0.3, 0.998]),
-            "c": np.array([0.7, 0.6, np.nan, 0.2, 0.1]),
+            "a": np.array([0.9, np.nan, np.nan, 0.99, 1.0]),
+            "b": np.array([0.99, 0.9, np.nan, 0.0, 1.0]),
+            "c": np.array([0.999, 0.99, np.nan, 0.0, 1.0]),
         }
     )
-    # Three voters: the 2nd highest. Two present (NaN abstains): both must agree, the lower.
-    np.testing.assert_array_equal(out, [0.5, 0.2, np.nan, 0.3, 0.998])
+    # Tail probabilities 0.1, 0.01, 0.001 -> geometric mean 0.01; NaN abstains; a score of
+    # exactly 1 stays finite and below 1 only by the floor of 1e-15.
+    np.testing.assert_allclose(out[[0, 1]], [0.99, 1 - np.sqrt(0.1 * 0.01)])
+    assert np.isnan(out[2])
+    np.testing.assert_allclose(out[3], 1 - 0.01 ** (1 / 3))
+    assert 1 - 1e-14 < out[4] <= 1.0
 
 
-def test_one_detector_alone_is_its_own_ensemble_and_baselines_do_not_vote():
+def test_agreement_adds_up_and_one_sure_detector_alone_does_not_page():
+    agreeing = combine({"a": np.array([0.999]), "b": np.array([0.999])})
+    alone = combine({"a": np.array([0.999]), "b": np.array([0.5])})
+    assert agreeing[0] == pytest.approx(0.999)
+    assert alone[0] < 0.99
+
+
+def test_one_detector_alone_is_its_own_ensemble():
     alone = combine({"a": np.array([0.2, 0.99])})
-    np.testing.assert_array_equal(alone, [0.2, 0.99])
-    with_baseline = combine({"static_threshold": np.array([1.0, 1.0]),
-                             "a": np.array([0.2, 0.99])})
-    np.testing.assert_array_equal(with_baseline, [0.2, 0.99])
-    only_baseline = combine({"static_threshold": np.array([1.0, 0.1])})
-    np.testing.assert_array_equal(only_baseline, [1.0, 0.1])
+    np.testing.assert_allclose(alone, [0.2, 0.99])
 
 
 def test_anomalous_positions_never_include_nan():
