@@ -246,9 +246,9 @@ def main() -> None:
     n_windows = sum(len(w) for w in windows.values())
     policy = AlarmPolicy(merge_gap_s=args.merge_gap_s, min_points=args.min_points)
     if args.alarms == "onset":
-        print(f"alarms: one per incident (merge gap {args.merge_gap_s:g} s), when confirmed: at "
-              f"its {args.min_points}th alarmed point, or at one {policy.lone_point_rarity:g} "
-              "times rarer than the threshold")
+        print(f"alarms: one per incident (merge gap {args.merge_gap_s:g} s), when confirmed: "
+              f"once it holds {args.min_points} alarmed point(s), or at a point "
+              f"{policy.lone_point_rarity:g} times rarer than the threshold")
     else:
         print("alarms: every point at the threshold")
     print(f"NAB: {len(files)} files in {len({f.parent.name for f in files})} folders, "

@@ -1,0 +1,120 @@
+"""Forecasters and their rolling-origin backtest, on small generated series."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.backtest import backtest, choose, mase_scale, origins
+from models.base import ModelFormatError, NotFittedError
+from models.forecast import (
+    FORECAST_COLUMNS,
+    ArimaForecaster,
+    Forecaster,
+    SeasonalNaiveForecaster,
+    make_forecaster,
+    regular_grid,
+)
+
+
+def daily(days: float = 6, step: str = "30min", noise: float = 1.0, seed: int = 3) -> pd.Series:
+    index = pd.date_range("2026-03-02", periods=int(days * pd.Timedelta("1D") / pd.Timedelta(step)),
+                          freq=step, tz="UTC")
+    phase = 2 * np.pi * (index.hour * 60 + index.minute) / 1440
+    rng = np.random.default_rng(seed)
+    return pd.Series(100 + 40 * np.sin(phase) + rng.normal(0, noise, len(index)), index=index)
+
+
+@pytest.mark.parametrize("name", ["seasonal_naive", "arima"])
+def test_forecast_follows_the_daily_cycle_with_ordered_quantiles(name):
+    series = daily()
+    model = make_forecaster(name).fit(series.iloc[:-48])
+    assert model.season_ == "1D"
+    out = model.forecast(48)
+    assert list(out.columns) == list(FORECAST_COLUMNS)
+    assert out.index[0] == series.index[-48] and len(out) == 48
+    actual = series.iloc[-48:].to_numpy()
+    assert np.abs(out["yhat"].to_numpy() - actual).mean() < 3.0  # the cycle swings ±40
+    assert (out["q10"] <= out["q50"]).all() and (out["q50"] <= out["q90"]).all()
+    inside = ((actual >= out["q10"]) & (actual <= out["q90"])).mean()
+    assert 0.5 <= inside <= 1.0
+
+
+def test_forecast_starts_after_the_history_it_is_given():
+    series = daily()
+    model = SeasonalNaiveForecaster().fit(series.iloc[:150])
+    out = model.forecast(10, series.iloc[:200])
+    assert out.index[0] == series.index[200]
+    # One day back from each target: the seasonal naive rule.
+    np.testing.assert_allclose(out["yhat"].to_numpy(), series.iloc[152:162].to_numpy())
+
+
+def test_gaps_and_jitter_are_put_on_the_grid():
+    series = daily(days=3)
+    jittered = series.copy()
+    jittered.index = jittered.index + pd.to_timedelta(np.tile([0, 7, -5], 48)[: len(series)], "s")
+    jittered = jittered.drop(jittered.index[10:14])
+    grid = regular_grid(jittered, pd.Timedelta("30min"))
+    assert len(grid) == len(series) and grid.isna().sum() == 4
+    out = ArimaForecaster().fit(jittered).forecast(12)
+    assert np.isfinite(out.to_numpy()).all()
+
+
+def test_save_and_load_give_the_same_forecast(tmp_path):
+    model = ArimaForecaster().fit(daily())
+    loaded = Forecaster.load(model.save(tmp_path / "arima"))
+    pd.testing.assert_frame_equal(loaded.forecast(24), model.forecast(24))
+    (tmp_path / "arima" / "config.json").write_text('{"format_version": 1}')
+    with pytest.raises(ModelFormatError, match="format_version"):
+        Forecaster.load(tmp_path / "arima")
+
+
+def test_bad_requests_name_what_is_wrong():
+    with pytest.raises(NotFittedError):
+        SeasonalNaiveForecaster().forecast(3)
+    model = SeasonalNaiveForecaster().fit(daily())
+    with pytest.raises(ValueError, match="horizon=0"):
+        model.forecast(0)
+    with pytest.raises(ValueError, match="horizon=5000"):
+        model.forecast(5000)
+    with pytest.raises(ValueError, match="unknown forecaster 'prophet'"):
+        make_forecaster("prophet")
+    with pytest.raises(ValueError, match="season='hourly'"):
+        make_forecaster("arima", season="hourly")
+    with pytest.raises(ValueError, match="need at least 50"):
+        ArimaForecaster().fit(daily().iloc[:20])
+    short = daily().iloc[:100]
+    short[:] = np.nan
+    with pytest.raises(ValueError, match="finite values"):
+        SeasonalNaiveForecaster().fit(short)
+
+
+def test_too_little_history_for_a_weekly_season_falls_back_to_daily():
+    model = SeasonalNaiveForecaster(SeasonalNaiveForecaster.config_class(season="7D"))
+    model.fit(daily(days=4))
+    assert model.season_ == "1D" and model.period_steps == 48
+
+
+def test_backtest_ranks_a_model_that_knows_the_cycle_above_one_that_does_not():
+    series = daily(days=8, noise=2.0)
+    scores = backtest(series, ["seasonal_naive", "arima"], horizon=48, n_origins=3)
+    assert {s.n_origins for s in scores.values()} == {3}
+    assert all(0.0 <= s.coverage <= 1.0 for s in scores.values())
+    # Profile + ARIMA averages several days where the naive rule copies one noisy day.
+    assert scores["arima"].mase < scores["seasonal_naive"].mase
+    assert choose(scores) == "arima"
+
+
+def test_backtest_refuses_a_series_too_short_for_its_horizon():
+    with pytest.raises(ValueError, match="horizon 500"):
+        backtest(daily(days=2), horizon=500)
+
+
+def test_mase_scale_and_origins():
+    train = pd.Series([1.0, 2.0, 4.0, 7.0], index=pd.date_range("2026-01-01", periods=4,
+                                                                 freq="h", tz="UTC"))
+    assert mase_scale(train, 1) == pytest.approx(2.0)  # |1| + |2| + |3| over 3
+    assert mase_scale(train * 0, 1) == 1.0  # constant: a scale of 1, not a division by zero
+    assert origins(100, 10, 3, 50) == [50, 70, 90]
+    assert origins(100, 60, 3, 50) == []
