@@ -1,4 +1,4 @@
-"""The ``aiops`` command line: data, train, detect, serve.
+"""The ``aiops`` command line: data, train, detect, forecast, serve.
 
 User-facing output goes to stdout; errors are one line on stderr naming what
 is wrong, with exit code 1 (bad input or state) or 2 (bad usage).
@@ -129,6 +129,17 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_forecast(args: argparse.Namespace) -> int:
+    from training.forecasting import forecast_file
+
+    results = forecast_file(args.input, args.out, horizon=args.horizon, until=args.until,
+                            model=args.model)
+    for label, result in results:
+        print(f"{label}: {result.model} ({result.reason})")
+    print(f"wrote {sum(len(r.frame) for _, r in results)} forecast rows to {args.out}")
+    return 0
+
+
 # -- serve --------------------------------------------------------------------------------
 def _cmd_serve(args: argparse.Namespace) -> int:
     import ray
@@ -219,6 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
                          "in production (a pandas duration such as 1D or 12h; 'never': fit "
                          "once; default 1D)")
     de.set_defaults(func=_cmd_detect)
+
+    fc = commands.add_parser("forecast", help="forecast the steps after a history, with quantiles")
+    fc.add_argument("input", help="a timestamp,value CSV or a Parquet dataset directory")
+    fc.add_argument("--horizon", type=int, required=True, help="steps to forecast")
+    fc.add_argument("--out", required=True, help="CSV to write: timestamp,yhat,q10,q50,q90")
+    fc.add_argument("--until", help="fit on the history up to this timestamp (default: all)")
+    fc.add_argument("--model", default="auto",
+                    help="auto (default: the lowest backtest MASE), seasonal_naive or arima")
+    fc.set_defaults(func=_cmd_forecast)
 
     se = commands.add_parser("serve", help="serve the champion model over HTTP with Ray Serve")
     se.add_argument("--host", default="127.0.0.1")

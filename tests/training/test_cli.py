@@ -130,3 +130,42 @@ def test_usage_errors_exit_2(argv):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2
+
+
+def test_forecast_writes_the_horizon_after_until(tmp_path, capsys):
+    csv = write_csv(tmp_path / "load.csv")
+    out = tmp_path / "forecast.csv"
+    stamps = pd.read_csv(csv)["timestamp"]
+    until = stamps.iloc[399]
+    assert main(["forecast", str(csv), "--horizon", "24", "--out", str(out),
+                 "--until", until]) == 0
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["timestamp", "yhat", "q10", "q50", "q90"]
+    assert len(table) == 24
+    assert pd.Timestamp(table["timestamp"].iloc[0]) > pd.Timestamp(until, tz="UTC")
+    assert ((table["q10"] <= table["q50"]) & (table["q50"] <= table["q90"])).all()
+    assert "load.csv: " in capsys.readouterr().out  # the chosen model and why
+
+
+def test_forecast_on_a_dataset_names_each_series(fleet_dataset, tmp_path):
+    out = tmp_path / "forecast.csv"
+    assert main(["forecast", str(fleet_dataset), "--horizon", "5", "--out", str(out),
+                 "--model", "seasonal_naive"]) == 0
+    table = pd.read_csv(out)
+    assert list(table.columns[:2]) == ["service", "metric"]
+    assert (table.groupby(["service", "metric"]).size() == 5).all()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--horizon", "0"], "horizon=0"),
+        (["--horizon", "5", "--model", "prophet"], "unknown model 'prophet'"),
+        (["--horizon", "5", "--until", "1999-01-01"], "no history at or before --until"),
+        (["--horizon", "5", "--until", "soon"], "--until 'soon' is not a timestamp"),
+    ],
+)
+def test_forecast_bad_arguments_are_one_line_errors(tmp_path, capsys, extra, message):
+    csv = write_csv(tmp_path / "load.csv")
+    assert main(["forecast", str(csv), "--out", str(tmp_path / "o.csv"), *extra]) == 1
+    assert message in capsys.readouterr().err
