@@ -3,13 +3,16 @@
 Usage::
 
     .venv/bin/python benchmarks/fleet_events.py [--services 8 --days 14 --step 1min --seed 1]
-        [--threshold 0.99] [--detectors static_threshold,combined] [--no-correlation]
+        [--threshold 0.9999] [--min-points 2] [--retrain-every 1D|never]
+        [--detectors static_threshold,combined] [--no-correlation]
         [--jobs 2] [--out benchmarks/results/fleet_events.json]
 
 Each series of the fleet is fitted on its first 20 % (where the synthetic fleet
-places no incident) and scored causally over all of it with
-``training.replay.score_series``; alarms are scores at or above the threshold,
-and alarms in the fitted part are ignored. Detectors: every registered one but
+places no incident), refitted every day on all rows so far, and scored
+causally over all of it with ``training.replay.score_series``; alarms are
+scores at or above the threshold that the alarm policy confirms (two alarmed
+points within the merge gap, or one very rare point), and alarms in the
+fitted part are ignored. Detectors: every registered one but
 the window baseline, ``combined`` (``aiops detect``'s default: the geometric mean of
 its default detectors' tail probabilities) and, when available, the multi-metric
 ``correlation`` detector, fitted per service on the same first 20 %.
@@ -187,18 +190,30 @@ def merge_alarms(flags: np.ndarray, index: pd.DatetimeIndex, gap: pd.Timedelta) 
     return out
 
 
-def _alarms_per_series(scores: Mapping[SeriesKey, np.ndarray], threshold: float,
-                       gap: pd.Timedelta) -> dict[SeriesKey, pd.Series]:
+def confirmed_alarms(values: np.ndarray, flags: np.ndarray, index: pd.DatetimeIndex,
+                     policy: AlarmPolicy) -> np.ndarray:
+    """Merged alarm runs that the policy pages (enough points, or one very rare point)."""
+    merged = merge_alarms(flags, index, pd.Timedelta(seconds=policy.merge_gap_s))
+    for a, b in runs(merged):
+        if not policy.confirms(values[a:b][flags[a:b]]):
+            merged[a:b] = False
+    return merged
+
+
+def _alarms_per_series(scores: Mapping[SeriesKey, np.ndarray], policy: AlarmPolicy
+                       ) -> dict[SeriesKey, pd.Series]:
     alarms = {}
     for key, values in scores.items():
         series = _SERIES[key]
-        flags = np.nan_to_num(values, nan=0.0) >= threshold
+        values = np.nan_to_num(values, nan=0.0)
+        flags = values >= policy.threshold
         flags[: _n_train(len(series))] = False
-        alarms[key] = pd.Series(merge_alarms(flags, series.index, gap), index=series.index)
+        alarms[key] = pd.Series(confirmed_alarms(values, flags, series.index, policy),
+                                index=series.index)
     return alarms
 
 
-def _correlation_alarms(frame: pd.DataFrame, threshold: float, gap: pd.Timedelta
+def _correlation_alarms(frame: pd.DataFrame, policy: AlarmPolicy
                         ) -> tuple[dict[SeriesKey, pd.Series], dict]:
     """Fit the multi-metric detector per service on the first 20 % of its rows and alarm."""
     from models.correlation import CorrelationDetector  # optional: absent in older trees
@@ -219,11 +234,12 @@ def _correlation_alarms(frame: pd.DataFrame, threshold: float, gap: pd.Timedelta
                 continue
             index = _SERIES[key].index
             flags = np.zeros(len(index), dtype=bool)
+            values = np.zeros(len(index))
             if metric in scores.columns:
-                values = scores[metric].reindex(index).to_numpy()
-                flags = np.nan_to_num(values, nan=0.0) >= threshold
+                values = np.nan_to_num(scores[metric].reindex(index).to_numpy(), nan=0.0)
+                flags = values >= policy.threshold
                 flags &= index >= wide.index[cut]
-            alarms[key] = pd.Series(merge_alarms(flags, index, gap), index=index)
+            alarms[key] = pd.Series(confirmed_alarms(values, flags, index, policy), index=index)
     return alarms, failures
 
 
@@ -273,6 +289,19 @@ def _print_tables(reports: dict[str, EventReport], seconds: dict[str, float],
         print(f"{name:<{width}}{sum(1 for m in by if m)}/{len(by)}   ({detail})")
 
 
+def _print_missed_by_single(reports: dict[str, EventReport], incidents: pd.DataFrame) -> None:
+    """Of the watched incidents that no single-metric detector found, how many correlation finds."""
+    if CORRELATION not in reports or len(reports) < 2:
+        return
+    watched = np.flatnonzero((incidents["incident"] == WATCHED_KIND).to_numpy())
+    singles = [r for n, r in reports.items() if n != CORRELATION]
+    missed = [i for i in watched if not any(r.found_by[i] for r in singles)]
+    found = sum(1 for i in missed if reports[CORRELATION].found_by[i])
+    names = ", ".join(n for n in reports if n != CORRELATION)
+    print(f"{WATCHED_KIND} missed by every single-metric detector run ({names}): {len(missed)}; "
+          f"found by correlation: {found}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--services", type=int, default=8)
@@ -281,6 +310,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threshold", type=float, default=ALARM_THRESHOLD,
                         help=f"alarm threshold (default {ALARM_THRESHOLD:g}, the alarm policy's)")
+    parser.add_argument("--min-points", type=int, default=AlarmPolicy().min_points,
+                        help="alarmed points an incident needs to page, unless one point is "
+                             "lone_point_rarity times rarer than the threshold (default: the "
+                             "alarm policy's)")
     parser.add_argument("--retrain-every", default="1D",
                         help="refit every this long on all rows so far, as the nightly job does "
                              "(default 1D, as aiops detect); 'never': fit once")
@@ -322,14 +355,15 @@ def main() -> None:
           f"{args.retrain_every} on all rows so far, scored causally; "
           f"{COMBINED} = geometric mean of the tail probabilities of {', '.join(DEFAULT_DETECTORS)}; {args.jobs} jobs")
 
-    gap = pd.Timedelta(seconds=args.merge_gap_s)
+    policy = AlarmPolicy(threshold=args.threshold, merge_gap_s=args.merge_gap_s,
+                         min_points=args.min_points)
     retrain_every = None if args.retrain_every == "never" else pd.Timedelta(args.retrain_every)
     reports, seconds, failures = {}, {}, {}
     for name in names:
         t0 = time.perf_counter()
         if name == CORRELATION:
             try:
-                alarms, failures[name] = _correlation_alarms(frame, args.threshold, gap)
+                alarms, failures[name] = _correlation_alarms(frame, policy)
             except ImportError as error:
                 print(f"  {name}: skipped ({error})")
                 continue
@@ -337,12 +371,13 @@ def main() -> None:
             detector_names = DEFAULT_DETECTORS if name == COMBINED else (name,)
             scores, failures[name] = _score_detector(tuple(detector_names), retrain_every,
                                                      args.jobs)
-            alarms = _alarms_per_series(scores, args.threshold, gap)
+            alarms = _alarms_per_series(scores, policy)
         seconds[name] = time.perf_counter() - t0
         reports[name] = match_incidents(incidents, alarms)
         failed = f"; not scored: {len(failures[name])}" if failures[name] else ""
         print(f"  {name}: {len(alarms)} series in {seconds[name]:.1f} s{failed}")
     _print_tables(reports, seconds, incidents, args.threshold)
+    _print_missed_by_single(reports, incidents)
     total_s = time.perf_counter() - started
     print(f"\ntotal {total_s:.1f} s")
 
@@ -351,6 +386,8 @@ def main() -> None:
         "fleet": dataclasses.asdict(config),
         "threshold": args.threshold,
         "merge_gap_s": args.merge_gap_s,
+        "min_points": args.min_points,
+        "retrain_every": args.retrain_every,
         "train_fraction": TRAIN_FRACTION,
         "n_series": len(_SERIES),
         "n_incidents": len(incidents),
