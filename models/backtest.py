@@ -105,6 +105,56 @@ def backtest(
     return results
 
 
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """A forecaster fitted on the whole history, and why it was chosen."""
+
+    forecaster: Forecaster
+    scores: dict[str, BacktestScore]
+    reason: str
+
+
+def select_forecaster(
+    history: pd.Series,
+    horizon: int,
+    names: Sequence[str] = DEFAULT_FORECASTERS,
+    *,
+    n_origins: int = 3,
+    max_horizon: int | None = None,
+) -> Selection:
+    """Backtest ``names`` on ``history``, fit the best on all of it.
+
+    With too little history for a backtest of ``horizon`` steps, or when the
+    best cannot be fitted on the whole history, the seasonal naive forecaster
+    is used and the reason says so. ``max_horizon``: the longest forecast the
+    fitted model will serve (default ``horizon``).
+    """
+    names = list(names)
+    if len(names) == 1:
+        scores: dict[str, BacktestScore] = {}
+        chosen, reason = names[0], "the only forecaster asked for"
+    else:
+        try:
+            scores = backtest(history, names, horizon=horizon, n_origins=n_origins)
+        except ValueError as error:
+            scores = {}
+            chosen = SeasonalNaiveForecaster.name
+            reason = f"too little history to compare forecasters ({error}); seasonal naive used"
+        else:
+            chosen = choose(scores)
+            reason = "lowest backtest MASE: " + ", ".join(
+                f"{n} {s.mase:.3f}" for n, s in scores.items())
+    limit = max(horizon, max_horizon or horizon)
+    try:
+        fitted = make_forecaster(chosen, max_horizon=limit).fit(history)
+    except ValueError as error:
+        if chosen == SeasonalNaiveForecaster.name:
+            raise
+        fitted = make_forecaster(SeasonalNaiveForecaster.name, max_horizon=limit).fit(history)
+        reason = f"{chosen} could not be fitted ({error}); seasonal naive used"
+    return Selection(forecaster=fitted, scores=scores, reason=reason)
+
+
 def choose(scores: dict[str, BacktestScore]) -> str:
     """The forecaster with the lowest MASE (the seasonal naive one on ties or when all fail)."""
     finite = {n: s.mase for n, s in scores.items() if np.isfinite(s.mase)}

@@ -28,6 +28,7 @@ from models.base import (
     read_json,
 )
 from models.correlation import CorrelationDetector
+from models.forecast import Forecaster, SeasonalNaiveForecaster
 from models.thresholds import WindowBaselineDetector
 
 SeriesKey = tuple[str, str]
@@ -96,6 +97,9 @@ def combine(scores: Mapping[str, np.ndarray]) -> np.ndarray:
     return combined
 
 
+#: Sub-folder of a series' folder holding its forecaster.
+_FORECASTER_FOLDER = "forecaster"
+
 #: Tail probabilities are floored here before the log, so that a score of exactly 1 stays finite.
 _SMALLEST_TAIL = 1e-15
 
@@ -129,6 +133,7 @@ class DetectorBundle:
         detectors: Mapping[SeriesKey, Mapping[str, Detector]],
         metadata: dict[str, Any] | None = None,
         service_detectors: Mapping[str, CorrelationDetector] | None = None,
+        forecasters: Mapping[SeriesKey, Forecaster] | None = None,
     ) -> None:
         for key, by_name in detectors.items():
             if not by_name:
@@ -139,6 +144,11 @@ class DetectorBundle:
         self.detectors = {key: dict(by_name) for key, by_name in detectors.items()}
         #: Multi-metric detectors by service (only services whose metrics explain each other).
         self.service_detectors = dict(service_detectors or {})
+        #: The forecaster chosen for each series by backtest (see models.backtest).
+        self.forecasters = dict(forecasters or {})
+        for key, forecaster in self.forecasters.items():
+            if not forecaster.is_fitted:
+                raise NotFittedError(f"forecaster of {key[0]}/{key[1]} is not fitted")
         self.metadata = dict(metadata or {})
         self.fallback = WindowBaselineDetector()
 
@@ -200,6 +210,30 @@ class DetectorBundle:
             known_series=key in self.detectors,
         )
 
+    def forecast(self, service: str, metric: str, horizon: int,
+                 history: pd.Series | None = None) -> tuple[pd.DataFrame, str, bool]:
+        """Forecast ``horizon`` steps after ``history`` (default: after the training data).
+
+        Returns the frame (``yhat, q10, q50, q90``), the forecaster's name and
+        whether the series is known. A series without a trained forecaster is
+        forecast by a seasonal naive model fitted on ``history`` itself.
+
+        Raises
+        ------
+        ValueError
+            An unknown series without ``history``, a history too short for the
+            fallback, or a horizon beyond what the trained model serves.
+        """
+        forecaster = self.forecasters.get((service, metric))
+        if forecaster is not None:
+            return forecaster.forecast(horizon, history), forecaster.name, True
+        if history is None:
+            raise ValueError(f"no forecaster is trained for {service}/{metric}; send its history "
+                             "(timestamps and values) to forecast from it")
+        fallback = SeasonalNaiveForecaster(
+            SeasonalNaiveForecaster.config_class(max_horizon=max(horizon, 1))).fit(history)
+        return fallback.forecast(horizon), fallback.name, False
+
     # -- persistence --------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         path = Path(directory)
@@ -209,10 +243,12 @@ class DetectorBundle:
             folder = f"series/{i:05d}"
             for name, detector in sorted(self.detectors[key].items()):
                 detector.save(path / folder / name)
-            entries.append(
-                {"service": key[0], "metric": key[1], "path": folder,
-                 "detectors": sorted(self.detectors[key])}
-            )
+            entry = {"service": key[0], "metric": key[1], "path": folder,
+                     "detectors": sorted(self.detectors[key])}
+            if key in self.forecasters:
+                self.forecasters[key].save(path / folder / _FORECASTER_FOLDER)
+                entry["forecaster"] = self.forecasters[key].name
+            entries.append(entry)
         services = []
         for i, (service, detector) in enumerate(sorted(self.service_detectors.items())):
             folder = f"services/{i:05d}/{detector.name}"
@@ -234,14 +270,16 @@ class DetectorBundle:
         manifest_path = path / "bundle.json"
         manifest = read_json(manifest_path, "a detector bundle")
         check_format(manifest, manifest_path)
-        detectors = {}
+        detectors, forecasters = {}, {}
         for entry in manifest["series"]:
             key = (entry["service"], entry["metric"])
             detectors[key] = {
                 name: Detector.load(path / entry["path"] / name) for name in entry["detectors"]
             }
+            if entry.get("forecaster"):
+                forecasters[key] = Forecaster.load(path / entry["path"] / _FORECASTER_FOLDER)
         service_detectors = {
             entry["service"]: CorrelationDetector.load(path / entry["path"])
             for entry in manifest.get("services", [])
         }
-        return cls(detectors, manifest.get("metadata"), service_detectors)
+        return cls(detectors, manifest.get("metadata"), service_detectors, forecasters)

@@ -21,9 +21,13 @@ from models.alarms import AlarmPolicy, Incident, find_incidents
 from models.base import ModelFormatError, NotFittedError
 from models.bundle import FALLBACK_DETECTOR, SeriesScores
 from models.correlation import CorrelationDetector
+from models.forecast import FORECAST_COLUMNS
 from serving.loader import LoadedModel
 from serving.schemas import (
     Anomaly,
+    ForecastRequest,
+    ForecastResponse,
+    History,
     IncidentOut,
     ModelInfo,
     Problem,
@@ -114,7 +118,7 @@ def series_result(window: SeriesWindow, scored: SeriesScores, policy: AlarmPolic
     )
 
 
-def to_pandas(window: SeriesWindow) -> pd.Series:
+def to_pandas(window: History) -> pd.Series:
     index = pd.DatetimeIndex(pd.to_datetime(window.timestamps, utc=True)).as_unit("ns")
     values = np.array([np.nan if v is None else v for v in window.values], dtype="float64")
     return pd.Series(values, index=index)
@@ -132,6 +136,32 @@ def check_limits(request: ScoreRequest, settings: Settings) -> None:
                 f"series[{i}] has {len(window.values)} points; at most "
                 f"{settings.max_points_per_series} per series"
             )
+
+
+def forecast_request(request: ForecastRequest, model: LoadedModel,
+                     settings: Settings) -> ForecastResponse:
+    history = None
+    if request.history is not None:
+        if len(request.history.values) > settings.max_points_per_series:
+            raise PayloadTooLargeError(
+                f"history has {len(request.history.values)} points; at most "
+                f"{settings.max_points_per_series}"
+            )
+        history = to_pandas(request.history)
+    try:
+        frame, name, known = model.bundle.forecast(request.service, request.metric,
+                                                   request.horizon, history)
+    except ValueError as error:
+        raise ValueError(f"{request.service}/{request.metric}: {error}") from error
+    return ForecastResponse(
+        model=ModelInfo(name=model.name, version=model.version, alias=model.alias),
+        service=request.service,
+        metric=request.metric,
+        forecaster=name,
+        known_series=known,
+        timestamps=list(frame.index.to_pydatetime()),
+        **{column: [_round(v) for v in frame[column]] for column in FORECAST_COLUMNS},
+    )
 
 
 def service_incidents(
@@ -325,5 +355,14 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
     )
     def score(request: ScoreRequest) -> ScoreResponse:
         return score_request(request, holder.require(), settings)
+
+    @app.post(
+        "/v1/forecast",
+        response_model=ForecastResponse,
+        summary="Forecast one series, with an 80 % interval",
+        responses={413: {"model": Problem}, 422: {"model": Problem}, 503: {"model": Problem}},
+    )
+    def forecast(request: ForecastRequest) -> ForecastResponse:
+        return forecast_request(request, holder.require(), settings)
 
     return app

@@ -9,18 +9,15 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
-class SeriesWindow(BaseModel):
-    """A window of one series: parallel lists of timestamps and values.
+class History(BaseModel):
+    """Parallel lists of timestamps and values.
 
     Timestamps are ISO 8601 with a timezone (``2026-01-05T10:00:00Z``),
-    strictly increasing. A ``null`` value is a gap: it gets no score and is
-    never anomalous.
+    strictly increasing. A ``null`` value is a gap.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    service: str = Field(min_length=1, max_length=200, examples=["checkout"])
-    metric: str = Field(min_length=1, max_length=200, examples=["cpu_utilization"])
     timestamps: list[datetime] = Field(min_length=1)
     values: list[float | None] = Field(min_length=1)
 
@@ -46,12 +43,19 @@ class SeriesWindow(BaseModel):
         return values
 
     @model_validator(mode="after")
-    def _same_length(self) -> SeriesWindow:
+    def _same_length(self) -> History:
         if len(self.timestamps) != len(self.values):
             raise ValueError(
                 f"timestamps has {len(self.timestamps)} items but values has {len(self.values)}"
             )
         return self
+
+
+class SeriesWindow(History):
+    """A window of one series to score; a ``null`` value gets no score and is never anomalous."""
+
+    service: str = Field(min_length=1, max_length=200, examples=["checkout"])
+    metric: str = Field(min_length=1, max_length=200, examples=["cpu_utilization"])
 
 
 class ScoreRequest(BaseModel):
@@ -149,3 +153,34 @@ class Problem(BaseModel):
 
     detail: str | list
     request_id: str | None = None
+
+
+class ForecastRequest(BaseModel):
+    """What load is coming for one series."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    service: str = Field(min_length=1, max_length=200, examples=["checkout"])
+    metric: str = Field(min_length=1, max_length=200, examples=["request_rate"])
+    horizon: int = Field(ge=1, le=100_000, description="Steps to forecast after the history.",
+                         examples=[288])
+    history: History | None = Field(
+        default=None,
+        description="The recent past to forecast from (the last few days is plenty). "
+                    "Default: the end of the model's training data; required for a series "
+                    "the model does not know, which is then forecast by a seasonal naive model "
+                    "fitted on this history.",
+    )
+
+
+class ForecastResponse(BaseModel):
+    model: ModelInfo
+    service: str
+    metric: str
+    forecaster: str = Field(description="The forecaster used, chosen per series by backtest.")
+    known_series: bool = Field(description="False: forecast from the request's history alone.")
+    timestamps: list[datetime]
+    yhat: list[float] = Field(description="Point forecast.")
+    q10: list[float]
+    q50: list[float]
+    q90: list[float] = Field(description="With q10, an 80 % prediction interval.")

@@ -98,13 +98,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         holdout_fraction=args.holdout_fraction,
         model_name=args.model_name,
         progress=not args.quiet,
+        forecast_horizon=args.forecast_horizon,
     )
     started = time.perf_counter()
     result = train(options)
     print(f"run {result.run_id}: registered {result.model_name} version {result.version}"
           f"{' as champion' if result.champion else ' as challenger'} "
           f"in {time.perf_counter() - started:.1f}s")
-    for key in sorted(k for k in result.metrics if k.endswith("event_f1")):
+    for key in sorted(k for k in result.metrics
+                      if k.endswith("event_f1") or (k.startswith("forecast.") and "mase" in k)):
         print(f"  {key} = {result.metrics[key]:.3f}")
     if result.failures:
         print(f"  {len(result.failures)} series could not be fitted (see failures.json in the run)")
@@ -215,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "multi-metric); default: %(default)s")
     tr.add_argument("--holdout-fraction", type=float, default=0.2)
     tr.add_argument("--model-name", default="novaevo-detectors")
+    tr.add_argument("--forecast-horizon", type=int, default=288,
+                    help="steps ahead the forecasters are backtested on and serve at most "
+                         "(default 288; 0: no forecasters)")
     tr.add_argument("--quiet", action="store_true", help="no progress bars")
     tr.set_defaults(func=_cmd_train)
 

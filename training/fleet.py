@@ -2,7 +2,7 @@
 
 A local Ray is started when none is running; ``RAY_ADDRESS`` attaches to a
 cluster instead. Each task receives one series and returns its fitted
-detectors, so a fleet of thousands of series spreads over every core.
+detectors (or its backtested forecaster), so a fleet of thousands of series spreads over every core.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import ray
 from tqdm import tqdm
 
 from features.series import SeriesKey
+from models.backtest import Selection, select_forecaster
 from models.base import Detector, make_detector
 from models.bundle import DEFAULT_DETECTORS, fit_series
 from models.correlation import CorrelationDetector, CorrelationDetectorConfig
@@ -36,6 +37,17 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         ray.init(address=address, log_to_driver=False)
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+def _gather(pending: list, desc: str, unit: str, progress: bool) -> list[tuple[Any, Any, str | None]]:
+    """Wait for every task (``(key, result, error)`` triples), with a progress bar."""
+    results = []
+    with tqdm(total=len(pending), desc=desc, unit=unit, disable=not progress) as bar:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=min(len(pending), 16), timeout=5.0)
+            results.extend(ray.get(done))
+            bar.update(len(done))
+    return results
 
 
 @ray.remote
@@ -72,16 +84,12 @@ def fit_fleet(
         for key, history in series.items()
     ]
     fitted, failures = {}, {}
-    with tqdm(total=len(pending), desc="fitting series", unit="series", disable=not progress) as bar:
-        while pending:
-            done, pending = ray.wait(pending, num_returns=min(len(pending), 16), timeout=5.0)
-            for key, detectors, error in ray.get(done):
-                if error is None:
-                    fitted[key] = detectors
-                else:
-                    failures[key] = error
-                    _log.warning("series %s/%s not fitted: %s", key[0], key[1], error)
-            bar.update(len(done))
+    for key, detectors, error in _gather(pending, "fitting series", "series", progress):
+        if error is None:
+            fitted[key] = detectors
+        else:
+            failures[key] = error
+            _log.warning("series %s/%s not fitted: %s", key[0], key[1], error)
     _log.info("fitted %d series in %.1fs (%d failed)", len(fitted), time.perf_counter() - started,
               len(failures))
     return fitted, failures
@@ -113,15 +121,38 @@ def fit_services(
         if wide.shape[1] >= 2
     ]
     fitted, failures = {}, {}
-    with tqdm(total=len(pending), desc="fitting services", unit="service",
-              disable=not progress) as bar:
-        while pending:
-            done, pending = ray.wait(pending, num_returns=min(len(pending), 16), timeout=5.0)
-            for service, detector, error in ray.get(done):
-                if error is not None:
-                    failures[service] = error
-                    _log.warning("service %s: correlation not fitted: %s", service, error)
-                elif detector.models_:
-                    fitted[service] = detector
-            bar.update(len(done))
+    for service, detector, error in _gather(pending, "fitting services", "service", progress):
+        if error is not None:
+            failures[service] = error
+            _log.warning("service %s: correlation not fitted: %s", service, error)
+        elif detector.models_:
+            fitted[service] = detector
     return fitted, failures
+
+
+@ray.remote
+def _select_forecaster_task(key, history, horizon):
+    try:
+        return key, select_forecaster(history, horizon), None
+    except (ValueError, TypeError) as error:
+        return key, None, f"{type(error).__name__}: {error}"
+
+
+def fit_forecasters(
+    series: Mapping[SeriesKey, pd.Series],
+    horizon: int,
+    *,
+    progress: bool = True,
+) -> tuple[dict[SeriesKey, Selection], dict[SeriesKey, str]]:
+    """Backtest the forecasters of every series and fit the best on all of it, in parallel."""
+    ensure_ray()
+    pending = [_select_forecaster_task.remote(key, history, horizon)
+               for key, history in series.items()]
+    selected, failures = {}, {}
+    for key, selection, error in _gather(pending, "fitting forecasters", "series", progress):
+        if error is None:
+            selected[key] = selection
+        else:
+            failures[key] = error
+            _log.warning("series %s/%s: no forecaster fitted: %s", key[0], key[1], error)
+    return selected, failures

@@ -12,8 +12,9 @@ from features.csv_files import read_value_csv
 from features.schema import METRIC, SERVICE, TIMESTAMP
 from features.series import split_series, to_series
 from features.store import read_dataset
-from models.backtest import DEFAULT_FORECASTERS, backtest, choose
-from models.forecast import FORECAST_COLUMNS, FORECASTERS, SeasonalNaiveForecaster, make_forecaster
+from models.backtest import DEFAULT_FORECASTERS, select_forecaster
+from models.base import check_int
+from models.forecast import FORECAST_COLUMNS, FORECASTERS
 
 _log = logging.getLogger(__name__)
 AUTO = "auto"
@@ -32,27 +33,12 @@ def forecast_series(history: pd.Series, horizon: int, model: str = AUTO) -> Fore
     """Forecast ``horizon`` steps after ``history`` with ``model``, or the best by backtest."""
     if model != AUTO and model not in FORECASTERS:
         raise ValueError(f"unknown model {model!r}; choose {AUTO} or one of {sorted(FORECASTERS)}")
-    if model == AUTO:
-        try:
-            scores = backtest(history, DEFAULT_FORECASTERS, horizon=horizon, n_origins=3)
-        except ValueError as error:
-            model = SeasonalNaiveForecaster.name
-            reason = f"too little history to compare models ({error}); seasonal naive used"
-        else:
-            model = choose(scores)
-            reason = "lowest backtest MASE: " + ", ".join(
-                f"{n} {s.mase:.3f}" for n, s in scores.items())
-    else:
-        reason = "as asked"
-    try:
-        fitted = make_forecaster(model, max_horizon=max(horizon, 1)).fit(history)
-    except ValueError as error:
-        if model == SeasonalNaiveForecaster.name:
-            raise
-        fitted = SeasonalNaiveForecaster().fit(history)
-        reason = f"{model} could not be fitted ({error}); seasonal naive used"
-        model = fitted.name
-    return Forecast(frame=fitted.forecast(horizon), model=model, reason=reason)
+    check_int("horizon", horizon, 1, 100_000)
+    names = DEFAULT_FORECASTERS if model == AUTO else (model,)
+    selection = select_forecaster(history, horizon, names)
+    reason = "as asked" if model != AUTO and selection.forecaster.name == model else selection.reason
+    return Forecast(frame=selection.forecaster.forecast(horizon), model=selection.forecaster.name,
+                    reason=reason)
 
 
 def _until(history: pd.Series, until: str | None) -> pd.Series:

@@ -26,7 +26,7 @@ from models.base import DEFAULT_THRESHOLD
 from models.bundle import DEFAULT_DETECTORS, DetectorBundle
 from models.correlation import CorrelationDetector, CorrelationDetectorConfig
 from models.evaluation import EventScores, event_scores
-from training.fleet import fit_fleet, fit_services
+from training.fleet import fit_fleet, fit_forecasters, fit_services
 from training.tracking import (
     CHALLENGER,
     CHAMPION,
@@ -57,8 +57,12 @@ class TrainOptions:
     model_name: str = DEFAULT_MODEL_NAME
     experiment: str = DEFAULT_EXPERIMENT
     progress: bool = True
+    #: Steps ahead the forecasters are backtested on and serve at most; 0 trains none.
+    forecast_horizon: int = 288
 
     def __post_init__(self) -> None:
+        if not 0 <= self.forecast_horizon <= 100_000:
+            raise ValueError(f"forecast_horizon={self.forecast_horizon} must lie in [0, 100000]")
         if not 0.0 <= self.holdout_fraction < 0.9:
             raise ValueError(f"holdout_fraction={self.holdout_fraction} must lie in [0, 0.9)")
         if not self.detectors:
@@ -161,6 +165,36 @@ def _input_example(series: dict[SeriesKey, pd.Series]) -> pd.DataFrame:
     )
 
 
+def _forecast_metrics(selections: dict, failures: dict) -> dict[str, float]:
+    """Backtest MASE and 80 % interval coverage of the chosen forecasters, and what was chosen."""
+    chosen = [sel.scores[sel.forecaster.name] for sel in selections.values()
+              if sel.forecaster.name in sel.scores]
+    metrics = {"forecast.n_series": float(len(selections)),
+               "forecast.n_failed": float(len(failures))}
+    if chosen:
+        metrics["forecast.mase_mean"] = float(np.mean([s.mase for s in chosen]))
+        metrics["forecast.coverage_mean"] = float(np.mean([s.coverage for s in chosen]))
+    naive = [sel.scores["seasonal_naive"].mase for sel in selections.values()
+             if "seasonal_naive" in sel.scores]
+    if naive:
+        metrics["forecast.seasonal_naive_mase_mean"] = float(np.mean(naive))
+    for sel in selections.values():
+        key = f"forecast.chosen.{sel.forecaster.name}"
+        metrics[key] = metrics.get(key, 0.0) + 1.0
+    return metrics
+
+
+def _backtest_table(selections: dict, failures: dict) -> dict[str, Any]:
+    return {
+        "series": {
+            f"{k[0]}/{k[1]}": {"chosen": sel.forecaster.name, "reason": sel.reason,
+                               "backtest": {n: dataclasses.asdict(s) for n, s in sel.scores.items()}}
+            for k, sel in selections.items()
+        },
+        "failures": {f"{k[0]}/{k[1]}": v for k, v in failures.items()},
+    }
+
+
 def train(options: TrainOptions) -> TrainResult:
     """Fit, evaluate, log and register; see the module docstring of ``training``."""
     started = time.perf_counter()
@@ -182,6 +216,7 @@ def train(options: TrainOptions) -> TrainResult:
                 "detectors": ",".join(options.detectors),
                 "detector_configs": json.dumps(options.detector_configs, sort_keys=True),
                 "holdout_fraction": options.holdout_fraction,
+                "forecast_horizon": options.forecast_horizon,
                 "n_series": len(series),
                 "n_rows": len(frame),
                 "time_start": str(frame[TIMESTAMP].min()),
@@ -205,6 +240,14 @@ def train(options: TrainOptions) -> TrainResult:
                                      options.detector_configs, progress=options.progress)
         services = _fit_correlations(series, options) if options.use_correlation else {}
         metrics["n_services_correlated"] = float(len(services))
+        forecasters: dict = {}
+        if options.forecast_horizon:
+            selections, forecast_failures = fit_forecasters(
+                {k: v for k, v in series.items() if k in fitted}, options.forecast_horizon,
+                progress=options.progress)
+            forecasters = {k: sel.forecaster for k, sel in selections.items()}
+            metrics.update(_forecast_metrics(selections, forecast_failures))
+            mlflow.log_dict(_backtest_table(selections, forecast_failures), "forecast_backtest.json")
         if not fitted:
             raise ValueError(
                 f"no series of {options.data} could be fitted; first failure: "
@@ -222,6 +265,7 @@ def train(options: TrainOptions) -> TrainResult:
             metadata={"run_id": run.info.run_id, "data": str(options.data),
                       "detectors": list(options.detectors)},
             service_detectors=services,
+            forecasters=forecasters,
         )
         with tempfile.TemporaryDirectory() as scratch:
             bundle_dir = bundle.save(Path(scratch) / "bundle")

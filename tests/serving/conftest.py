@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from models import DynamicThresholdDetector, StaticThresholdDetector
 from models.bundle import DetectorBundle
+from models.forecast import SeasonalNaiveForecaster
 from serving.app import create_app
 from serving.loader import LoadedModel
 from serving.settings import Settings
@@ -45,7 +46,9 @@ def loaded_model(history: pd.Series) -> LoadedModel:
         "static_threshold": StaticThresholdDetector().fit(history),
         "dynamic_threshold": DynamicThresholdDetector().fit(history),
     }
-    bundle = DetectorBundle({("web", "cpu"): detectors})
+    forecaster = SeasonalNaiveForecaster(SeasonalNaiveForecaster.config_class(max_horizon=288))
+    bundle = DetectorBundle({("web", "cpu"): detectors},
+                            forecasters={("web", "cpu"): forecaster.fit(history)})
     return LoadedModel(bundle, "test-detectors", "3", "champion", time.time())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -33,6 +34,12 @@ def test_first_run_registers_a_champion_then_a_challenger(options, mlflow_store,
     # The synthetic fleet is labelled, so the holdout measurement must be there.
     assert "combined.event_recall" in run.data.metrics
     assert run.data.tags["registered_version"] == "1"
+    # Forecasters were backtested, chosen per series and logged.
+    metrics = run.data.metrics
+    assert metrics["forecast.n_series"] == float(run.data.params["n_series"])
+    assert 0 < metrics["forecast.mase_mean"] < 10 and 0 <= metrics["forecast.coverage_mean"] <= 1
+    chosen = sum(v for k, v in metrics.items() if k.startswith("forecast.chosen."))
+    assert chosen == metrics["forecast.n_series"]
 
     second = train(options)
     assert not second.champion and second.version == "2"
@@ -53,6 +60,23 @@ def test_pyfunc_model_scores_long_rows(options, mlflow_store, small_fleet):
     assert len(scored) == len(window) == 100
     assert scored["score"].between(0, 1).all()
     assert set(scored.columns) >= {"timestamp", "service", "metric", "value", "score", "is_anomaly"}
+
+
+def test_registered_bundle_forecasts_its_series(options, mlflow_store, small_fleet, tmp_path):
+    from models.bundle import DetectorBundle
+
+    result = train(dataclasses.replace(options, forecast_horizon=30))
+    path = mlflow.artifacts.download_artifacts(
+        f"models:/test-detectors/{result.version}", dst_path=str(tmp_path))
+    bundle = DetectorBundle.load(Path(path) / "artifacts" / "bundle")
+    service = small_fleet["service"].iloc[0]
+    frame, name, known = bundle.forecast(service, "request_rate", 30)
+    assert known and name in ("seasonal_naive", "arima") and len(frame) == 30
+    last = small_fleet.loc[(small_fleet.service == service)
+                           & (small_fleet.metric == "request_rate"), "timestamp"].max()
+    assert frame.index[0] > last
+    with pytest.raises(ValueError, match="horizon=31"):
+        bundle.forecast(service, "request_rate", 31)
 
 
 def test_corrupt_file_fails_before_anything_is_registered(fleet_dataset, tmp_path, mlflow_store):
