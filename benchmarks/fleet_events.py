@@ -3,6 +3,7 @@
 Usage::
 
     .venv/bin/python benchmarks/fleet_events.py [--services 8 --days 14 --step 1min --seed 1]
+        [--latency-factor 2,4]
         [--threshold 0.9999] [--min-points 2] [--retrain-every 1D|never]
         [--detectors static_threshold,combined] [--no-correlation]
         [--jobs 2] [--out benchmarks/results/fleet_events.json]
@@ -308,6 +309,9 @@ def main() -> None:
     parser.add_argument("--days", type=float, default=14.0)
     parser.add_argument("--step", default="1min")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--latency-factor", default="2,4",
+                        help="LOW,HIGH: how far latency rises in latency_up_cpu_normal "
+                             "incidents (default 2,4; 1.3,1.8 makes them subtle)")
     parser.add_argument("--threshold", type=float, default=ALARM_THRESHOLD,
                         help=f"alarm threshold (default {ALARM_THRESHOLD:g}, the alarm policy's)")
     parser.add_argument("--min-points", type=int, default=AlarmPolicy().min_points,
@@ -342,7 +346,12 @@ def main() -> None:
         sys.exit(f"unknown detector(s) {unknown}; registered: {registered_names()}, "
                  f"'{COMBINED}' and '{CORRELATION}'")
 
-    config = FleetConfig(n_services=args.services, days=args.days, step=args.step, seed=args.seed)
+    try:
+        low, high = (float(x) for x in args.latency_factor.split(","))
+    except ValueError:
+        sys.exit(f"--latency-factor {args.latency_factor!r} must be LOW,HIGH such as 1.3,1.8")
+    config = FleetConfig(n_services=args.services, days=args.days, step=args.step, seed=args.seed,
+                         latency_factor=(low, high))
     started = time.perf_counter()
     frame = generate_fleet(config)
     incidents = incident_table(frame)

@@ -132,6 +132,11 @@ class FleetConfig:
         hours between them and after the last, into the last 80 % of the
         timeline even if all have their longest duration (14 days hold up to
         49 per service, 3 days 10, 2 days 6).
+    latency_factor : tuple of two floats
+        Range of the factor by which latency_p99 rises in a
+        ``latency_up_cpu_normal`` incident (default 2-4×); a subtle range such
+        as (1.3, 1.8) keeps some incidents inside latency's daily swing, where
+        only a detector that knows latency follows load can see them.
 
     Raises
     ------
@@ -147,8 +152,16 @@ class FleetConfig:
     seed: int = 0
     start: str = "2026-01-05T00:00:00Z"
     incidents_per_service: int = 5
+    latency_factor: tuple[float, float] = (2.0, 4.0)
 
     def __post_init__(self) -> None:
+        factors = tuple(self.latency_factor)
+        if (len(factors) != 2
+                or not all(isinstance(x, numbers.Real) and not isinstance(x, bool)
+                           for x in factors)
+                or not 1.0 < factors[0] <= factors[1] <= 20.0):
+            raise ValueError(f"latency_factor={self.latency_factor!r} must be (low, high) with "
+                             "1 < low <= high <= 20")
         _check_int("n_services", self.n_services, 1, _MAX_SERVICES)
         if not isinstance(self.days, numbers.Real) or isinstance(self.days, bool):
             raise TypeError(f"days must be a number of days, got {type(self.days).__name__}")
@@ -608,12 +621,14 @@ def _draw_incidents(
         offsets = np.sort(rng.integers(0, slack + 1, size=k))
         begins = first + offsets + np.concatenate(([0], np.cumsum(lengths + separation)[:-1]))
         for kind, begin, length in zip(kinds, begins, lengths, strict=True):
-            incidents.append(_draw_effect(rng, service, int(kind), int(begin), int(length)))
+            incidents.append(_draw_effect(rng, service, int(kind), int(begin), int(length),
+                                          tuple(config.latency_factor)))
     return incidents
 
 
 def _draw_effect(
-    rng: np.random.Generator, service: int, kind: int, begin: int, length: int
+    rng: np.random.Generator, service: int, kind: int, begin: int, length: int,
+    latency_factor: tuple[float, float] = (2.0, 4.0),
 ) -> _Incident:
     metric, factor = _RATE, 0.0
     if kind == _SPIKE:
@@ -627,7 +642,7 @@ def _draw_effect(
         factor = float(rng.uniform(20.0, 35.0))
     elif kind == _LATENCY_UP:
         metric = _LAT
-        factor = float(rng.uniform(2.0, 4.0))
+        factor = float(rng.uniform(*latency_factor))
     return _Incident(
         service=service, kind=kind, begin=begin, end=begin + length, metric=metric, factor=factor
     )

@@ -446,3 +446,21 @@ def test_config_is_frozen_and_keyword_only() -> None:
         config.seed = 1  # type: ignore[misc]
     with pytest.raises(TypeError):
         FleetConfig(4)  # type: ignore[misc]
+
+
+def test_latency_factor_sets_how_far_latency_rises_and_is_validated():
+    import dataclasses as _dc
+
+    base = FleetConfig(n_services=5, days=3, step="5min", seed=2, incidents_per_service=2)
+    subtle = _dc.replace(base, latency_factor=(1.3, 1.5))
+    clean = generate_fleet(base)
+    frames = {"default": clean, "subtle": generate_fleet(subtle)}
+    ratios = {}
+    for name, frame in frames.items():
+        lat = frame[(frame.metric == "latency_p99")]
+        hit = lat[lat.incident == "latency_up_cpu_normal"]
+        assert not hit.empty
+        ratios[name] = hit["value"].median() / lat[~lat.is_anomaly]["value"].median()
+    assert ratios["subtle"] < ratios["default"]
+    with pytest.raises(ValueError, match="latency_factor"):
+        FleetConfig(latency_factor=(0.5, 2.0))
