@@ -1,0 +1,310 @@
+"""Capacity planning: replicas from a demand forecast, a cluster plan by priority, right-sizing.
+
+Replicas for a demand ``d`` are ``ceil(d / (capacity_per_replica × target_utilisation))``,
+bounded by ``[min_replicas, max_replicas]``. The demand provisioned for is a
+forecast quantile chosen by the service's priority tier (q90 for tiers 1–3,
+the median for background and analytics work), raised by scheduled events.
+
+The schedule runs, at every step, the most replicas needed within the next
+``max(lead_time, stabilisation)``: a replica is started at least its lead time
+before the demand that needs it, and a scale-down happens only when the
+forecast shows no need for the extra replicas during the whole stabilisation
+window (so the schedule never removes replicas it would have to add back
+within that window).
+
+Priority tiers: 1 critical client functions (diagnosis, security), 2
+financial transactions, 3 interactive user services, 4 background
+processing, 5 analytics and reporting. Under a cluster budget
+(:func:`cluster_plan`) tiers are served in that order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from models.base import check_int
+
+#: The forecast column provisioned for, by priority tier.
+PRIORITY_QUANTILE = {1: "q90", 2: "q90", 3: "q90", 4: "q50", 5: "q50"}
+TIER_NAMES = {1: "critical client functions", 2: "financial transactions",
+              3: "interactive user services", 4: "background processing",
+              5: "analytics and reporting"}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ScalingPolicy:
+    """How one service is scaled; every field is checked and named when wrong."""
+
+    capacity_per_replica: float
+    target_utilisation: float = 0.7
+    min_replicas: int = 1
+    max_replicas: int = 100
+    lead_time_s: float = 120.0
+    stabilisation_s: float = 300.0
+    priority: int = 3
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.capacity_per_replica) and self.capacity_per_replica > 0):
+            raise ValueError(f"capacity_per_replica={self.capacity_per_replica} must be a "
+                             "positive number (demand one replica serves at 100 %)")
+        if not 0 < self.target_utilisation <= 1:
+            raise ValueError(f"target_utilisation={self.target_utilisation} must lie in (0, 1]")
+        check_int("min_replicas", self.min_replicas, 0, 100_000)
+        check_int("max_replicas", self.max_replicas, 1, 100_000)
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas={self.min_replicas} is above "
+                             f"max_replicas={self.max_replicas}")
+        for name in ("lead_time_s", "stabilisation_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 <= value <= 7 * 86_400):
+                raise ValueError(f"{name}={value} must lie in [0, 604800] seconds")
+        check_int("priority", self.priority, 1, 5)
+
+    def replicas_for(self, demand: np.ndarray) -> np.ndarray:
+        """Replicas that serve ``demand`` at the target utilisation, within the bounds."""
+        per_replica = self.capacity_per_replica * self.target_utilisation
+        needed = np.ceil(np.maximum(np.nan_to_num(demand, nan=0.0), 0.0) / per_replica - 1e-9)
+        return np.clip(needed, self.min_replicas, self.max_replicas).astype(int)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduledEvent:
+    """Expected demand × ``multiplier`` between ``start`` and ``end`` (a sale, a batch run)."""
+
+    start: pd.Timestamp
+    end: pd.Timestamp
+    multiplier: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.multiplier) and self.multiplier > 0):
+            raise ValueError(f"event multiplier={self.multiplier} must be a positive number")
+        if self.end <= self.start:
+            raise ValueError(f"event end {self.end} is not after its start {self.start}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplicaPlan:
+    """Replicas now and over the horizon, with the expected utilisation and the reason."""
+
+    replicas_now: int
+    schedule: pd.DataFrame  # index: timestamps; columns: demand, needed, replicas, utilisation
+    reason: str
+
+
+def event_multiplier(index: pd.DatetimeIndex, events: Sequence[ScheduledEvent]) -> np.ndarray:
+    """At each timestamp, the largest multiplier of the events covering it (1 outside all)."""
+    factor = np.ones(len(index))
+    for event in events:
+        inside = (index >= event.start) & (index < event.end)
+        factor[inside] = np.maximum(factor[inside], event.multiplier)
+    return factor
+
+
+def _forward_max(values: np.ndarray, window: int) -> np.ndarray:
+    """At each position, the maximum of ``values`` over it and the next ``window`` positions."""
+    if window <= 0:
+        return values.copy()
+    reversed_max = pd.Series(values[::-1]).rolling(window + 1, min_periods=1).max()
+    return reversed_max.to_numpy()[::-1].astype(values.dtype)
+
+
+def plan_replicas(
+    forecast: pd.DataFrame,
+    policy: ScalingPolicy,
+    current_replicas: int,
+    events: Sequence[ScheduledEvent] = (),
+) -> ReplicaPlan:
+    """The replicas to run now and at every forecast step (see the module docstring).
+
+    ``forecast`` is indexed by regular timestamps with ``yhat`` and the
+    quantile columns; its first row is the step that starts now.
+    """
+    check_int("current_replicas", current_replicas, 0, 1_000_000)
+    if len(forecast) == 0:
+        raise ValueError("the forecast is empty; ask for a horizon of at least one step")
+    index = pd.DatetimeIndex(forecast.index)
+    column = PRIORITY_QUANTILE[policy.priority]
+    multiplier = event_multiplier(index, events)
+    demand = forecast[column].to_numpy(dtype="float64") * multiplier
+    needed = policy.replicas_for(demand)
+    step_s = (index[1] - index[0]).total_seconds() if len(index) > 1 else 60.0
+    window = math.ceil(max(policy.lead_time_s, policy.stabilisation_s) / step_s)
+    replicas = _forward_max(needed, window)
+    expected = forecast["yhat"].to_numpy(dtype="float64") * multiplier
+    utilisation = expected / (np.maximum(replicas, 1) * policy.capacity_per_replica)
+    schedule = pd.DataFrame({"demand": demand, "needed": needed, "replicas": replicas,
+                             "utilisation": utilisation}, index=index)
+    return ReplicaPlan(replicas_now=int(replicas[0]), schedule=schedule,
+                       reason=_reason(schedule, policy, current_replicas, column, events))
+
+
+def _reason(schedule: pd.DataFrame, policy: ScalingPolicy, current: int, column: str,
+            events: Sequence[ScheduledEvent]) -> str:
+    now = int(schedule["replicas"].iloc[0])
+    peak_at = schedule["demand"].idxmax()
+    peak = float(schedule["demand"].max())
+    tier = f"tier {policy.priority} ({TIER_NAMES[policy.priority]}) provisions for {column}"
+    parts = [f"{tier}: forecast peak {peak:.4g} at {peak_at.isoformat()} needs "
+             f"{int(schedule['needed'].max())} replica(s) at "
+             f"{policy.target_utilisation:.0%} target utilisation"]
+    if now > current:
+        parts.append(f"scale up from {current} to {now} now: demand within the next "
+                     f"{policy.lead_time_s:g} s lead time needs them")
+    elif now < current:
+        parts.append(f"scale down from {current} to {now}: the forecast needs no more than "
+                     f"{now} for the next {policy.stabilisation_s:g} s stabilisation window")
+    else:
+        parts.append(f"keep {current}")
+    ups = schedule.index[np.flatnonzero(np.diff(schedule["replicas"].to_numpy()) > 0) + 1]
+    if len(ups):
+        first_up = ups[0]
+        parts.append(f"next scale-up to {int(schedule.loc[first_up, 'replicas'])} at "
+                     f"{first_up.isoformat()}, ahead of the demand by the lead time")
+    if events:
+        parts.append(f"{len(events)} scheduled event(s) raise the forecast")
+    if (schedule["needed"] >= policy.max_replicas).any():
+        worst = float(schedule["utilisation"].max())
+        parts.append(f"capped at max_replicas={policy.max_replicas}: expected utilisation up "
+                     f"to {worst:.0%}")
+    return "; ".join(parts)
+
+
+# -- the cluster plan -------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ServiceNeed:
+    """What one service asks of the cluster."""
+
+    service: str
+    priority: int
+    needed_replicas: int
+    min_replicas: int = 0
+    cpu_per_replica: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_int(f"{self.service}: priority", self.priority, 1, 5)
+        check_int(f"{self.service}: needed_replicas", self.needed_replicas, 0, 1_000_000)
+        check_int(f"{self.service}: min_replicas", self.min_replicas, 0, 1_000_000)
+        if not (math.isfinite(self.cpu_per_replica) and self.cpu_per_replica > 0):
+            raise ValueError(f"{self.service}: cpu_per_replica={self.cpu_per_replica} must be "
+                             "a positive number")
+
+
+@dataclasses.dataclass(frozen=True)
+class Allocation:
+    service: str
+    priority: int
+    needed_replicas: int
+    allocated_replicas: int
+    cpu: float
+    loses: str
+
+
+def cluster_plan(needs: Sequence[ServiceNeed], total_cpu: float) -> list[Allocation]:
+    """Share ``total_cpu`` among services: minimums first, then whole tiers in priority order.
+
+    Every service first gets its minimum, tier by tier while they fit. Then
+    tier 1's full needs, then tier 2's, and so on; the first tier that does not
+    fit shares what is left in proportion to its needs, and the tiers after it
+    keep their minimum. Each allocation says what the service loses.
+    """
+    if not (math.isfinite(total_cpu) and total_cpu >= 0):
+        raise ValueError(f"total_cpu={total_cpu} must be a number >= 0")
+    names = [n.service for n in needs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"services repeat in the plan: {sorted({n for n in names if names.count(n) > 1})}")
+    left = float(total_cpu)
+    allocated = {n.service: 0 for n in needs}
+    ordered = sorted(needs, key=lambda n: (n.priority, n.service))
+    for need in ordered:  # minimums, in priority order
+        floor = min(need.min_replicas, need.needed_replicas) if need.needed_replicas else 0
+        take = min(floor, int(left // need.cpu_per_replica + 1e-9))
+        allocated[need.service] = take
+        left -= take * need.cpu_per_replica
+    for tier in range(1, 6):
+        members = [n for n in ordered if n.priority == tier]
+        extra = {n.service: (n.needed_replicas - allocated[n.service]) * n.cpu_per_replica
+                 for n in members}
+        wanted = sum(extra.values())
+        if wanted <= 0:
+            continue
+        share = min(1.0, left / wanted)
+        for n in members:
+            more = math.floor(extra[n.service] * share / n.cpu_per_replica + 1e-9)
+            allocated[n.service] += more
+            left -= more * n.cpu_per_replica
+        if share < 1.0:
+            # Whole replicas left over after rounding go to this tier's services in order.
+            for n in members:
+                while (allocated[n.service] < n.needed_replicas
+                       and left + 1e-9 >= n.cpu_per_replica):
+                    allocated[n.service] += 1
+                    left -= n.cpu_per_replica
+            break
+    out = []
+    for n in ordered:
+        got = allocated[n.service]
+        if got >= n.needed_replicas:
+            loses = "nothing"
+        else:
+            utilisation = n.needed_replicas / got if got else math.inf
+            loses = (f"{n.needed_replicas - got} of {n.needed_replicas} replicas: "
+                     + (f"runs at about {utilisation:.0%} of its target load" if got
+                        else "not served at all")
+                     + f" (tier {n.priority}, {TIER_NAMES[n.priority]})")
+        out.append(Allocation(service=n.service, priority=n.priority,
+                              needed_replicas=n.needed_replicas, allocated_replicas=got,
+                              cpu=got * n.cpu_per_replica, loses=loses))
+    return out
+
+
+# -- right-sizing -----------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class RightSizing:
+    service: str
+    resource: str
+    current_request: float
+    recommended_request: float
+    usage_p50: float
+    usage_p95: float
+    usage_max: float
+    under_used: bool
+    saving: float
+    reason: str
+
+
+def right_size(service: str, resource: str, usage: np.ndarray, current_request: float,
+               *, percentile: float = 95.0, headroom: float = 0.15,
+               under_used_ratio: float = 0.5, price_per_unit: float = 0.0) -> RightSizing:
+    """Recommend a resource request from usage percentiles (vertical scaling).
+
+    The recommendation is the ``percentile`` of usage plus ``headroom``, never
+    below the largest usage seen (memory that is needed once is needed). A
+    request is *under-used* when the recommendation is below
+    ``under_used_ratio`` of it; the saving is the freed amount × ``price_per_unit``.
+    """
+    values = np.asarray(usage, dtype="float64")
+    values = values[np.isfinite(values)]
+    if values.size < 10:
+        raise ValueError(f"{service}/{resource}: {values.size} usage samples; need at least 10")
+    if (values < 0).any():
+        raise ValueError(f"{service}/{resource}: usage holds negative values")
+    if not (math.isfinite(current_request) and current_request > 0):
+        raise ValueError(f"{service}/{resource}: current_request={current_request} must be "
+                         "a positive number")
+    p50, p95, high = (float(np.percentile(values, q)) for q in (50, percentile, 100))
+    recommended = max(p95 * (1 + headroom), high if resource == "memory" else 0.0)
+    under = recommended < under_used_ratio * current_request
+    saving = max(current_request - recommended, 0.0) * price_per_unit
+    reason = (f"p{percentile:g} usage {p95:.4g} + {headroom:.0%} headroom"
+              + (f", at least the peak {high:.4g} for memory" if resource == "memory" else "")
+              + f": request {recommended:.4g} instead of {current_request:.4g}")
+    if under:
+        reason += f"; under-used (uses {p95 / current_request:.0%} at p{percentile:g})"
+    return RightSizing(service=service, resource=resource, current_request=current_request,
+                       recommended_request=recommended, usage_p50=p50, usage_p95=p95,
+                       usage_max=high, under_used=bool(under), saving=saving, reason=reason)
