@@ -20,17 +20,34 @@ from fastapi.responses import JSONResponse
 from models.alarms import AlarmPolicy, Incident, find_incidents
 from models.base import ModelFormatError, NotFittedError
 from models.bundle import FALLBACK_DETECTOR, SeriesScores
+from models.capacity import (
+    ScalingPolicy,
+    ScheduledEvent,
+    ServiceNeed,
+    cluster_plan,
+    plan_replicas,
+    right_size,
+)
 from models.correlation import CorrelationDetector
 from models.forecast import FORECAST_COLUMNS
 from serving.loader import LoadedModel
 from serving.schemas import (
+    AllocationOut,
     Anomaly,
+    ClusterPlanRequest,
+    ClusterPlanResponse,
     ForecastRequest,
     ForecastResponse,
     History,
     IncidentOut,
     ModelInfo,
     Problem,
+    RecommendationRequest,
+    RecommendationResponse,
+    RightSizingOut,
+    RightSizingRequest,
+    RightSizingResponse,
+    ScheduleStep,
     ScoreRequest,
     ScoreResponse,
     SeriesResult,
@@ -162,6 +179,54 @@ def forecast_request(request: ForecastRequest, model: LoadedModel,
         timestamps=list(frame.index.to_pydatetime()),
         **{column: [_round(v) for v in frame[column]] for column in FORECAST_COLUMNS},
     )
+
+
+def recommend(request: RecommendationRequest, model: LoadedModel,
+              settings: Settings) -> RecommendationResponse:
+    policy = ScalingPolicy(
+        capacity_per_replica=request.capacity_per_replica,
+        target_utilisation=request.target_utilisation,
+        min_replicas=request.min_replicas, max_replicas=request.max_replicas,
+        lead_time_s=request.lead_time_s, stabilisation_s=request.stabilisation_s,
+        priority=request.priority)
+    forecast = forecast_request(
+        ForecastRequest(service=request.service, metric=request.metric, horizon=request.horizon,
+                        history=request.history), model, settings)
+    frame = pd.DataFrame({c: getattr(forecast, c) for c in FORECAST_COLUMNS},
+                         index=pd.DatetimeIndex(pd.to_datetime(forecast.timestamps, utc=True)))
+    events = [ScheduledEvent(pd.Timestamp(e.start).tz_convert("UTC"),
+                             pd.Timestamp(e.end).tz_convert("UTC"), e.multiplier)
+              for e in request.events]
+    plan = plan_replicas(frame, policy, request.current_replicas, events)
+    schedule = plan.schedule
+    return RecommendationResponse(
+        model=forecast.model, service=request.service, replicas=plan.replicas_now,
+        reason=plan.reason, forecaster=forecast.forecaster,
+        schedule=[ScheduleStep(timestamp=t, replicas=int(r), expected_utilisation=_round(u),
+                               demand=_round(d))
+                  for t, r, u, d in zip(schedule.index.to_pydatetime(), schedule["replicas"],
+                                        schedule["utilisation"], schedule["demand"], strict=True)],
+    )
+
+
+def plan_cluster(request: ClusterPlanRequest) -> ClusterPlanResponse:
+    needs = [ServiceNeed(s.service, s.priority, s.needed_replicas, s.min_replicas,
+                         s.cpu_per_replica) for s in request.services]
+    allocations = cluster_plan(needs, request.total_cpu)
+    used = sum(a.cpu for a in allocations)
+    wanted = sum(n.needed_replicas * n.cpu_per_replica for n in needs)
+    return ClusterPlanResponse(
+        allocations=[AllocationOut(**dataclasses.asdict(a)) for a in allocations],
+        cpu_used=_round(used), cpu_short=_round(max(wanted - request.total_cpu, 0.0)))
+
+
+def size_resources(request: RightSizingRequest) -> RightSizingResponse:
+    sized = [right_size(i.service, i.resource, np.asarray(i.usage), i.current_request,
+                        price_per_unit=i.price_per_unit) for i in request.items]
+    return RightSizingResponse(
+        recommendations=[RightSizingOut(**dataclasses.asdict(r)) for r in sized],
+        under_used=[f"{r.service}/{r.resource}" for r in sized if r.under_used],
+        total_saving=_round(sum(r.saving for r in sized)))
 
 
 def service_incidents(
@@ -364,5 +429,26 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
     )
     def forecast(request: ForecastRequest) -> ForecastResponse:
         return forecast_request(request, holder.require(), settings)
+
+    @app.post(
+        "/v1/recommendations",
+        response_model=RecommendationResponse,
+        summary="Replicas to run now and a schedule over the horizon, with the reason",
+        responses={413: {"model": Problem}, 422: {"model": Problem}, 503: {"model": Problem}},
+    )
+    def recommendations(request: RecommendationRequest) -> RecommendationResponse:
+        return recommend(request, holder.require(), settings)
+
+    @app.post("/v1/cluster-plan", response_model=ClusterPlanResponse,
+              summary="Share a cluster's CPU among services by priority tier",
+              responses={422: {"model": Problem}})
+    def cluster(request: ClusterPlanRequest) -> ClusterPlanResponse:
+        return plan_cluster(request)
+
+    @app.post("/v1/rightsizing", response_model=RightSizingResponse,
+              summary="CPU and memory requests from usage percentiles; under-used resources",
+              responses={422: {"model": Problem}})
+    def rightsizing(request: RightSizingRequest) -> RightSizingResponse:
+        return size_resources(request)
 
     return app

@@ -184,3 +184,135 @@ class ForecastResponse(BaseModel):
     q10: list[float]
     q50: list[float]
     q90: list[float] = Field(description="With q10, an 80 % prediction interval.")
+
+
+class ScheduledEventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    start: datetime
+    end: datetime
+    multiplier: float = Field(gt=0, description="Expected demand × this between start and end.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ScheduledEventIn:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("event start and end need a timezone, like 2026-01-05T10:00:00Z")
+        if self.end <= self.start:
+            raise ValueError(f"event end {self.end.isoformat()} is not after its start "
+                             f"{self.start.isoformat()}")
+        return self
+
+
+class RecommendationRequest(BaseModel):
+    """How many replicas one service should run, now and over the horizon."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    service: str = Field(min_length=1, max_length=200, examples=["checkout"])
+    metric: str = Field(default="request_rate", min_length=1, max_length=200,
+                        description="The demand metric (request rate or CPU).")
+    history: History | None = Field(default=None, description="Recent demand; see /v1/forecast.")
+    horizon: int = Field(default=288, ge=1, le=100_000, description="Steps to plan for.")
+    capacity_per_replica: float = Field(gt=0, description="Demand one replica serves at 100 %.")
+    target_utilisation: float = Field(default=0.7, gt=0, le=1)
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=100, ge=1)
+    current_replicas: int = Field(ge=0)
+    lead_time_s: float = Field(default=120.0, ge=0, le=604_800,
+                               description="Seconds a new replica takes to be ready.")
+    stabilisation_s: float = Field(default=300.0, ge=0, le=604_800)
+    priority: int = Field(default=3, ge=1, le=5, description="1 critical client functions, "
+                          "2 financial transactions, 3 interactive user services, "
+                          "4 background processing, 5 analytics and reporting.")
+    events: list[ScheduledEventIn] = Field(default_factory=list, max_length=100)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> RecommendationRequest:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas={self.min_replicas} is above "
+                             f"max_replicas={self.max_replicas}")
+        return self
+
+
+class ScheduleStep(BaseModel):
+    timestamp: datetime
+    replicas: int
+    expected_utilisation: float
+    demand: float = Field(description="The demand provisioned for (quantile × events).")
+
+
+class RecommendationResponse(BaseModel):
+    model: ModelInfo
+    service: str
+    replicas: int = Field(description="Replicas to run now.")
+    reason: str
+    forecaster: str
+    schedule: list[ScheduleStep]
+
+
+class ServiceNeedIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    service: str = Field(min_length=1, max_length=200)
+    priority: int = Field(ge=1, le=5)
+    needed_replicas: int = Field(ge=0)
+    min_replicas: int = Field(default=0, ge=0)
+    cpu_per_replica: float = Field(default=1.0, gt=0)
+
+
+class ClusterPlanRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    total_cpu: float = Field(ge=0, description="CPU the cluster can give these services.")
+    services: list[ServiceNeedIn] = Field(min_length=1, max_length=10_000)
+
+
+class AllocationOut(BaseModel):
+    service: str
+    priority: int
+    needed_replicas: int
+    allocated_replicas: int
+    cpu: float
+    loses: str
+
+
+class ClusterPlanResponse(BaseModel):
+    allocations: list[AllocationOut]
+    cpu_used: float
+    cpu_short: float = Field(description="CPU the cluster would need beyond total_cpu.")
+
+
+class UsageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    service: str = Field(min_length=1, max_length=200)
+    resource: Literal["cpu", "memory"]
+    current_request: float = Field(gt=0)
+    usage: list[float] = Field(min_length=10, max_length=1_000_000)
+    price_per_unit: float = Field(default=0.0, ge=0, description="Cost of one unit of request.")
+
+
+class RightSizingRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[UsageIn] = Field(min_length=1, max_length=10_000)
+
+
+class RightSizingOut(BaseModel):
+    service: str
+    resource: str
+    current_request: float
+    recommended_request: float
+    usage_p50: float
+    usage_p95: float
+    usage_max: float
+    under_used: bool
+    saving: float
+    reason: str
+
+
+class RightSizingResponse(BaseModel):
+    recommendations: list[RightSizingOut]
+    under_used: list[str] = Field(description="service/resource whose request is over twice "
+                                  "what it needs.")
+    total_saving: float

@@ -70,3 +70,68 @@ def test_a_history_past_the_limit_is_413(client):
                                                   "history": history_body(long)})
     assert response.status_code == 413
     assert "history has 2001 points" in response.json()["detail"]
+
+
+def test_recommendations_scale_ahead_of_the_daily_peak(client):
+    recent = daily_series(288 * 3, seed=6)  # 50 ± 20, peak at 06:00 each day
+    body = {"service": "web", "metric": "cpu", "history": history_body(recent), "horizon": 288,
+            "capacity_per_replica": 10, "target_utilisation": 0.5, "current_replicas": 5,
+            "min_replicas": 2, "max_replicas": 20, "lead_time_s": 600, "priority": 2}
+    response = client.post("/v1/recommendations", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    replicas = [s["replicas"] for s in answer["schedule"]]
+    assert len(replicas) == 288 and answer["replicas"] == replicas[0]
+    assert max(replicas) >= 14 and min(replicas) <= 8  # ~70 at the peak, ~30 at the trough
+    assert "tier 2 (financial transactions) provisions for q90" in answer["reason"]
+    assert answer["forecaster"] == "seasonal_naive" and answer["model"]["version"] == "3"
+
+
+def test_a_scheduled_event_raises_the_schedule(client):
+    recent = daily_series(288 * 3, seed=6)
+    start = recent.index[-1] + pd.Timedelta("1h")
+    base = {"service": "web", "metric": "cpu", "history": history_body(recent), "horizon": 48,
+            "capacity_per_replica": 10, "current_replicas": 5, "lead_time_s": 0,
+            "stabilisation_s": 0}
+    plain = client.post("/v1/recommendations", json=base).json()
+    event = {"start": start.isoformat(), "end": (start + pd.Timedelta("1h")).isoformat(),
+             "multiplier": 3}
+    raised = client.post("/v1/recommendations", json={**base, "events": [event]}).json()
+    during = [i for i, s in enumerate(raised["schedule"])
+              if start <= pd.Timestamp(s["timestamp"]) < start + pd.Timedelta("1h")]
+    assert during and all(raised["schedule"][i]["replicas"] > plain["schedule"][i]["replicas"]
+                          for i in during)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"capacity_per_replica": 0}, "capacity_per_replica"),
+        ({"capacity_per_replica": -1}, "capacity_per_replica"),
+        ({"min_replicas": 9, "max_replicas": 3}, "min_replicas=9 is above max_replicas=3"),
+        ({"priority": 7}, "priority"),
+        ({"events": [{"start": "2026-01-05T10:00:00Z", "end": "2026-01-05T09:00:00Z",
+                      "multiplier": 2}]}, "is not after its start"),
+    ],
+)
+def test_bad_recommendation_requests_are_422(client, change, message):
+    body = {"service": "web", "metric": "cpu", "capacity_per_replica": 10,
+            "current_replicas": 1, **change}
+    response = client.post("/v1/recommendations", json=body)
+    assert response.status_code == 422, response.text
+    assert message in str(response.json()["detail"])
+
+
+def test_cluster_plan_and_rightsizing_endpoints(client):
+    plan = client.post("/v1/cluster-plan", json={"total_cpu": 4, "services": [
+        {"service": "auth", "priority": 1, "needed_replicas": 3},
+        {"service": "reports", "priority": 5, "needed_replicas": 3}]}).json()
+    got = {a["service"]: a["allocated_replicas"] for a in plan["allocations"]}
+    assert got == {"auth": 3, "reports": 1} and plan["cpu_short"] == 2
+    sized = client.post("/v1/rightsizing", json={"items": [
+        {"service": "db", "resource": "cpu", "current_request": 4, "usage": [0.5] * 50,
+         "price_per_unit": 1}]}).json()
+    assert sized["under_used"] == ["db/cpu"] and sized["total_saving"] > 3
+    bad = client.post("/v1/rightsizing", json={"items": [
+        {"service": "db", "resource": "disk", "current_request": 4, "usage": [1] * 20}]})
+    assert bad.status_code == 422 and "resource" in str(bad.json()["detail"])
