@@ -10,8 +10,10 @@ the same units. So one network serves CPU percent and bytes alike, and one
 (:meth:`LstmDetector.fit_with_network`), each keeping only its own scale floor,
 residual scale and calibration.
 
-Each step of the network's input is a pair (normalised value, observed flag):
-a missing value, or a position before the start of the window, is (0, 0). So a
+Each step of the network's input is the normalised value, an observed flag
+and the sine and cosine of the step's time of day (so that a daily cycle
+longer than the context is learnable): a missing value, or a position before
+the start of the window, has value and flag 0. So a
 context with gaps or cut short by the window's start needs no imputation; the
 network is trained on such contexts too (the start of the history, real gaps,
 and a seeded share of training contexts truncated or punched with a gap).
@@ -199,8 +201,9 @@ def network_class() -> type[LstmNetwork]:
     class LstmNetwork(nn.Module):
         """One-step-ahead predictor on normalised contexts.
 
-        Input ``(batch, context_length, 2)`` float32: per step the normalised value
-        (0 where missing) and a flag, 1.0 where the value was observed. Output
+        Input ``(batch, context_length, 4)`` float32: per step the normalised value
+        (0 where missing), a flag, 1.0 where the value was observed, and the sine
+        and cosine of the step's time of day. Output
         ``(batch, 2)``: the predicted next value in the same normalised units and
         the log of its predicted spread (0 without a spread head).
         """
@@ -213,7 +216,8 @@ def network_class() -> type[LstmNetwork]:
             self.num_layers = num_layers
             self.spread = spread
             self.lstm = nn.LSTM(
-                input_size=2, hidden_size=hidden_size, num_layers=num_layers, batch_first=True
+                input_size=N_INPUTS, hidden_size=hidden_size, num_layers=num_layers,
+                batch_first=True
             )
             self.head = nn.Linear(hidden_size, 2 if spread else 1)
 
@@ -269,6 +273,10 @@ def _torch_settings() -> Iterator[None]:
 
 
 # -- windows ------------------------------------------------------------------------------
+#: Inputs per step: normalised value, observed flag, sine and cosine of the time of day.
+N_INPUTS = 4
+_DAY_NS = 86_400 * 10**9
+
 def _contexts(values: np.ndarray, positions: np.ndarray, length: int) -> np.ndarray:
     """Row ``i`` holds ``values[p - length : p]`` for ``p = positions[i]``; NaN before the start."""
     padded = np.concatenate([np.full(length, np.nan), values])
@@ -288,14 +296,20 @@ class _Windows:
     """Normalised contexts and targets of some points of a series."""
 
     positions: np.ndarray  # (m,) positions in the series
-    inputs: np.ndarray  # (m, context_length, 2) float32
+    inputs: np.ndarray  # (m, context_length, N_INPUTS) float32
     target: np.ndarray  # (m,) (value - reference) / scale; NaN where the value is missing
     reference: np.ndarray  # (m,) median of the context, in the series' units
     scale: np.ndarray  # (m,) robust scale of the context, never below the floor
 
 
+def day_phase(index: pd.DatetimeIndex) -> np.ndarray:
+    """Each timestamp's time of day as a fraction in [0, 1)."""
+    return (index.as_unit("ns").asi8 % _DAY_NS) / _DAY_NS
+
+
 def _normalise(
-    contexts: np.ndarray, values: np.ndarray, positions: np.ndarray, floor: float
+    contexts: np.ndarray, values: np.ndarray, positions: np.ndarray, floor: float,
+    phase: np.ndarray | None = None,
 ) -> _Windows:
     observed = np.isfinite(contexts)
     n_observed = observed.sum(axis=1)
@@ -305,9 +319,15 @@ def _normalise(
     with np.errstate(over="ignore", invalid="ignore"):
         z = (contexts - reference[:, None]) / scale[:, None]
         target = (values[positions] - reference) / scale
-    inputs = np.empty((*contexts.shape, 2), dtype=np.float32)
+    inputs = np.zeros((*contexts.shape, N_INPUTS), dtype=np.float32)
     inputs[..., 0] = np.where(observed, np.clip(z, -INPUT_CLIP, INPUT_CLIP), 0.0)
     inputs[..., 1] = observed
+    if phase is not None:
+        # Where in the day each step lies, so that the network can learn a daily cycle longer
+        # than its context (0 before the start of the series).
+        angle = 2 * np.pi * _contexts(phase, positions, contexts.shape[1])
+        inputs[..., 2] = np.nan_to_num(np.sin(angle), nan=0.0)
+        inputs[..., 3] = np.nan_to_num(np.cos(angle), nan=0.0)
     return _Windows(positions, inputs, target, reference, scale)
 
 
@@ -352,7 +372,8 @@ class _Split:
 
 
 def _split(
-    values: np.ndarray, floor: float, config: LstmDetectorConfig, name: str, stream: int = 0
+    values: np.ndarray, floor: float, config: LstmDetectorConfig, name: str, stream: int = 0,
+    phase: np.ndarray | None = None,
 ) -> _Split:
     """Training windows (augmented) and the held-out tail of one history."""
     positions = _scorable(values, config)
@@ -372,12 +393,13 @@ def _split(
     rng = np.random.default_rng([config.seed, 2, stream])
     contexts = _contexts(values, train_positions, config.context_length).copy()
     _augment(contexts, config, rng)
-    train = _normalise(contexts, values, train_positions, floor)
+    train = _normalise(contexts, values, train_positions, floor, phase)
     validation = _normalise(
         _contexts(values, validation_positions, config.context_length),
         values,
         validation_positions,
         floor,
+        phase,
     )
     return _Split(train, validation)
 
@@ -406,7 +428,7 @@ def _augment(contexts: np.ndarray, config: LstmDetectorConfig, rng: np.random.Ge
 
 # -- the network --------------------------------------------------------------------------
 def predict(network: LstmNetwork, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted mean and spread (float64) for ``inputs`` of shape ``(m, context_length, 2)``.
+    """Predicted mean and spread (float64) for ``inputs`` of shape ``(m, context_length, N_INPUTS)``.
 
     The spread is 1 everywhere for a network without a spread head.
 
@@ -542,10 +564,10 @@ def fit_global(
     splits = []
     for i, history in enumerate(histories):
         name = f"histories[{i}]"
-        values = check_series(
-            history, name=name, min_length=LstmDetector.min_history_length
-        ).to_numpy()
-        splits.append(_split(values, scale_floor(values), config, name, stream=i))
+        checked = check_series(history, name=name, min_length=LstmDetector.min_history_length)
+        values = checked.to_numpy()
+        splits.append(_split(values, scale_floor(values), config, name, stream=i,
+                             phase=day_phase(checked.index)))
     network, report = _train(splits, config)
     _log.info(
         "global LSTM trained on %d windows of %d series: %d epochs, best %d, held-out loss %.4f",
@@ -652,7 +674,7 @@ class LstmDetector(Detector):
     def _fit(self, history: pd.Series) -> None:
         values = history.to_numpy(dtype="float64")
         floor = scale_floor(values)
-        split = _split(values, floor, self.config, "history")
+        split = _split(values, floor, self.config, "history", phase=day_phase(history.index))
         given = getattr(self, "_given_network", None)
         if given is None:
             network, report = _train([split], self.config)
@@ -693,6 +715,7 @@ class LstmDetector(Detector):
                 values,
                 positions,
                 self.scale_floor_,
+                day_phase(window.index),
             )
             target[positions] = windows.target
             mean[positions], spread[positions] = predict(self.network_, windows.inputs)
