@@ -46,7 +46,7 @@ clean:
 
 # Benchmarks (measure and print; not tests). Results go to benchmarks/results/.
 NAB ?=
-.PHONY: bench-nab bench-fleet
+.PHONY: bench-nab bench-fleet bench-speed bench-forecast bench-scaling
 
 bench-nab: $(STAMP)
 	@if [ -z "$(NAB)" ]; then \
@@ -59,7 +59,18 @@ bench-nab: $(STAMP)
 	$(BIN)/python benchmarks/nab.py --nab "$(NAB)"
 
 bench-fleet: $(STAMP)
-	$(BIN)/python benchmarks/fleet_events.py
+	$(BIN)/python benchmarks/fleet_events.py --detectors combined,static_threshold,dynamic_threshold,correlation
+
+NAB_ARG = $(if $(NAB),--nab "$(NAB)",)
+
+bench-speed: $(STAMP)
+	$(BIN)/python benchmarks/score_speed.py $(NAB_ARG)
+
+bench-forecast: $(STAMP)
+	$(BIN)/python benchmarks/forecast.py $(NAB_ARG)
+
+bench-scaling: $(STAMP)
+	$(BIN)/python benchmarks/scaling.py $(NAB_ARG)
 
 bench: $(STAMP)
 	@if [ -n "$(NAB)" ]; then \
@@ -68,3 +79,6 @@ bench: $(STAMP)
 		echo "NAB is unset: skipping bench-nab (make bench NAB=../shared/data/nab runs it)"; \
 	fi
 	@$(MAKE) --no-print-directory bench-fleet
+	@$(MAKE) --no-print-directory bench-speed NAB="$(NAB)"
+	@$(MAKE) --no-print-directory bench-forecast NAB="$(NAB)"
+	@$(MAKE) --no-print-directory bench-scaling NAB="$(NAB)"
