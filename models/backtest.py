@@ -20,7 +20,7 @@ import pandas as pd
 from models.base import check_series
 from models.forecast import Forecaster, SeasonalNaiveForecaster, make_forecaster, regular_grid
 
-DEFAULT_FORECASTERS = ("seasonal_naive", "arima")
+DEFAULT_FORECASTERS = ("seasonal_naive", "arima", "random_forest")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -318,39 +318,55 @@ class RandomForestDetector(Detector):
         self.n_train_points_ = int(params["n_train_points_"])
 
     def _save_files(self, directory: Path) -> None:
-        import skops.io as sio  # imported here: it costs seconds and only saving needs it
-
-        sio.dump(self.forest_, directory / FOREST_FILE, compression=zipfile.ZIP_DEFLATED)
+        save_forest(self.forest_, directory / FOREST_FILE)
 
     def _load_files(self, directory: Path) -> None:
-        import skops.io as sio  # see _save_files
+        self.forest_ = load_forest(directory / FOREST_FILE, self.n_features, type(self).__name__)
 
-        path = directory / FOREST_FILE
-        if not path.is_file():
-            raise ModelFormatError(f"{path} is missing; a saved RandomForestDetector needs it")
-        try:
-            untrusted = sio.get_untrusted_types(file=path)
-            unexpected = sorted(set(untrusted) - TRUSTED_SKOPS_TYPES)
-            if unexpected:
-                raise ModelFormatError(
-                    f"{path} holds types this version does not trust: {unexpected}; "
-                    f"accepted beyond skops' defaults: {sorted(TRUSTED_SKOPS_TYPES)}"
-                )
-            forest = sio.load(path, trusted=list(untrusted))
-        except ModelFormatError:
-            raise
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile) as error:
-            raise ModelFormatError(f"cannot read the forest in {path}: {error}") from error
-        if not isinstance(forest, RandomForestRegressor) or not all(
-            isinstance(tree, DecisionTreeRegressor) for tree in getattr(forest, "estimators_", [])
-        ):
-            raise ModelFormatError(f"{path} holds a {type(forest).__name__}, not a fitted forest")
-        if getattr(forest, "n_features_in_", None) != self.n_features or not forest.estimators_:
+
+def save_forest(forest: RandomForestRegressor, path: Path) -> None:
+    """Write a fitted forest with skops (no pickle)."""
+    import skops.io as sio  # imported here: it costs seconds and only saving needs it
+
+    sio.dump(forest, path, compression=zipfile.ZIP_DEFLATED)
+
+
+def load_forest(path: Path, n_features: int, owner: str) -> RandomForestRegressor:
+    """Read a forest written by :func:`save_forest`, trusting only plain scikit-learn trees.
+
+    Raises
+    ------
+    ModelFormatError
+        The file is missing, holds untrusted types, is not a fitted forest or
+        has another number of features than ``n_features``.
+    """
+    import skops.io as sio  # see save_forest
+
+    if not path.is_file():
+        raise ModelFormatError(f"{path} is missing; a saved {owner} needs it")
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+        unexpected = sorted(set(untrusted) - TRUSTED_SKOPS_TYPES)
+        if unexpected:
             raise ModelFormatError(
-                f"{path} holds a forest of {getattr(forest, 'n_features_in_', '?')} features; "
-                f"this config builds {self.n_features}"
+                f"{path} holds types this version does not trust: {unexpected}; "
+                f"accepted beyond skops' defaults: {sorted(TRUSTED_SKOPS_TYPES)}"
             )
-        self.forest_ = forest
+        forest = sio.load(path, trusted=list(untrusted))
+    except ModelFormatError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile) as error:
+        raise ModelFormatError(f"cannot read the forest in {path}: {error}") from error
+    if not isinstance(forest, RandomForestRegressor) or not all(
+        isinstance(tree, DecisionTreeRegressor) for tree in getattr(forest, "estimators_", [])
+    ):
+        raise ModelFormatError(f"{path} holds a {type(forest).__name__}, not a fitted forest")
+    if getattr(forest, "n_features_in_", None) != n_features or not forest.estimators_:
+        raise ModelFormatError(
+            f"{path} holds a forest of {getattr(forest, 'n_features_in_', '?')} features; "
+            f"this config builds {n_features}"
+        )
+    return forest
 
 
 __all__ = [
@@ -358,6 +374,8 @@ __all__ = [
     "TRUSTED_SKOPS_TYPES",
     "RandomForestDetector",
     "RandomForestDetectorConfig",
+    "load_forest",
     "out_of_bag",
+    "save_forest",
     "tree_predictions",
 ]

@@ -26,7 +26,7 @@ def daily(days: float = 6, step: str = "30min", noise: float = 1.0, seed: int = 
     return pd.Series(100 + 40 * np.sin(phase) + rng.normal(0, noise, len(index)), index=index)
 
 
-@pytest.mark.parametrize("name", ["seasonal_naive", "arima"])
+@pytest.mark.parametrize("name", ["seasonal_naive", "arima", "random_forest"])
 def test_forecast_follows_the_daily_cycle_with_ordered_quantiles(name):
     series = daily()
     model = make_forecaster(name).fit(series.iloc[:-48])
@@ -118,3 +118,16 @@ def test_mase_scale_and_origins():
     assert mase_scale(train * 0, 1) == 1.0  # constant: a scale of 1, not a division by zero
     assert origins(100, 10, 3, 50) == [50, 70, 90]
     assert origins(100, 60, 3, 50) == []
+
+
+def test_random_forest_forecaster_saves_without_pickle_and_reloads(tmp_path):
+    from models.forecast import RandomForestForecaster
+
+    model = RandomForestForecaster().fit(daily(days=4))
+    path = model.save(tmp_path / "rf")
+    assert (path / "forest.skops").is_file()
+    loaded = Forecaster.load(path)
+    pd.testing.assert_frame_equal(loaded.forecast(30), model.forecast(30))
+    (path / "forest.skops").unlink()
+    with pytest.raises(ModelFormatError, match=r"forest\.skops is missing"):
+        Forecaster.load(path)

@@ -71,7 +71,7 @@ def test_registered_bundle_forecasts_its_series(options, mlflow_store, small_fle
     bundle = DetectorBundle.load(Path(path) / "artifacts" / "bundle")
     service = small_fleet["service"].iloc[0]
     frame, name, known = bundle.forecast(service, "request_rate", 30)
-    assert known and name in ("seasonal_naive", "arima") and len(frame) == 30
+    assert known and name in ("seasonal_naive", "arima", "random_forest") and len(frame) == 30
     last = small_fleet.loc[(small_fleet.service == service)
                            & (small_fleet.metric == "request_rate"), "timestamp"].max()
     assert frame.index[0] > last
