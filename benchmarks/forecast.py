@@ -33,7 +33,7 @@ import pandas as pd
 from features.csv_files import read_value_csv
 from features.series import split_series, to_series
 from features.synth import FleetConfig, generate_fleet
-from models.backtest import DEFAULT_FORECASTERS, backtest, select_forecaster
+from models.backtest import DEFAULT_FORECASTERS, ENSEMBLE, backtest, select_forecaster
 from models.forecast import make_forecaster
 
 DEFAULT_OUT = Path("benchmarks/results/forecast.json")
@@ -103,10 +103,10 @@ def main() -> None:
     with ProcessPoolExecutor(args.jobs) as pool:
         results = dict(pool.map(_evaluate, tasks))
 
-    names = [*DEFAULT_FORECASTERS, CHOSEN]
+    names = [*DEFAULT_FORECASTERS, ENSEMBLE, CHOSEN]
     print(f"{len(series)} series, horizon {args.horizon}, {args.origins} origins in the last "
           f"{1 - SPLIT:.0%}; MASE against the seasonal naive rule's in-sample error\n")
-    print(f"{'series':<46}" + "".join(f"{n:>22}" for n in names))
+    print(f"{'series':<46}" + "".join(f"{n[:21]:>22}" for n in names))
     for key, result in results.items():
         cells = "".join(f"{result[n]['mase']:>12.3f} {result[n]['coverage']:>8.0%}" for n in names)
         print(f"{key[:45]:<46}{cells}  ({result[CHOSEN]['model']})")

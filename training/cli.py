@@ -242,8 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     fc.add_argument("--out", required=True, help="CSV to write: timestamp,yhat,q10,q50,q90")
     fc.add_argument("--until", help="fit on the history up to this timestamp (default: all)")
     fc.add_argument("--model", default="auto",
-                    help="auto (default: the lowest backtest MASE), seasonal_naive, arima or "
-                         "random_forest")
+                    help="auto (default: chosen by backtest, the median of all unless one is "
+                         "clearly better), seasonal_naive, arima, random_forest or "
+                         "median_ensemble")
     fc.set_defaults(func=_cmd_forecast)
 
     se = commands.add_parser("serve", help="serve the champion model over HTTP with Ray Serve")

@@ -103,7 +103,35 @@ def test_backtest_ranks_a_model_that_knows_the_cycle_above_one_that_does_not():
     assert all(0.0 <= s.coverage <= 1.0 for s in scores.values())
     # Profile + ARIMA averages several days where the naive rule copies one noisy day.
     assert scores["arima"].mase < scores["seasonal_naive"].mase
-    assert choose(scores) == "arima"
+    assert "median_ensemble" in scores  # the median of the two is scored as well
+    assert choose(scores) in ("arima", "median_ensemble")
+
+
+def test_choose_prefers_the_ensemble_unless_a_model_is_clearly_better():
+    from models.backtest import BacktestScore
+
+    def scores(**mase):
+        return {n: BacktestScore(n, m, 0.8, 3, 100) for n, m in mase.items()}
+
+    assert choose(scores(arima=0.95, seasonal_naive=1.2, median_ensemble=1.0)) == "median_ensemble"
+    assert choose(scores(arima=0.85, seasonal_naive=1.2, median_ensemble=1.0)) == "arima"
+    assert choose(scores(arima=0.9, seasonal_naive=0.8)) == "seasonal_naive"
+    assert choose(scores(arima=float("nan"))) == "seasonal_naive"
+
+
+def test_median_ensemble_is_the_median_of_its_members_and_reloads(tmp_path):
+    from models.forecast import MedianEnsembleForecaster
+
+    series = daily()
+    ensemble = MedianEnsembleForecaster().fit(series)
+    members = [m.forecast(24) for m in ensemble.members_]
+    expected = np.median(np.stack([f["yhat"].to_numpy() for f in members]), axis=0)
+    out = ensemble.forecast(24)
+    np.testing.assert_allclose(out["yhat"].to_numpy(), expected)
+    loaded = Forecaster.load(ensemble.save(tmp_path / "ens"))
+    pd.testing.assert_frame_equal(loaded.forecast(24), out)
+    with pytest.raises(ValueError, match="at least two"):
+        make_forecaster("median_ensemble", members=["arima"])
 
 
 def test_backtest_refuses_a_series_too_short_for_its_horizon():
