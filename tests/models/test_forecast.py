@@ -114,7 +114,8 @@ def test_choose_prefers_the_ensemble_unless_a_model_is_clearly_better():
         return {n: BacktestScore(n, m, 0.8, 3, 100) for n, m in mase.items()}
 
     assert choose(scores(arima=0.95, seasonal_naive=1.2, median_ensemble=1.0)) == "median_ensemble"
-    assert choose(scores(arima=0.85, seasonal_naive=1.2, median_ensemble=1.0)) == "arima"
+    assert choose(scores(arima=0.65, seasonal_naive=1.2, median_ensemble=1.0)) == "arima"
+    assert choose(scores(arima=0.75, seasonal_naive=1.2, median_ensemble=1.0)) == "median_ensemble"
     assert choose(scores(arima=0.9, seasonal_naive=0.8)) == "seasonal_naive"
     assert choose(scores(arima=float("nan"))) == "seasonal_naive"
 
