@@ -12,7 +12,7 @@ import json
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -56,6 +56,15 @@ class SeriesScores:
     def anomalous(self, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
         """Positions whose combined score reaches ``threshold`` (NaN never does)."""
         return np.flatnonzero(np.nan_to_num(self.score, nan=0.0) >= threshold)
+
+
+class SeriesForecast(NamedTuple):
+    """A forecast of one series and where it came from."""
+
+    frame: pd.DataFrame  # yhat, q10, q50, q90 indexed by the future timestamps
+    forecaster: str
+    known_series: bool
+    note: str | None
 
 
 #: The per-series detectors trained by default; all four vote in the ensemble (see :func:`combine`).
@@ -211,12 +220,11 @@ class DetectorBundle:
         )
 
     def forecast(self, service: str, metric: str, horizon: int,
-                 history: pd.Series | None = None) -> tuple[pd.DataFrame, str, bool]:
+                 history: pd.Series | None = None) -> SeriesForecast:
         """Forecast ``horizon`` steps after ``history`` (default: after the training data).
 
-        Returns the frame (``yhat, q10, q50, q90``), the forecaster's name and
-        whether the series is known. A series without a trained forecaster is
-        forecast by a seasonal naive model fitted on ``history`` itself.
+        A series without a trained forecaster is forecast by a seasonal naive
+        model fitted on ``history`` itself; the result's ``note`` says so.
 
         Raises
         ------
@@ -226,13 +234,19 @@ class DetectorBundle:
         """
         forecaster = self.forecasters.get((service, metric))
         if forecaster is not None:
-            return forecaster.forecast(horizon, history), forecaster.name, True
+            return SeriesForecast(forecaster.forecast(horizon, history), forecaster.name, True, None)
         if history is None:
             raise ValueError(f"no forecaster is trained for {service}/{metric}; send its history "
                              "(timestamps and values) to forecast from it")
         fallback = SeasonalNaiveForecaster(
             SeasonalNaiveForecaster.config_class(max_horizon=max(horizon, 1))).fit(history)
-        return fallback.forecast(horizon), fallback.name, False
+        season = {"none": "no daily or weekly cycle found (two days of history are needed to "
+                          "find one): the last value is repeated",
+                  "1D": "the value one day before is repeated"}.get(
+            fallback.season_, "the value one week before is repeated")
+        note = (f"no forecaster is trained for {service}/{metric}: a seasonal naive model "
+                f"fitted on the {len(history)} points sent; {season}")
+        return SeriesForecast(fallback.forecast(horizon), fallback.name, False, note)
 
     # -- persistence --------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:

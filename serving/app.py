@@ -166,18 +166,18 @@ def forecast_request(request: ForecastRequest, model: LoadedModel,
             )
         history = to_pandas(request.history)
     try:
-        frame, name, known = model.bundle.forecast(request.service, request.metric,
-                                                   request.horizon, history)
+        result = model.bundle.forecast(request.service, request.metric, request.horizon, history)
     except ValueError as error:
         raise ValueError(f"{request.service}/{request.metric}: {error}") from error
     return ForecastResponse(
         model=ModelInfo(name=model.name, version=model.version, alias=model.alias),
         service=request.service,
         metric=request.metric,
-        forecaster=name,
-        known_series=known,
-        timestamps=list(frame.index.to_pydatetime()),
-        **{column: [_round(v) for v in frame[column]] for column in FORECAST_COLUMNS},
+        forecaster=result.forecaster,
+        known_series=result.known_series,
+        note=result.note,
+        timestamps=list(result.frame.index.to_pydatetime()),
+        **{column: [_round(v) for v in result.frame[column]] for column in FORECAST_COLUMNS},
     )
 
 
@@ -201,7 +201,7 @@ def recommend(request: RecommendationRequest, model: LoadedModel,
     schedule = plan.schedule
     return RecommendationResponse(
         model=forecast.model, service=request.service, replicas=plan.replicas_now,
-        reason=plan.reason, forecaster=forecast.forecaster,
+        reason=plan.reason, forecaster=forecast.forecaster, note=forecast.note,
         schedule=[ScheduleStep(timestamp=t, replicas=int(r), expected_utilisation=_round(u),
                                demand=_round(d))
                   for t, r, u, d in zip(schedule.index.to_pydatetime(), schedule["replicas"],

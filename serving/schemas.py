@@ -179,6 +179,7 @@ class ForecastResponse(BaseModel):
     metric: str
     forecaster: str = Field(description="The forecaster used, chosen per series by backtest.")
     known_series: bool = Field(description="False: forecast from the request's history alone.")
+    note: str | None = Field(default=None, description="How a fallback forecast was made.")
     timestamps: list[datetime]
     yhat: list[float] = Field(description="Point forecast.")
     q10: list[float]
@@ -247,6 +248,7 @@ class RecommendationResponse(BaseModel):
     replicas: int = Field(description="Replicas to run now.")
     reason: str
     forecaster: str
+    note: str | None = None
     schedule: list[ScheduleStep]
 
 

@@ -42,6 +42,25 @@ def test_unknown_series_is_forecast_from_its_own_history(client):
                                              "history": history_body(recent)}).json()
     assert body["known_series"] is False and body["forecaster"] == "seasonal_naive"
     assert len(body["yhat"]) == 12
+    assert "a seasonal naive model fitted on the 864 points sent" in body["note"]
+    assert "one day before" in body["note"]
+
+
+def test_too_little_history_falls_back_to_the_last_value_and_says_so(client):
+    recent = daily_series(100, seed=5)  # eight hours: no daily cycle can be found
+    body = client.post("/v1/forecast", json={"service": "new", "metric": "rps", "horizon": 4,
+                                             "history": history_body(recent)}).json()
+    assert "no daily or weekly cycle found" in body["note"]
+    assert body["yhat"] == pytest.approx([recent.iloc[-1]] * 4, abs=1e-5)
+
+
+def test_gaps_in_the_history_are_allowed(client):
+    recent = daily_series(288 * 3, seed=7)
+    recent.iloc[-300:-250] = np.nan
+    response = client.post("/v1/forecast", json={"service": "web", "metric": "cpu",
+                                                  "horizon": 24, "history": history_body(recent)})
+    assert response.status_code == 200, response.text
+    assert all(np.isfinite(response.json()["yhat"]))
 
 
 @pytest.mark.parametrize(

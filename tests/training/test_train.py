@@ -71,8 +71,8 @@ def test_registered_bundle_forecasts_its_series(options, mlflow_store, small_fle
         f"models:/test-detectors/{result.version}", dst_path=str(tmp_path))
     bundle = DetectorBundle.load(Path(path) / "artifacts" / "bundle")
     service = small_fleet["service"].iloc[0]
-    frame, name, known = bundle.forecast(service, "request_rate", 30)
-    assert known and name in FORECASTERS and len(frame) == 30
+    frame, name, known, note = bundle.forecast(service, "request_rate", 30)
+    assert known and note is None and name in FORECASTERS and len(frame) == 30
     last = small_fleet.loc[(small_fleet.service == service)
                            & (small_fleet.metric == "request_rate"), "timestamp"].max()
     assert frame.index[0] > last
