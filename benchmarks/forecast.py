@@ -74,7 +74,7 @@ def _speed(repeats: int) -> dict[str, float]:
     phase = 2 * np.pi * np.arange(len(index)) / 288
     history = pd.Series(100 + 30 * np.sin(phase) + rng.normal(0, 3, len(index)), index=index)
     timings = {}
-    for name in DEFAULT_FORECASTERS:
+    for name in (*DEFAULT_FORECASTERS, ENSEMBLE):
         model = make_forecaster(name).fit(history)
         model.forecast(288, history)  # warm up
         runs = []
