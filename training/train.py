@@ -22,7 +22,7 @@ import models
 from features.schema import METRIC, SERVICE, TIMESTAMP, VALUE
 from features.series import SeriesKey, split_series, to_labels, to_series
 from features.store import read_dataset
-from models.base import DEFAULT_THRESHOLD
+from models.alarms import AlarmPolicy, find_incidents
 from models.bundle import DEFAULT_DETECTORS, DetectorBundle
 from models.correlation import CorrelationDetector, CorrelationDetectorConfig
 from models.evaluation import EventScores, event_scores
@@ -99,13 +99,19 @@ def evaluate(
 ) -> dict[str, float]:
     """Event-level precision, recall and F1 of each detector and the combined score.
 
-    The correlation detector is measured on the metrics it models, against
-    the same labels.
+    Alarms are what the service pages under the default alarm policy: the
+    span of every confirmed incident. The correlation detector is measured on
+    the metrics it models, against the same labels.
     """
     totals: dict[str, EventScores] = {}
+    policy = AlarmPolicy()
 
-    def add(name: str, truth: np.ndarray, scores: np.ndarray) -> None:
-        found = event_scores(truth, np.nan_to_num(scores, nan=0.0) >= DEFAULT_THRESHOLD)
+    def add(name: str, truth: np.ndarray, scores: np.ndarray, index: pd.DatetimeIndex,
+            metric: str) -> None:
+        alarms = np.zeros(len(index), dtype=bool)
+        for incident in find_incidents(index, scores, metric, policy):
+            alarms[(index >= incident.start) & (index <= incident.end)] = True
+        found = event_scores(truth, alarms)
         totals[name] = totals[name] + found if name in totals else found
 
     for key, window in holdout.items():
@@ -113,7 +119,7 @@ def evaluate(
             continue
         result = bundle.score(key[0], key[1], window)
         for name, scores in {**result.detector_scores, "combined": result.score}.items():
-            add(name, labels[key].to_numpy(), scores)
+            add(name, labels[key].to_numpy(), scores, window.index, key[1])
     for service, detector in bundle.service_detectors.items():
         keys = [k for k in holdout if k[0] == service]
         wide = pd.concat({k[1]: holdout[k] for k in keys}, axis=1)
@@ -121,7 +127,7 @@ def evaluate(
             truth = labels.get((service, metric))
             if truth is not None:
                 add(CorrelationDetector.name, truth.reindex(wide.index, fill_value=False)
-                    .to_numpy(dtype=bool), scores.to_numpy())
+                    .to_numpy(dtype=bool), scores.to_numpy(), wide.index, metric)
     metrics = {}
     for name, total in totals.items():
         metrics[f"{name}.event_precision"] = total.precision
