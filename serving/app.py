@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 
 from models.alarms import AlarmPolicy, Incident, find_incidents
 from models.base import ModelFormatError, NotFittedError
-from models.bundle import FALLBACK_DETECTOR, SeriesScores
+from models.bundle import FALLBACK_DETECTOR, SeriesForecast, SeriesScores
 from models.capacity import (
     ScalingPolicy,
     ScheduledEvent,
@@ -155,22 +155,33 @@ def check_limits(request: ScoreRequest, settings: Settings) -> None:
             )
 
 
-def forecast_request(request: ForecastRequest, model: LoadedModel,
-                     settings: Settings) -> ForecastResponse:
-    history = None
-    if request.history is not None:
-        if len(request.history.values) > settings.max_points_per_series:
+def _model_info(model: LoadedModel) -> ModelInfo:
+    return ModelInfo(name=model.name, version=model.version, alias=model.alias)
+
+
+def _forecast(service: str, metric: str, horizon: int, history: History | None,
+              model: LoadedModel, settings: Settings) -> SeriesForecast:
+    """The bundle's forecast of one series, from the request's history if any."""
+    values = None
+    if history is not None:
+        if len(history.values) > settings.max_points_per_series:
             raise PayloadTooLargeError(
-                f"history has {len(request.history.values)} points; at most "
+                f"history has {len(history.values)} points; at most "
                 f"{settings.max_points_per_series}"
             )
-        history = to_pandas(request.history)
+        values = to_pandas(history)
     try:
-        result = model.bundle.forecast(request.service, request.metric, request.horizon, history)
+        return model.bundle.forecast(service, metric, horizon, values)
     except ValueError as error:
-        raise ValueError(f"{request.service}/{request.metric}: {error}") from error
+        raise ValueError(f"{service}/{metric}: {error}") from error
+
+
+def forecast_request(request: ForecastRequest, model: LoadedModel,
+                     settings: Settings) -> ForecastResponse:
+    result = _forecast(request.service, request.metric, request.horizon, request.history,
+                       model, settings)
     return ForecastResponse(
-        model=ModelInfo(name=model.name, version=model.version, alias=model.alias),
+        model=_model_info(model),
         service=request.service,
         metric=request.metric,
         forecaster=result.forecaster,
@@ -189,18 +200,15 @@ def recommend(request: RecommendationRequest, model: LoadedModel,
         min_replicas=request.min_replicas, max_replicas=request.max_replicas,
         lead_time_s=request.lead_time_s, stabilisation_s=request.stabilisation_s,
         priority=request.priority)
-    forecast = forecast_request(
-        ForecastRequest(service=request.service, metric=request.metric, horizon=request.horizon,
-                        history=request.history), model, settings)
-    frame = pd.DataFrame({c: getattr(forecast, c) for c in FORECAST_COLUMNS},
-                         index=pd.DatetimeIndex(pd.to_datetime(forecast.timestamps, utc=True)))
+    forecast = _forecast(request.service, request.metric, request.horizon, request.history,
+                         model, settings)
     events = [ScheduledEvent(pd.Timestamp(e.start).tz_convert("UTC"),
                              pd.Timestamp(e.end).tz_convert("UTC"), e.multiplier)
               for e in request.events]
-    plan = plan_replicas(frame, policy, request.current_replicas, events)
+    plan = plan_replicas(forecast.frame, policy, request.current_replicas, events)
     schedule = plan.schedule
     return RecommendationResponse(
-        model=forecast.model, service=request.service, replicas=plan.replicas_now,
+        model=_model_info(model), service=request.service, replicas=plan.replicas_now,
         reason=plan.reason, forecaster=forecast.forecaster, note=forecast.note,
         schedule=[ScheduleStep(timestamp=t, replicas=int(r), expected_utilisation=_round(u),
                                demand=_round(d))
@@ -327,7 +335,7 @@ def score_request(request: ScoreRequest, model: LoadedModel, settings: Settings)
             singles = {m: v.reindex(index) for m, v in single_scores[service].items()}
             incidents.extend(service_incidents(service, aligned, singles, detector, policy))
     return ScoreResponse(
-        model=ModelInfo(name=model.name, version=model.version, alias=model.alias),
+        model=_model_info(model),
         threshold=policy.threshold,
         results=results,
         service_incidents=incidents,
