@@ -74,6 +74,35 @@ def check_format(saved: dict[str, Any], path: Path) -> None:
         )
 
 
+def write_model_files(path: Path, name: str, class_name: str, config: dict[str, Any],
+                      params: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """``config.json`` (with the header), ``state.json`` and ``arrays.npz`` of a saved model."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(header(name, class_name, config), indent=2))
+    (path / "state.json").write_text(json.dumps(params, indent=2))
+    np.savez(path / "arrays.npz", **arrays)
+
+
+def read_model_files(path: Path, what: str
+                     ) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
+    """The header, state and arrays :func:`write_model_files` wrote, format version checked.
+
+    Raises
+    ------
+    ModelFormatError
+        A file is missing or unreadable, or of another format version.
+    """
+    saved = read_json(path / "config.json", what)
+    params = read_json(path / "state.json", what)
+    try:
+        with np.load(path / "arrays.npz", allow_pickle=False) as stored:
+            arrays = {k: stored[k] for k in stored.files}
+    except (OSError, ValueError) as error:
+        raise ModelFormatError(f"cannot read {what} in {path}: {error}") from error
+    check_format(saved, path)
+    return saved, params, arrays
+
+
 def z_to_score(z: np.ndarray) -> np.ndarray:
     """Map a non-negative z-like deviation to [0, 1] as a two-sided normal tail.
 
@@ -254,12 +283,9 @@ class Detector(ABC):
         """Write config, state and arrays under ``directory`` (created if needed)."""
         self._check_fitted()
         path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
         params, arrays = self.get_state()
-        saved = header(self.name, type(self).__name__, self.config.to_dict())
-        (path / "config.json").write_text(json.dumps(saved, indent=2))
-        (path / "state.json").write_text(json.dumps(params, indent=2))
-        np.savez(path / "arrays.npz", **arrays)
+        write_model_files(path, self.name, type(self).__name__, self.config.to_dict(), params,
+                          arrays)
         calibrator = getattr(self, "calibrator_", None)
         if calibrator is not None:
             (path / "calibration.json").write_text(json.dumps(calibrator.to_dict()))
@@ -278,14 +304,7 @@ class Detector(ABC):
     def load(cls, directory: str | Path) -> Self:
         """Read a detector written by ``save``; checks class and format version."""
         path = Path(directory)
-        saved = read_json(path / "config.json", "a saved detector")
-        params = read_json(path / "state.json", "a saved detector")
-        try:
-            with np.load(path / "arrays.npz", allow_pickle=False) as stored:
-                arrays = {k: stored[k] for k in stored.files}
-        except (OSError, ValueError) as error:
-            raise ModelFormatError(f"cannot read a saved detector in {path}: {error}") from error
-        check_format(saved, path)
+        saved, params, arrays = read_model_files(path, "a saved detector")
         target = cls
         if cls is Detector or getattr(cls, "name", None) != saved.get("name"):
             try:

@@ -33,7 +33,6 @@ data with :func:`models.thresholds.detect_season`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import warnings
 from abc import ABC, abstractmethod
@@ -49,11 +48,10 @@ from models.base import (
     DetectorConfig,
     ModelFormatError,
     NotFittedError,
-    check_format,
     check_int,
     check_series,
-    header,
-    read_json,
+    read_model_files,
+    write_model_files,
 )
 from models.thresholds import detect_season, seasonal_profile, slot_index, slot_length_ns
 
@@ -190,14 +188,11 @@ class Forecaster(ABC):
     def save(self, directory: str | Path) -> Path:
         self._check_fitted()
         path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
         params, arrays = self.get_state()
         params = {**params, "step_ns": int(self.step_.value), "season": self.season_,
                   "last": self.last_.isoformat()}
-        (path / "config.json").write_text(
-            json.dumps(header(self.name, type(self).__name__, self.config.to_dict()), indent=2))
-        (path / "state.json").write_text(json.dumps(params, indent=2))
-        np.savez(path / "arrays.npz", context=self.context_, **arrays)
+        write_model_files(path, self.name, type(self).__name__, self.config.to_dict(), params,
+                          {"context": self.context_, **arrays})
         self._save_files(path)
         return path
 
@@ -212,15 +207,11 @@ class Forecaster(ABC):
     @classmethod
     def load(cls, directory: str | Path) -> Self:
         path = Path(directory)
-        saved = read_json(path / "config.json", "a saved forecaster")
-        params = read_json(path / "state.json", "a saved forecaster")
-        check_format(saved, path)
+        saved, params, arrays = read_model_files(path, "a saved forecaster")
         target = FORECASTERS.get(saved.get("name", "?"))
         if target is None or not issubclass(target, cls):
             raise ModelFormatError(f"{path} holds {saved.get('name')!r}, not a {cls.__name__}")
         try:
-            with np.load(path / "arrays.npz", allow_pickle=False) as stored:
-                arrays = {k: stored[k] for k in stored.files}
             model = target(target.config_class.from_dict(saved["config"]))
             model.step_ = pd.Timedelta(int(params.pop("step_ns")), unit="ns")
             model.season_ = params.pop("season")
