@@ -311,6 +311,27 @@ class SeasonalNaiveForecaster(Forecaster):
         self.error_quantiles_ = arrays["error_quantiles"]
 
 
+# -- the seasonal profile shared by ARIMA and the forest -----------------------------------
+def _ns(index: pd.DatetimeIndex) -> np.ndarray:
+    return index.as_unit("ns").asi8
+
+
+class _SeasonalProfile:
+    """The dynamic threshold's seasonal profile (median per slot), for forecasters that use it."""
+
+    season_: str
+    step_: pd.Timedelta
+
+    def _fit_profile(self, grid: pd.Series, slot_s: int) -> None:
+        self.slot_ns_ = slot_length_ns(self.step_, slot_s)
+        self.profile_ = seasonal_profile(_ns(grid.index), grid.to_numpy(dtype="float64"),
+                                         self.season_, self.slot_ns_)
+
+    def _profile_at(self, stamps_ns: np.ndarray) -> np.ndarray:
+        slots, _ = slot_index(stamps_ns, self.season_, self.slot_ns_)
+        return self.profile_[slots]
+
+
 # -- profile + ARIMA -----------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ArimaForecasterConfig(ForecasterConfig):
@@ -351,24 +372,17 @@ def _arima(endog: np.ndarray, order: tuple[int, int, int]) -> Any:
 
 
 @register_forecaster
-class ArimaForecaster(Forecaster):
+class ArimaForecaster(_SeasonalProfile, Forecaster):
     """Seasonal profile plus an ARIMA on the remainder; normal quantiles of its forecast error."""
 
     name = "arima"
     config_class = ArimaForecasterConfig
     min_history_length = 50
 
-    def _profile_at(self, index: pd.DatetimeIndex) -> np.ndarray:
-        slots, _ = slot_index(index.as_unit("ns").asi8, self.season_, self.slot_ns_)
-        return self.profile_[slots]
-
     def _fit(self, grid: pd.Series) -> None:
         config: ArimaForecasterConfig = self.config  # type: ignore[assignment]
-        self.slot_ns_ = slot_length_ns(self.step_, config.slot_s)
-        stamps = grid.index.as_unit("ns").asi8
-        self.profile_ = seasonal_profile(stamps, grid.to_numpy(dtype="float64"), self.season_,
-                                         self.slot_ns_)
-        remainder = (grid.to_numpy(dtype="float64") - self._profile_at(grid.index))
+        self._fit_profile(grid, config.slot_s)
+        remainder = grid.to_numpy(dtype="float64") - self._profile_at(_ns(grid.index))
         remainder = remainder[-config.max_train_points:]
         best: tuple[float, tuple[int, int, int], np.ndarray] | None = None
         for order in config.orders:
@@ -388,14 +402,14 @@ class ArimaForecaster(Forecaster):
         return self.config.context  # type: ignore[attr-defined]
 
     def _forecast(self, context: pd.Series, index: pd.DatetimeIndex) -> pd.DataFrame:
-        remainder = context.to_numpy(dtype="float64") - self._profile_at(context.index)
+        remainder = context.to_numpy(dtype="float64") - self._profile_at(_ns(context.index))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             result = _arima(remainder, self.order_).filter(self.params_)
             predicted = result.get_forecast(len(index))
         mean = np.asarray(predicted.predicted_mean, dtype="float64")
         sd = np.sqrt(np.maximum(np.asarray(predicted.var_pred_mean, dtype="float64"), 0.0))
-        yhat = self._profile_at(index) + mean
+        yhat = self._profile_at(_ns(index)) + mean
         z = norm.ppf(QUANTILES)
         frame = pd.DataFrame(yhat[:, None] + sd[:, None] * z[None, :], index=index,
                              columns=list(QUANTILE_COLUMNS))
@@ -442,7 +456,7 @@ class RandomForestForecasterConfig(ForecasterConfig):
 
 
 @register_forecaster
-class RandomForestForecaster(Forecaster):
+class RandomForestForecaster(_SeasonalProfile, Forecaster):
     """Direct multi-step forest on recent values, season and calendar; quantiles out of bag."""
 
     name = "random_forest"
@@ -455,10 +469,6 @@ class RandomForestForecaster(Forecaster):
 
     def context_length(self) -> int:
         return self.config.n_lags + self.period_steps  # type: ignore[attr-defined]
-
-    def _profile_at(self, stamps_ns: np.ndarray) -> np.ndarray:
-        slots, _ = slot_index(stamps_ns, self.season_, self.slot_ns_)
-        return self.profile_[slots]
 
     def _features(self, values: np.ndarray, stamps_ns: np.ndarray, origins: np.ndarray,
                   ahead: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -496,9 +506,8 @@ class RandomForestForecaster(Forecaster):
 
         config: RandomForestForecasterConfig = self.config  # type: ignore[assignment]
         values = grid.to_numpy(dtype="float64")
-        stamps = grid.index.as_unit("ns").asi8
-        self.slot_ns_ = slot_length_ns(self.step_, config.slot_s)
-        self.profile_ = seasonal_profile(stamps, values, self.season_, self.slot_ns_)
+        stamps = _ns(grid.index)
+        self._fit_profile(grid, config.slot_s)
         self.level_ = float(np.nanmedian(values))
         diffs = np.abs(np.diff(values))
         spread = float(np.nanmedian(np.abs(values - self.level_))) * 1.4826
@@ -537,7 +546,7 @@ class RandomForestForecaster(Forecaster):
 
     def _forecast(self, context: pd.Series, index: pd.DatetimeIndex) -> pd.DataFrame:
         values = context.to_numpy(dtype="float64")
-        stamps = context.index.as_unit("ns").asi8
+        stamps = _ns(context.index)
         ahead = np.arange(1, len(index) + 1)
         origins = np.full(len(index), len(values) - 1)
         # The forest knows distances up to its training horizon; beyond, the farthest it knows
