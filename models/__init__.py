@@ -1,6 +1,8 @@
 """Detectors and forecasters behind one small interface.
 
-Importing the package enrols every built-in detector in the registry.
+Importing the package enrols every built-in detector in the registry, and every
+built-in forecaster in ``models.forecast.FORECASTERS`` (the LSTM forecaster lives
+in its own module, imported here so that ``make_forecaster("lstm")`` always works).
 """
 
 from models.arima import ArimaDetector
@@ -14,6 +16,7 @@ from models.base import (
     registry_class,
 )
 from models.lstm import LstmDetector
+from models.lstm_forecast import LstmForecaster
 from models.random_forest import RandomForestDetector
 from models.thresholds import (
     DynamicThresholdDetector,
@@ -27,6 +30,7 @@ __all__ = [
     "Detector",
     "DynamicThresholdDetector",
     "LstmDetector",
+    "LstmForecaster",
     "ModelFormatError",
     "NotFittedError",
     "RandomForestDetector",

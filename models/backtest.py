@@ -12,7 +12,7 @@ values inside the forecast's [q10, q90] interval (80 % if well calibrated).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -69,6 +69,29 @@ def origins(n_points: int, horizon: int, n_origins: int, first: int) -> list[int
     return sorted(set(np.linspace(first, last, n_origins).astype(int).tolist()))
 
 
+def training_part(series: pd.Series, train_fraction: float = 0.5) -> pd.Series:
+    """The first ``train_fraction`` of ``series`` on its regular grid: what a backtest fits on."""
+    grid = _grid(series)
+    return grid.iloc[:int(len(grid) * train_fraction)]
+
+
+def _grid(series: pd.Series) -> pd.Series:
+    values = check_series(series, name="series", min_length=2)
+    return regular_grid(values, pd.Timedelta(np.median(np.diff(values.index.asi8)), unit="ns"))
+
+
+def _backtest_origins(grid: pd.Series, horizon: int, n_origins: int, train_fraction: float
+                      ) -> tuple[pd.Series, list[int]]:
+    """The training part and the origins of a backtest of ``grid``."""
+    first = int(len(grid) * train_fraction)
+    starts = origins(len(grid), horizon, n_origins, first)
+    if not starts:
+        raise ValueError(f"series has {len(grid)} steps; a backtest of horizon {horizon} after "
+                         f"training on {train_fraction:.0%} of it needs at least "
+                         f"{int(np.ceil(horizon / (1 - train_fraction)))}")
+    return grid.iloc[:first], starts
+
+
 def backtest(
     series: pd.Series,
     names: Sequence[str] = DEFAULT_FORECASTERS,
@@ -86,17 +109,8 @@ def backtest(
     ValueError
         The series is too short for one full horizon after the training part.
     """
-    values = check_series(series, name="series", min_length=2)
-    grid = regular_grid(values, pd.Timedelta(np.median(np.diff(values.index.asi8)), unit="ns"))
-    first = int(len(grid) * train_fraction)
-    starts = origins(len(grid), horizon, n_origins, first)
-    if not starts:
-        raise ValueError(f"series has {len(grid)} steps; a backtest of horizon {horizon} after "
-                         f"training on {train_fraction:.0%} of it needs at least "
-                         f"{int(np.ceil(horizon / (1 - train_fraction)))}")
-    train = grid.iloc[:first]
+    train, _ = _backtest_origins(_grid(series), horizon, n_origins, train_fraction)
     naive = SeasonalNaiveForecaster().fit(train)
-    scale = mase_scale(train, naive.period_steps)
     fitted: dict[str, Forecaster] = {}
     for name in names:
         if name == ENSEMBLE:
@@ -105,6 +119,26 @@ def backtest(
     if ENSEMBLE in names or len(fitted) >= 2:
         # The median of the others, from the same fitted models (no second fit).
         fitted[ENSEMBLE] = MedianEnsembleForecaster.from_members(list(fitted.values()))
+    return score_fitted(series, fitted, horizon=horizon, n_origins=n_origins,
+                        train_fraction=train_fraction)
+
+
+def score_fitted(
+    series: pd.Series,
+    fitted: Mapping[str, Forecaster],
+    *,
+    horizon: int,
+    n_origins: int = 5,
+    train_fraction: float = 0.5,
+) -> dict[str, BacktestScore]:
+    """Score forecasters already fitted on ``training_part(series, train_fraction)``.
+
+    What :func:`backtest` does after fitting, for models fitted elsewhere (one
+    global network for many series); no ensemble is added. Raises as it does.
+    """
+    grid = _grid(series)
+    train, starts = _backtest_origins(grid, horizon, n_origins, train_fraction)
+    scale = mase_scale(train, SeasonalNaiveForecaster().fit(train).period_steps)
     results = {}
     for name, model in fitted.items():
         errors, inside = [], []

@@ -25,6 +25,11 @@ nothing is pickled.
   profile plus the ARIMA's forecast: a seasonal ARIMA whose seasonality is
   deterministic, which fits in a second where a SARIMA with a 288-step season
   takes minutes.
+- :class:`models.lstm_forecast.LstmForecaster` (``"lstm"``, its own module so
+  that torch stays out of this one): an LSTM encoder and a decoder shared by
+  all distances ahead predict the three quantiles of every step as offsets
+  from the smoothed seasonal naive value; one global network can serve many
+  series (:func:`models.lstm_forecast.fit_global`).
 
 Seasonality (none, daily, weekdays/weekends, weekly) is detected from the
 data with :func:`models.thresholds.detect_season`.
@@ -122,18 +127,27 @@ class Forecaster(ABC):
 
     def fit(self, history: pd.Series) -> Self:
         """Learn from ``history`` (a float Series on a UTC index; NaN marks gaps)."""
-        values = check_series(history, name="history", min_length=self.min_history_length)
+        grid = self._prepare(history)
+        self._fit(grid)
+        self._remember(grid)
+        return self
+
+    def _prepare(self, history: pd.Series, name: str = "history") -> pd.Series:
+        """``history`` checked and on its regular grid; sets ``step_`` and ``season_``."""
+        values = check_series(history, name=name, min_length=self.min_history_length)
         if np.isfinite(values.to_numpy()).sum() < self.min_history_length:
-            raise ValueError(f"history has {int(np.isfinite(values.to_numpy()).sum())} "
+            raise ValueError(f"{name} has {int(np.isfinite(values.to_numpy()).sum())} "
                              f"finite values; {self.name} needs at least {self.min_history_length}")
         self.step_ = infer_step(values.index)
         grid = regular_grid(values, self.step_)
         self.season_ = (detect_season(grid, self.step_) if self.config.season == "auto"
                         else self.config.season)
-        self._fit(grid)
+        return grid
+
+    def _remember(self, grid: pd.Series) -> None:
+        """Keep the end of the fitted history: the default origin of a forecast."""
         self.last_ = grid.index[-1]
         self.context_ = grid.iloc[-self.context_length():].to_numpy()
-        return self
 
     def forecast(self, horizon: int, history: pd.Series | None = None) -> pd.DataFrame:
         """``yhat, q10, q50, q90`` for the ``horizon`` steps after ``history`` (default: the fit's)."""

@@ -600,6 +600,28 @@ def _network_copy(
     return own.eval()
 
 
+def read_network_state(path: Path, owner: str) -> Mapping[str, torch.Tensor]:
+    """The state dict saved at ``path``, read with ``weights_only=True`` (no arbitrary objects).
+
+    Raises
+    ------
+    ModelFormatError
+        The file is missing, unreadable or holds something else than a state dict.
+    """
+    if not path.is_file():
+        raise ModelFormatError(f"{path} is missing; a saved {owner} needs it")
+    import torch
+
+    try:
+        # weights_only: tensors and plain containers only; any other object refuses to load.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as error:
+        raise ModelFormatError(f"cannot read the network in {path}: {error}") from error
+    if not isinstance(state, Mapping):
+        raise ModelFormatError(f"{path} holds a {type(state).__name__}, not a state dict")
+    return state
+
+
 @register
 class LstmDetector(Detector):
     """Residual of an LSTM's one-step-ahead prediction, in units of the context's spread.
@@ -768,17 +790,7 @@ class LstmDetector(Detector):
 
     def _load_files(self, directory: Path) -> None:
         path = directory / NETWORK_FILE
-        if not path.is_file():
-            raise ModelFormatError(f"{path} is missing; a saved LstmDetector needs it")
-        import torch
-
-        try:
-            # weights_only: tensors and plain containers only; any other object refuses to load.
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as error:
-            raise ModelFormatError(f"cannot read the network in {path}: {error}") from error
-        if not isinstance(state, Mapping):
-            raise ModelFormatError(f"{path} holds a {type(state).__name__}, not a state dict")
+        state = read_network_state(path, type(self).__name__)
         try:
             self.network_ = _network_copy(state, self.config)
         except ValueError as error:

@@ -160,3 +160,12 @@ def test_random_forest_forecaster_saves_without_pickle_and_reloads(tmp_path):
     (path / "forest.skops").unlink()
     with pytest.raises(ModelFormatError, match=r"forest\.skops is missing"):
         Forecaster.load(path)
+
+
+def test_score_fitted_scores_models_fitted_elsewhere_as_backtest_does():
+    from models.backtest import score_fitted, training_part
+
+    series = daily(days=8, noise=2.0)
+    expected = backtest(series, ["seasonal_naive"], horizon=48, n_origins=3)
+    naive = SeasonalNaiveForecaster().fit(training_part(series))
+    assert score_fitted(series, {"seasonal_naive": naive}, horizon=48, n_origins=3) == expected
