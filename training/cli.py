@@ -1,4 +1,4 @@
-"""The ``aiops`` command line: data, train, detect, forecast, serve.
+"""The ``aiops`` command line: data, train, retrain, promote, rollback, models, detect, forecast, serve.
 
 User-facing output goes to stdout; errors are one line on stderr naming what
 is wrong, with exit code 1 (bad input or state) or 2 (bad usage).
@@ -89,27 +89,100 @@ def _cmd_sample_request(args: argparse.Namespace) -> int:
 
 
 # -- train / detect -----------------------------------------------------------------------
-def _cmd_train(args: argparse.Namespace) -> int:
-    from training.train import TrainOptions, train
+def _train_options(args: argparse.Namespace):
+    from training.promotion import DEFAULT_GATE, load_gate
+    from training.train import TrainOptions
 
-    options = TrainOptions(
+    return TrainOptions(
         data=Path(args.data),
         detectors=tuple(args.detectors.split(",")),
         holdout_fraction=args.holdout_fraction,
         model_name=args.model_name,
         progress=not args.quiet,
         forecast_horizon=args.forecast_horizon,
+        gate=load_gate(args.gate) if args.gate else DEFAULT_GATE,
+        forecasters=tuple(args.forecasters.split(",")),
     )
-    started = time.perf_counter()
-    result = train(options)
+
+
+def _print_result(result, seconds: float) -> None:
     print(f"run {result.run_id}: registered {result.model_name} version {result.version}"
-          f"{' as champion' if result.champion else ' as challenger'} "
-          f"in {time.perf_counter() - started:.1f}s")
+          f"{' as champion' if result.champion else ' as challenger'} in {seconds:.1f}s")
+    print(f"  promotion: {result.decision}")
     for key in sorted(k for k in result.metrics
-                      if k.endswith("event_f1") or (k.startswith("forecast.") and "mase" in k)):
+                      if k.endswith("event_f1") or (k.startswith("holdout.forecast.")
+                                                    and "mase" in k)):
         print(f"  {key} = {result.metrics[key]:.3f}")
     if result.failures:
         print(f"  {len(result.failures)} series could not be fitted (see failures.json in the run)")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from training.train import train
+
+    started = time.perf_counter()
+    result = train(_train_options(args))
+    _print_result(result, time.perf_counter() - started)
+    return 0
+
+
+def _cmd_retrain(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from training.nightly import NightlyLockedError, retrain_nightly
+
+    if not args.nightly:
+        raise ValueError("retrain runs as the nightly job only: pass --nightly "
+                         "(use `aiops train` for a one-off run)")
+    try:
+        day = dt.date.fromisoformat(args.day) if args.day else None
+    except ValueError:
+        raise ValueError(f"--day {args.day!r} is not a date such as 2026-11-27") from None
+    started = time.perf_counter()
+    try:
+        outcome = retrain_nightly(_train_options(args), days=args.days, day=day,
+                                  force=args.force)
+    except NightlyLockedError as error:
+        print(f"aiops retrain: error: {error}", file=sys.stderr)
+        return 3
+    print(f"nightly {outcome.day}: {outcome.message}")
+    if outcome.result is not None:
+        _print_result(outcome.result, time.perf_counter() - started)
+    return 0
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from training.promotion import set_champion
+    from training.tracking import configure_tracking
+
+    configure_tracking()
+    move = set_champion(args.model_name, args.version, action="promote", reason=args.reason,
+                        by=args.by)
+    print(f"{args.model_name}: champion is now version {move.version} (was "
+          f"{move.previous or 'none'}); by {move.by} at {move.at}: {move.reason}")
+    return 0
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    from training.promotion import rollback
+    from training.tracking import configure_tracking
+
+    configure_tracking()
+    move = rollback(args.model_name, reason=args.reason, by=args.by)
+    print(f"{args.model_name}: rolled back to version {move.version} (was {move.previous}); "
+          f"by {move.by} at {move.at}: {move.reason}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from training.promotion import model_versions
+    from training.tracking import configure_tracking
+
+    configure_tracking()
+    for row in model_versions(args.model_name):
+        aliases = ",".join(row["aliases"]) or "-"
+        print(f"{row['version']:>4}  {aliases:<22} {row['created']}  run {row['run_id']}  "
+              f"{row['promotion']}")
     return 0
 
 
@@ -176,6 +249,24 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _training_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="Parquet dataset directory")
+    parser.add_argument("--detectors", default=",".join((*DEFAULT_DETECTORS, "correlation")),
+                        help="comma-separated detector names (correlation: per service, "
+                        "multi-metric); default: %(default)s")
+    parser.add_argument("--holdout-fraction", type=float, default=0.2)
+    parser.add_argument("--model-name", default="novaevo-detectors")
+    parser.add_argument("--forecast-horizon", type=int, default=288,
+                        help="steps ahead the forecasters are backtested on and serve at most "
+                             "(default 288; 0: no forecasters)")
+    parser.add_argument("--forecasters", default="seasonal_naive,arima,random_forest",
+                        help="forecasters compared by backtest per series (their median too); "
+                             "lstm is available but slower to train; default: %(default)s")
+    parser.add_argument("--gate", help="JSON file of promotion rules (default: holdout event F1 "
+                        "of the combined score and forecast MASE, no tolerance)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aiops", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
@@ -210,18 +301,36 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--spike", action="store_true", help="plant one abnormal point")
     sample.set_defaults(func=_cmd_sample_request)
 
-    tr = commands.add_parser("train", help="fit detectors and register them in MLflow")
-    tr.add_argument("--data", required=True, help="Parquet dataset directory")
-    tr.add_argument("--detectors", default=",".join((*DEFAULT_DETECTORS, "correlation")),
-                    help="comma-separated detector names (correlation: per service, "
-                    "multi-metric); default: %(default)s")
-    tr.add_argument("--holdout-fraction", type=float, default=0.2)
-    tr.add_argument("--model-name", default="novaevo-detectors")
-    tr.add_argument("--forecast-horizon", type=int, default=288,
-                    help="steps ahead the forecasters are backtested on and serve at most "
-                         "(default 288; 0: no forecasters)")
-    tr.add_argument("--quiet", action="store_true", help="no progress bars")
+    tr = commands.add_parser("train", help="fit detectors and forecasters, register, gate")
+    _training_arguments(tr)
     tr.set_defaults(func=_cmd_train)
+
+    rt = commands.add_parser("retrain", help="the nightly job: last N days, train, gate, promote")
+    _training_arguments(rt)
+    rt.add_argument("--nightly", action="store_true", help="run as the nightly job (required)")
+    rt.add_argument("--days", type=float, default=14.0,
+                    help="days of data before midnight UTC of the run's day (default 14)")
+    rt.add_argument("--day", help="the run's day, YYYY-MM-DD (default: today, UTC)")
+    rt.add_argument("--force", action="store_true",
+                    help="train even when a run for the day has finished")
+    rt.set_defaults(func=_cmd_retrain)
+
+    pr = commands.add_parser("promote", help="make a registered version the champion")
+    pr.add_argument("version")
+    pr.add_argument("--reason", required=True, help="why, recorded with who and when")
+    pr.add_argument("--by", help="who (default: the login name)")
+    pr.add_argument("--model-name", default="novaevo-detectors")
+    pr.set_defaults(func=_cmd_promote)
+
+    rb = commands.add_parser("rollback", help="put back the champion the current one replaced")
+    rb.add_argument("--reason", required=True, help="why, recorded with who and when")
+    rb.add_argument("--by", help="who (default: the login name)")
+    rb.add_argument("--model-name", default="novaevo-detectors")
+    rb.set_defaults(func=_cmd_rollback)
+
+    ls = commands.add_parser("models", help="list registered versions, their aliases and promotion")
+    ls.add_argument("--model-name", default="novaevo-detectors")
+    ls.set_defaults(func=_cmd_models)
 
     de = commands.add_parser("detect", help="causal offline replay: a score for every row")
     de.add_argument("input", help="a timestamp,value CSV or a Parquet dataset directory")

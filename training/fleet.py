@@ -18,10 +18,11 @@ import ray
 from tqdm import tqdm
 
 from features.series import SeriesKey
-from models.backtest import Selection, select_forecaster
+from models.backtest import DEFAULT_FORECASTERS, Selection, select_forecaster
 from models.base import Detector, make_detector
 from models.bundle import DEFAULT_DETECTORS, fit_series
 from models.correlation import CorrelationDetector, CorrelationDetectorConfig
+from models.forecast import Forecaster
 
 _log = logging.getLogger(__name__)
 
@@ -131,9 +132,9 @@ def fit_services(
 
 
 @ray.remote
-def _select_forecaster_task(key, history, horizon):
+def _select_forecaster_task(key, history, horizon, names):
     try:
-        return key, select_forecaster(history, horizon), None
+        return key, select_forecaster(history, horizon, names), None
     except (ValueError, TypeError) as error:
         return key, None, f"{type(error).__name__}: {error}"
 
@@ -141,12 +142,13 @@ def _select_forecaster_task(key, history, horizon):
 def fit_forecasters(
     series: Mapping[SeriesKey, pd.Series],
     horizon: int,
+    names: Sequence[str] = DEFAULT_FORECASTERS,
     *,
     progress: bool = True,
 ) -> tuple[dict[SeriesKey, Selection], dict[SeriesKey, str]]:
-    """Backtest the forecasters of every series and fit the best on all of it, in parallel."""
+    """Backtest ``names`` on every series and fit the best on all of it, in parallel."""
     ensure_ray()
-    pending = [_select_forecaster_task.remote(key, history, horizon)
+    pending = [_select_forecaster_task.remote(key, history, horizon, list(names))
                for key, history in series.items()]
     selected, failures = {}, {}
     for key, selection, error in _gather(pending, "fitting forecasters", "series", progress):
@@ -156,3 +158,36 @@ def fit_forecasters(
             failures[key] = error
             _log.warning("series %s/%s: no forecaster fitted: %s", key[0], key[1], error)
     return selected, failures
+
+
+@ray.remote
+def _refit_forecaster_task(key, history, forecaster):
+    try:
+        return key, type(forecaster)(forecaster.config).fit(history), None
+    except (ValueError, TypeError) as error:
+        return key, None, f"{type(error).__name__}: {error}"
+
+
+def refit_forecasters(
+    series: Mapping[SeriesKey, pd.Series],
+    chosen: Mapping[SeriesKey, Forecaster],
+    *,
+    progress: bool = True,
+) -> tuple[dict[SeriesKey, Forecaster], dict[SeriesKey, str]]:
+    """Fit, on each series, a fresh forecaster of the kind and config chosen before, in parallel.
+
+    A series whose refit fails keeps the forecaster it was chosen with (fitted on less
+    data) and is reported.
+    """
+    ensure_ray()
+    pending = [_refit_forecaster_task.remote(key, series[key], model)
+               for key, model in chosen.items()]
+    refitted, failures = {}, {}
+    for key, model, error in _gather(pending, "refitting forecasters", "series", progress):
+        if error is None:
+            refitted[key] = model
+        else:
+            refitted[key], failures[key] = chosen[key], error
+            _log.warning("series %s/%s: forecaster kept from the training part: %s",
+                         key[0], key[1], error)
+    return refitted, failures

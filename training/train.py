@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.data
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
@@ -23,10 +25,15 @@ from features.schema import METRIC, SERVICE, TIMESTAMP, VALUE
 from features.series import SeriesKey, split_series, to_labels, to_series
 from features.store import read_dataset
 from models.alarms import AlarmPolicy, find_incidents
+from models.backtest import DEFAULT_FORECASTERS, mase_scale, origins
+from models.base import ModelFormatError
 from models.bundle import DEFAULT_DETECTORS, DetectorBundle
 from models.correlation import CorrelationDetector, CorrelationDetectorConfig
 from models.evaluation import EventScores, event_scores
-from training.fleet import fit_fleet, fit_forecasters, fit_services
+from models.forecast import FORECASTERS
+from training.fleet import fit_fleet, fit_forecasters, fit_services, refit_forecasters
+from training.plots import log_plots
+from training.promotion import DEFAULT_GATE, GateDecision, GateRule, gate, set_champion
 from training.tracking import (
     CHALLENGER,
     CHAMPION,
@@ -59,6 +66,15 @@ class TrainOptions:
     progress: bool = True
     #: Steps ahead the forecasters are backtested on and serve at most; 0 trains none.
     forecast_horizon: int = 288
+    #: The forecasters compared by backtest for each series (their median too, with two or more).
+    forecasters: tuple[str, ...] = DEFAULT_FORECASTERS
+    #: The rows used: ``start`` inclusive, ``end`` exclusive (UTC); None: all of them.
+    start: pd.Timestamp | None = None
+    end: pd.Timestamp | None = None
+    #: How the challenger must compare with the champion on the holdout to replace it.
+    gate: tuple[GateRule, ...] = DEFAULT_GATE
+    run_name: str | None = None
+    tags: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 0 <= self.forecast_horizon <= 100_000:
@@ -71,6 +87,11 @@ class TrainOptions:
         unknown = [d for d in self.detectors if d not in known]
         if unknown:
             raise ValueError(f"unknown detector(s) {unknown}; known: {sorted(known)}")
+        if not self.forecasters:
+            raise ValueError("forecasters is empty; name at least one, e.g. seasonal_naive")
+        strange = [f for f in self.forecasters if f not in FORECASTERS]
+        if strange:
+            raise ValueError(f"unknown forecaster(s) {strange}; known: {sorted(FORECASTERS)}")
 
     @property
     def use_correlation(self) -> bool:
@@ -90,6 +111,7 @@ class TrainResult:
     champion: bool
     metrics: dict[str, float]
     failures: dict[str, str]
+    decision: str = ""
 
 
 def evaluate(
@@ -201,21 +223,95 @@ def _backtest_table(selections: dict, failures: dict) -> dict[str, Any]:
     }
 
 
+def holdout_metrics(
+    bundle: DetectorBundle,
+    train_part: dict[SeriesKey, pd.Series],
+    holdout: dict[SeriesKey, pd.Series],
+    labels: dict[SeriesKey, pd.Series],
+    forecast_horizon: int,
+) -> dict[str, float]:
+    """What a bundle achieves on held-out data: event scores and forecast accuracy.
+
+    The same function measures the challenger (fitted on ``train_part``) and
+    the champion, so the promotion gate compares the two on the same points.
+    Names start with ``holdout.``.
+    """
+    metrics = evaluate(bundle, holdout, labels)
+    if forecast_horizon:
+        metrics.update(forecast_holdout(bundle, train_part, holdout, forecast_horizon))
+    return {f"holdout.{k}": v for k, v in metrics.items()}
+
+
+def forecast_holdout(
+    bundle: DetectorBundle,
+    train_part: dict[SeriesKey, pd.Series],
+    holdout: dict[SeriesKey, pd.Series],
+    horizon: int,
+    n_origins: int = 3,
+) -> dict[str, float]:
+    """Mean MASE and [q10, q90] coverage of the bundle's forecasts over the holdout.
+
+    Each series is forecast from ``n_origins`` origins in its holdout, from the
+    history up to the origin; MASE is scaled by the seasonal naive rule's
+    in-sample error on the training part, as in the backtest.
+    """
+    mases, coverages = [], []
+    for key, future in holdout.items():
+        forecaster = bundle.forecasters.get(key)
+        if forecaster is None or key not in train_part:
+            continue
+        steps = min(horizon, forecaster.config.max_horizon, len(future))
+        full = pd.concat([train_part[key], future])
+        cut = len(train_part[key])
+        errors, inside = [], []
+        for origin in origins(len(full), steps, n_origins, cut):
+            frame = bundle.forecast(key[0], key[1], steps, full.iloc[:origin]).frame
+            actual = full.iloc[origin:origin + steps].reindex(frame.index).to_numpy("float64")
+            ok = np.isfinite(actual)
+            errors.append(np.abs(frame["yhat"].to_numpy()[ok] - actual[ok]))
+            inside.append((actual[ok] >= frame["q10"].to_numpy()[ok])
+                          & (actual[ok] <= frame["q90"].to_numpy()[ok]))
+        error = np.concatenate(errors) if errors else np.array([])
+        if error.size:
+            scale = mase_scale(train_part[key], forecaster.period_steps)
+            mases.append(float(error.mean() / scale))
+            coverages.append(float(np.concatenate(inside).mean()))
+    if not mases:
+        return {}
+    return {"forecast.mase_mean": float(np.mean(mases)),
+            "forecast.coverage_mean": float(np.mean(coverages)),
+            "forecast.n_series": float(len(mases))}
+
+
+def _log_dataset(frame: pd.DataFrame, path: Path) -> None:
+    """The training data as an MLflow dataset input: source, digest, schema, row count."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "source can be interpreted in multiple ways"
+        dataset = mlflow.data.from_pandas(frame, source=Path(path).resolve().as_uri(),
+                                          name=Path(path).name)
+    mlflow.log_input(dataset, context="training")
+
+
 def train(options: TrainOptions) -> TrainResult:
-    """Fit, evaluate, log and register; see the module docstring of ``training``."""
+    """Fit, evaluate, log, register, and promote if the gate allows; see ``training``."""
     started = time.perf_counter()
     tracking_uri = configure_tracking()
     experiment_id = ensure_experiment(options.experiment)
 
-    frame = read_dataset(options.data)
+    frame = read_dataset(options.data, start=options.start, end=options.end)
     if frame.empty:
-        raise ValueError(f"dataset {options.data} holds no rows")
+        window = (f" between {options.start} and {options.end}"
+                  if options.start or options.end else "")
+        raise ValueError(f"dataset {options.data} holds no rows{window}")
     series = {key: to_series(rows) for key, rows in split_series(frame)}
     labels = {key: to_labels(rows) for key, rows in split_series(frame)}
     labels = {k: v for k, v in labels.items() if v is not None}
     _log.info("read %d rows in %d series from %s", len(frame), len(series), options.data)
 
-    with mlflow.start_run(experiment_id=experiment_id) as run:
+    with mlflow.start_run(experiment_id=experiment_id, run_name=options.run_name) as run:
+        mlflow.set_tags({"status.stage": "training", **options.tags})
         mlflow.log_params(
             {
                 "data": str(Path(options.data).resolve()),
@@ -223,42 +319,33 @@ def train(options: TrainOptions) -> TrainResult:
                 "detector_configs": json.dumps(options.detector_configs, sort_keys=True),
                 "holdout_fraction": options.holdout_fraction,
                 "forecast_horizon": options.forecast_horizon,
+                "forecasters": ",".join(options.forecasters),
+                "gate": json.dumps([dataclasses.asdict(r) for r in options.gate]),
                 "n_series": len(series),
                 "n_rows": len(frame),
                 "time_start": str(frame[TIMESTAMP].min()),
                 "time_end": str(frame[TIMESTAMP].max()),
             }
         )
+        _log_dataset(frame, options.data)
         metrics: dict[str, float] = {}
+        measured = None
         if options.holdout_fraction > 0:
-            cut = {k: int(len(v) * (1 - options.holdout_fraction)) for k, v in series.items()}
-            train_part = {k: v.iloc[: cut[k]] for k, v in series.items()}
-            fitted, _ = fit_fleet(train_part, options.series_detectors,
-                                  options.detector_configs, progress=options.progress)
-            services = _fit_correlations(train_part, options) if options.use_correlation else {}
-            holdout = {k: v.iloc[cut[k]:] for k, v in series.items()}
-            holdout_labels = {k: v.iloc[cut[k]:] for k, v in labels.items()}
-            metrics.update(evaluate(DetectorBundle(fitted, service_detectors=services), holdout,
-                                    holdout_labels))
+            measured = _measure_on_holdout(series, labels, options)
+            metrics.update(measured.metrics)
 
         fit_started = time.perf_counter()
         fitted, failures = fit_fleet(series, options.series_detectors,
                                      options.detector_configs, progress=options.progress)
-        services = _fit_correlations(series, options) if options.use_correlation else {}
-        metrics["n_services_correlated"] = float(len(services))
-        forecasters: dict = {}
-        if options.forecast_horizon:
-            selections, forecast_failures = fit_forecasters(
-                {k: v for k, v in series.items() if k in fitted}, options.forecast_horizon,
-                progress=options.progress)
-            forecasters = {k: sel.forecaster for k, sel in selections.items()}
-            metrics.update(_forecast_metrics(selections, forecast_failures))
-            mlflow.log_dict(_backtest_table(selections, forecast_failures), "forecast_backtest.json")
         if not fitted:
             raise ValueError(
                 f"no series of {options.data} could be fitted; first failure: "
                 f"{next(iter(failures.values()), 'none')}"
             )
+        services = _fit_correlations(series, options) if options.use_correlation else {}
+        metrics["n_services_correlated"] = float(len(services))
+        forecasters = _fit_final_forecasters(
+            {k: v for k, v in series.items() if k in fitted}, options, measured, metrics)
         metrics["fit_seconds"] = time.perf_counter() - fit_started
         metrics["n_series_fitted"] = float(len(fitted))
         metrics["n_series_failed"] = float(len(failures))
@@ -273,41 +360,181 @@ def train(options: TrainOptions) -> TrainResult:
             service_detectors=services,
             forecasters=forecasters,
         )
-        with tempfile.TemporaryDirectory() as scratch:
-            bundle_dir = bundle.save(Path(scratch) / "bundle")
-            example = _input_example(series)
-            signature = infer_signature(example, _example_output(bundle, example))
-            model_info = mlflow.pyfunc.log_model(
-                name="detector_bundle",
-                python_model=str(_PYFUNC_FILE),
-                artifacts={"bundle": str(bundle_dir)},
-                code_paths=[str(Path(features.__file__).parent), str(Path(models.__file__).parent)],
-                signature=signature,
-                input_example=example,
-                pip_requirements=_pip_requirements(options.detectors),
-                registered_model_name=options.model_name,
-            )
-        version = str(model_info.registered_model_version)
-        client = MlflowClient()
-        client.set_registered_model_alias(options.model_name, CHALLENGER, version)
-        became_champion = alias_version(options.model_name, CHAMPION) is None
-        if became_champion:
-            client.set_registered_model_alias(options.model_name, CHAMPION, version)
-            decision = "first version of the model: promoted to champion"
-        else:
-            decision = "a champion exists: registered as challenger only"
-        mlflow.set_tags({"registered_version": version, "promotion": decision})
+        if measured is not None:
+            log_plots(measured.bundle, measured.train_part, measured.holdout, measured.labels,
+                      options.forecast_horizon)
+        version = _register(bundle, series, options)
+        mlflow.set_tags({"registered_version": version, "status.stage": "gating"})
+        decision = _gate(version, options, measured)
+        mlflow.set_tags({"promotion": "promoted to champion" if decision.promote
+                         else "registered as challenger only",
+                         "promotion.decision": "promote" if decision.promote else "keep",
+                         "promotion.reason": decision.reason[:4000],
+                         "promotion.compared": json.dumps(decision.compared)[:4000],
+                         "status.stage": "done"})
         mlflow.log_metric("train_seconds", time.perf_counter() - started)
-        _log.info("run %s registered %s version %s (%s) in %s", run.info.run_id,
-                  options.model_name, version, decision, tracking_uri)
+        _log.info("run %s registered %s version %s; %s (%s)", run.info.run_id,
+                  options.model_name, version, decision.reason, tracking_uri)
     return TrainResult(
         run_id=run.info.run_id,
         model_name=options.model_name,
         version=version,
-        champion=became_champion,
+        champion=decision.promote,
         metrics=metrics,
         failures={f"{k[0]}/{k[1]}": v for k, v in failures.items()},
+        decision=decision.reason,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Holdout:
+    """The models fitted on the training part, and what they achieve on the holdout."""
+
+    bundle: DetectorBundle
+    selections: dict
+    train_part: dict[SeriesKey, pd.Series]
+    holdout: dict[SeriesKey, pd.Series]
+    labels: dict[SeriesKey, pd.Series]
+    metrics: dict[str, float]
+
+
+def _measure_on_holdout(series: dict[SeriesKey, pd.Series], labels: dict[SeriesKey, pd.Series],
+                        options: TrainOptions) -> _Holdout:
+    cut = {k: int(len(v) * (1 - options.holdout_fraction)) for k, v in series.items()}
+    train_part = {k: v.iloc[: cut[k]] for k, v in series.items()}
+    holdout = {k: v.iloc[cut[k]:] for k, v in series.items()}
+    holdout_labels = {k: v.iloc[cut[k]:] for k, v in labels.items()}
+    fitted, _ = fit_fleet(train_part, options.series_detectors, options.detector_configs,
+                          progress=options.progress)
+    services = _fit_correlations(train_part, options) if options.use_correlation else {}
+    selections: dict = {}
+    metrics: dict[str, float] = {}
+    if options.forecast_horizon:
+        selections, forecast_failures = fit_forecasters(
+            {k: v for k, v in train_part.items() if k in fitted}, options.forecast_horizon,
+            options.forecasters, progress=options.progress)
+        metrics.update(_forecast_metrics(selections, forecast_failures))
+        mlflow.log_dict(_backtest_table(selections, forecast_failures), "forecast_backtest.json")
+    bundle = DetectorBundle(fitted, service_detectors=services,
+                            forecasters={k: s.forecaster for k, s in selections.items()})
+    metrics.update(holdout_metrics(bundle, train_part, holdout, holdout_labels,
+                                   options.forecast_horizon))
+    return _Holdout(bundle, selections, train_part, holdout, holdout_labels, metrics)
+
+
+def _fit_final_forecasters(series: dict[SeriesKey, pd.Series], options: TrainOptions,
+                           measured: _Holdout | None, metrics: dict[str, float]) -> dict:
+    """Forecasters on all the data: the ones chosen on the training part, refitted.
+
+    Without a holdout the choice is made here, by backtest on all the data.
+    """
+    if not options.forecast_horizon:
+        return {}
+    if measured is not None and measured.selections:
+        chosen = {k: sel.forecaster for k, sel in measured.selections.items() if k in series}
+        refitted, failures = refit_forecasters({k: series[k] for k in chosen}, chosen,
+                                               progress=options.progress)
+        metrics["forecast.n_refit_failed"] = float(len(failures))
+        return refitted
+    selections, forecast_failures = fit_forecasters(series, options.forecast_horizon,
+                                                    options.forecasters, progress=options.progress)
+    metrics.update(_forecast_metrics(selections, forecast_failures))
+    mlflow.log_dict(_backtest_table(selections, forecast_failures), "forecast_backtest.json")
+    return {k: sel.forecaster for k, sel in selections.items()}
+
+
+def _register(bundle: DetectorBundle, series: dict[SeriesKey, pd.Series],
+              options: TrainOptions) -> str:
+    """Log the bundle as a pyfunc, register it and point ``challenger`` at it."""
+    with tempfile.TemporaryDirectory() as scratch:
+        bundle_dir = bundle.save(Path(scratch) / "bundle")
+        example = _input_example(series)
+        signature = infer_signature(example, _example_output(bundle, example))
+        model_info = mlflow.pyfunc.log_model(
+            name="detector_bundle",
+            python_model=str(_PYFUNC_FILE),
+            artifacts={"bundle": str(bundle_dir)},
+            code_paths=[str(Path(features.__file__).parent), str(Path(models.__file__).parent)],
+            signature=signature,
+            input_example=example,
+            pip_requirements=_pip_requirements(options.detectors),
+            registered_model_name=options.model_name,
+        )
+    version = str(model_info.registered_model_version)
+    MlflowClient().set_registered_model_alias(options.model_name, CHALLENGER, version)
+    return version
+
+
+def _gate(version: str, options: TrainOptions, measured: _Holdout | None) -> GateDecision:
+    """Promote ``version`` if it is at least as good as the champion on this run's holdout.
+
+    Both are measured on the holdout points the champion was not trained on (after
+    its training data ended). When too few such points remain (a retrain on the same
+    data), the whole holdout is used and the reason says that the comparison favours
+    the champion, which has seen it.
+    """
+    champion_version = alias_version(options.model_name, CHAMPION)
+    if champion_version is None:
+        decision = gate({}, None, options.gate)
+    elif measured is None:
+        decision = GateDecision(False, "no holdout (holdout_fraction=0): nothing to compare the "
+                                "challenger with the champion on; promote by hand", {})
+    else:
+        try:
+            champion = _download_bundle(options.model_name, champion_version)
+        except (MlflowException, OSError, ModelFormatError) as error:
+            decision = GateDecision(False, f"the champion (version {champion_version}) could "
+                                    f"not be loaded to compare with: {error}", {})
+        else:
+            decision = _compare(champion, champion_version, measured, options)
+    if decision.promote:
+        set_champion(options.model_name, version, action="gate", reason=decision.reason,
+                     by=f"run {mlflow.active_run().info.run_id}")
+    return decision
+
+
+def _compare(champion: DetectorBundle, champion_version: str, measured: _Holdout,
+             options: TrainOptions) -> GateDecision:
+    seen_until = _training_end(options.model_name, champion_version)
+    n_holdout = sum(len(v) for v in measured.holdout.values())
+    prefix, window, note = measured.train_part, measured.holdout, "whole holdout"
+    if seen_until is not None:
+        unseen = {k: v[v.index > seen_until] for k, v in measured.holdout.items()}
+        if sum(len(v) for v in unseen.values()) >= 0.1 * n_holdout:
+            window = {k: v for k, v in unseen.items() if len(v)}
+            prefix = {k: pd.concat([measured.train_part[k], v[v.index <= seen_until]])
+                      for k, v in measured.holdout.items() if k in window}
+            note = f"holdout after {seen_until.isoformat()}, which the champion has not seen"
+        else:
+            note = ("whole holdout, which the champion was trained on: the comparison "
+                    "favours the champion")
+    labels = {k: v.reindex(window[k].index, fill_value=False)
+              for k, v in measured.labels.items() if k in window}
+    mine = (measured.metrics if window is measured.holdout else
+            holdout_metrics(measured.bundle, prefix, window, labels, options.forecast_horizon))
+    theirs = holdout_metrics(champion, prefix, window, labels, options.forecast_horizon)
+    mlflow.log_dict({"window": note, "challenger": mine, "champion": theirs},
+                    "promotion_comparison.json")
+    decision = gate(mine, theirs, options.gate)
+    return dataclasses.replace(
+        decision, reason=f"vs champion version {champion_version} on the {note}: "
+                         f"{decision.reason}")
+
+
+def _training_end(model_name: str, version: str) -> pd.Timestamp | None:
+    """The last timestamp the version was trained on (its run's ``time_end``), if recorded."""
+    try:
+        run_id = MlflowClient().get_model_version(model_name, version).run_id
+        return pd.Timestamp(MlflowClient().get_run(run_id).data.params["time_end"])
+    except (MlflowException, KeyError, ValueError):
+        return None
+
+
+def _download_bundle(model_name: str, version: str) -> DetectorBundle:
+    with tempfile.TemporaryDirectory() as scratch:
+        path = mlflow.artifacts.download_artifacts(f"models:/{model_name}/{version}",
+                                                   dst_path=scratch)
+        return DetectorBundle.load(Path(path) / "artifacts" / "bundle")
 
 
 def _example_output(bundle: DetectorBundle, example: pd.DataFrame) -> pd.DataFrame:

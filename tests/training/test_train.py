@@ -23,7 +23,8 @@ def options(fleet_dataset: Path) -> TrainOptions:
     return TrainOptions(data=fleet_dataset, model_name="test-detectors", progress=False)
 
 
-def test_first_run_registers_a_champion_then_a_challenger(options, mlflow_store, small_fleet):
+def test_first_run_registers_a_champion_then_a_challenger(options, mlflow_store, small_fleet,
+                                                          fleet_dataset):
     first = train(options)
     assert first.champion and first.version == "1"
     assert alias_version("test-detectors", CHAMPION) == "1"
@@ -32,7 +33,16 @@ def test_first_run_registers_a_champion_then_a_challenger(options, mlflow_store,
     assert run.data.params["n_series"] == str(small_fleet.groupby(["service", "metric"]).ngroups)
     assert int(run.data.params["n_rows"]) == len(small_fleet)
     # The synthetic fleet is labelled, so the holdout measurement must be there.
-    assert "combined.event_recall" in run.data.metrics
+    assert "holdout.combined.event_recall" in run.data.metrics
+    assert "holdout.forecast.mase_mean" in run.data.metrics
+    # The data went in as an MLflow dataset, and plots as PNG artifacts.
+    inputs = run.inputs.dataset_inputs
+    assert len(inputs) == 1 and inputs[0].dataset.name == "data"
+    assert Path(fleet_dataset).resolve().as_uri() in inputs[0].dataset.source
+    plots = [a.path for d in ("plots/scores", "plots/forecasts")
+             for a in MlflowClient().list_artifacts(first.run_id, d)]
+    assert any(p.endswith(".png") and "scores" in p for p in plots)
+    assert any(p.endswith(".png") and "forecasts" in p for p in plots)
     assert run.data.tags["registered_version"] == "1"
     # Forecasters were backtested, chosen per series and logged.
     metrics = run.data.metrics
@@ -42,14 +52,16 @@ def test_first_run_registers_a_champion_then_a_challenger(options, mlflow_store,
     assert chosen == metrics["forecast.n_series"]
 
     second = train(options)
-    assert not second.champion and second.version == "2"
-    assert alias_version("test-detectors", CHAMPION) == "1", "a later run must not move the champion"
-    assert alias_version("test-detectors", CHALLENGER) == "2"
-    assert "challenger" in MlflowClient().get_run(second.run_id).data.tags["promotion"]
+    assert second.version == "2" and alias_version("test-detectors", CHALLENGER) == "2"
+    # Same data: the champion has seen the whole holdout, and the gate says so.
+    tags = MlflowClient().get_run(second.run_id).data.tags
+    assert "whole holdout, which the champion was trained on" in tags["promotion.reason"]
+    expected = "2" if second.champion else "1"
+    assert alias_version("test-detectors", CHAMPION) == expected
 
 
 def test_pyfunc_model_scores_long_rows(options, mlflow_store, small_fleet):
-    train(options)
+    train(dataclasses.replace(options, holdout_fraction=0.0, forecast_horizon=0))
     model = mlflow.pyfunc.load_model("models:/test-detectors@champion")
     service = small_fleet["service"].iloc[0]
     rows = small_fleet[(small_fleet.service == service) & (small_fleet.metric == "latency_p99")]
@@ -66,7 +78,7 @@ def test_registered_bundle_forecasts_its_series(options, mlflow_store, small_fle
     from models.bundle import DetectorBundle
     from models.forecast import FORECASTERS
 
-    result = train(dataclasses.replace(options, forecast_horizon=30))
+    result = train(dataclasses.replace(options, forecast_horizon=30, holdout_fraction=0.0))
     path = mlflow.artifacts.download_artifacts(
         f"models:/test-detectors/{result.version}", dst_path=str(tmp_path))
     bundle = DetectorBundle.load(Path(path) / "artifacts" / "bundle")
