@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 import uuid
 from collections.abc import Callable
 
@@ -30,7 +31,7 @@ from models.capacity import (
 )
 from models.correlation import CorrelationDetector
 from models.forecast import FORECAST_COLUMNS
-from serving.loader import LoadedModel
+from serving.loader import LoadedModel, ModelHolder
 from serving.schemas import (
     AllocationOut,
     Anomaly,
@@ -61,18 +62,6 @@ _log = logging.getLogger(__name__)
 
 class PayloadTooLargeError(ValueError):
     """A request beyond the configured size limits."""
-
-
-class ModelHolder:
-    """The model being served; replaced whole, so a request sees one version throughout."""
-
-    def __init__(self, model: LoadedModel | None = None) -> None:
-        self.model = model
-
-    def require(self) -> LoadedModel:
-        if self.model is None:
-            raise NotFittedError("no model is loaded yet; the service is starting")
-        return self.model
 
 
 def _round(x: float) -> float:
@@ -415,6 +404,9 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
         return {
             "status": "ready",
             "model": {"name": loaded.name, "version": loaded.version, "alias": loaded.alias},
+            "seconds_since_reload": round(time.time() - loaded.loaded_at, 1),
+            "reload_interval_s": settings.reload_interval_s,
+            "last_reload_error": holder.last_error,
             "n_series": len(loaded.bundle.series),
             "detectors": loaded.bundle.detector_names,
             "unseen_series": f"scored by {FALLBACK_DETECTOR}",

@@ -7,8 +7,8 @@ import logging
 from ray import serve
 from ray.serve import Application
 
-from serving.app import ModelHolder, create_app
-from serving.loader import load_model
+from serving.app import create_app
+from serving.loader import ModelHolder, ModelWatcher, load_model
 from serving.settings import Settings
 
 _log = logging.getLogger(__name__)
@@ -17,11 +17,14 @@ _log = logging.getLogger(__name__)
 @serve.deployment(name="aiops", ray_actor_options={"num_cpus": 0.5})
 @serve.ingress()
 class AiopsIngress:
-    """Loads ``models:/<name>@<alias>`` when the replica starts and serves :func:`create_app`."""
+    """Loads ``models:/<name>@<alias>`` when the replica starts, follows the alias, serves the app."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.holder = ModelHolder(load_model(settings))
+        # A new champion is picked up within settings.reload_interval_s, without a restart.
+        self.watcher = ModelWatcher(settings, self.holder)
+        self.watcher.start()
 
     def __serve_build_asgi_app__(self):
         return create_app(self.settings, holder=self.holder)

@@ -1,9 +1,19 @@
-"""Loading the served model from the MLflow registry into a local cache."""
+"""Loading the served model from the MLflow registry into a local cache, and hot swaps.
+
+:class:`ModelWatcher` polls the registry every ``reload_interval_s`` and,
+when the served alias points at another version, loads it beside the old
+one and swaps it into the :class:`ModelHolder` in one assignment. A request
+takes the holder's model once when it starts, so a request in flight
+finishes on the version it began with and none is dropped; every response
+names the version it used. A failed load keeps the old model and is
+reported on ``/readyz``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -11,6 +21,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from models.base import NotFittedError
 from models.bundle import DetectorBundle
 from serving.settings import Settings
 
@@ -63,3 +74,70 @@ def load_model(settings: Settings) -> LoadedModel:
               len(bundle.series), settings.tracking_uri)
     return LoadedModel(bundle, settings.model_name, str(version.version), settings.model_alias,
                        time.time())
+
+
+def alias_target(settings: Settings) -> str:
+    """The version the served alias points at now (one registry query)."""
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    try:
+        return str(client.get_model_version_by_alias(settings.model_name,
+                                                     settings.model_alias).version)
+    except MlflowException as error:
+        raise ModelUnavailableError(f"cannot resolve {settings.model_name}@"
+                                    f"{settings.model_alias}: {error.message}") from error
+
+
+class ModelHolder:
+    """The model being served; replaced whole, so a request sees one version throughout."""
+
+    def __init__(self, model: LoadedModel | None = None) -> None:
+        self.model = model
+        self.last_error: str | None = None
+
+    def require(self) -> LoadedModel:
+        model = self.model
+        if model is None:
+            raise NotFittedError("no model is loaded yet; the service is starting")
+        return model
+
+
+class ModelWatcher:
+    """Swaps a new version of the served alias into ``holder`` within ``interval_s``."""
+
+    def __init__(self, settings: Settings, holder: ModelHolder) -> None:
+        self.settings = settings
+        self.holder = holder
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def check(self) -> bool:
+        """Load and swap in the alias' version if it changed; True when a swap happened."""
+        try:
+            target = alias_target(self.settings)
+            current = self.holder.model
+            if current is not None and current.version == target:
+                self.holder.last_error = None
+                return False
+            loaded = load_model(self.settings)
+        except (ModelUnavailableError, MlflowException, OSError, ValueError) as error:
+            self.holder.last_error = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}: {error}"
+            _log.warning("model reload failed; still serving the loaded version: %s", error)
+            return False
+        previous = self.holder.model.version if self.holder.model else None
+        self.holder.model = loaded
+        self.holder.last_error = None
+        _log.info("now serving %s version %s (was %s)", loaded.name, loaded.version, previous)
+        return True
+
+    def start(self) -> None:
+        if self.settings.reload_interval_s <= 0 or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.settings.reload_interval_s):
+            self.check()

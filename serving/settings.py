@@ -43,6 +43,9 @@ class Settings:
         Where downloaded model versions are kept.
     max_points_per_series, max_series_per_request
         Request size limits; larger requests get a 413.
+    reload_interval_s
+        How often the registry is asked whether the alias moved (a new
+        champion is served within this); 0 never reloads.
     alarm_policy
         How alarmed points group into incidents and get a severity;
         ``AIOPS_ALARM_POLICY`` names a JSON file that overrides the defaults.
@@ -57,6 +60,7 @@ class Settings:
     max_points_per_series: int = 10_000
     max_series_per_request: int = 1_000
     num_replicas: int = 1
+    reload_interval_s: float = 30.0
     alarm_policy: AlarmPolicy = dataclasses.field(default_factory=AlarmPolicy)
 
     def __post_init__(self) -> None:
@@ -65,6 +69,8 @@ class Settings:
             object.__setattr__(self, "tracking_uri", f"sqlite:///{database}")
         if not 1 <= self.port <= 65535:
             raise ValueError(f"port={self.port} must lie in [1, 65535]")
+        if not 0 <= self.reload_interval_s <= 86_400:
+            raise ValueError(f"reload_interval_s={self.reload_interval_s} must lie in [0, 86400]")
         for name in ("max_points_per_series", "max_series_per_request", "num_replicas"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
@@ -79,6 +85,7 @@ class Settings:
             "cache_dir": Path(os.environ.get("AIOPS_CACHE_DIR", str(cls.cache_dir))),
             "max_points_per_series": _env_int("AIOPS_MAX_POINTS_PER_SERIES", cls.max_points_per_series),
             "max_series_per_request": _env_int("AIOPS_MAX_SERIES_PER_REQUEST", cls.max_series_per_request),
+            "reload_interval_s": _env_int("AIOPS_RELOAD_INTERVAL_S", int(cls.reload_interval_s)),
         }
         policy_file = os.environ.get("AIOPS_ALARM_POLICY")
         if policy_file:

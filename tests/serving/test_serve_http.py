@@ -26,19 +26,24 @@ MODEL_NAME = "it-detectors"
 
 
 @pytest.fixture(scope="module")
-def served(fleet_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def store_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="module")
+def served(fleet_dataset: Path, store_uri: str) -> Iterator[str]:
     from ray import serve
 
     from serving.deployment import run
 
-    store = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{store / 'mlflow.db'}"
+    uri = store_uri
+    store = Path(uri.removeprefix("sqlite:///")).parent
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         result = train(TrainOptions(data=fleet_dataset, model_name=MODEL_NAME, progress=False))
     assert result.version == "1"
     settings = Settings(model_name=MODEL_NAME, tracking_uri=uri, cache_dir=store / "cache",
-                        port=free_port())
+                        port=free_port(), reload_interval_s=1)
     run(settings)
     url = f"http://127.0.0.1:{settings.port}"
     # Serve starts in ~8 s on a quiet machine; a loaded 2-core CI box can take far longer.
@@ -103,3 +108,53 @@ def test_unknown_series_is_answered_not_failed(served):
     result = response.json()["results"][0]
     assert result["known_series"] is False
     assert result["anomalies"][0]["timestamp"].startswith("2026-02-01T01:40")
+
+
+def test_a_new_champion_is_served_under_load_without_a_failed_request(served, store_uri,
+                                                                     fleet_dataset, small_fleet):
+    """Runs last in this module: afterwards the app serves version 2."""
+    import threading
+
+    from training.promotion import set_champion
+
+    service = small_fleet["service"].iloc[0]
+    rows = small_fleet[(small_fleet.service == service) & (small_fleet.metric == "cpu_utilization")]
+    body = {"series": [window_body(to_series(rows.tail(120)), service=service,
+                                   metric="cpu_utilization")]}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", store_uri)
+        second = train(TrainOptions(data=fleet_dataset, model_name=MODEL_NAME, progress=False,
+                                    holdout_fraction=0.0, forecast_horizon=0,
+                                    detectors=("static_threshold", "dynamic_threshold")))
+        assert second.version == "2" and not second.champion
+
+        statuses: list[int] = []
+        versions: list[str] = []
+        stop = threading.Event()
+
+        def stream() -> None:
+            with httpx.Client(timeout=30) as client:
+                while not stop.is_set():
+                    response = client.post(f"{served}/v1/score", json=body)
+                    statuses.append(response.status_code)
+                    if response.status_code == 200:
+                        versions.append(response.json()["model"]["version"])
+
+        threads = [threading.Thread(target=stream) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        try:
+            time.sleep(1.0)
+            set_champion(MODEL_NAME, "2", action="promote", reason="swap under load", by="test")
+            deadline = time.monotonic() + 60
+            while (not versions or versions[-1] != "2") and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(0.5)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=30)
+    assert statuses and set(statuses) == {200}, f"{len(statuses)} requests: {set(statuses)}"
+    assert versions[0] == "1" and versions[-1] == "2"
+    ready = httpx.get(f"{served}/readyz").json()
+    assert ready["model"]["version"] == "2" and ready["last_reload_error"] is None
