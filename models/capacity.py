@@ -1,9 +1,21 @@
 """Capacity planning: replicas from a demand forecast, a cluster plan by priority, right-sizing.
 
-Replicas for a demand ``d`` are ``ceil(d / (capacity_per_replica × target_utilisation))``,
-bounded by ``[min_replicas, max_replicas]``. The demand provisioned for is a
-forecast quantile chosen by the service's priority tier (q90 for tiers 1–3,
-the median for background and analytics work), raised by scheduled events.
+At every step the replicas are the larger of two needs, bounded by
+``[min_replicas, max_replicas]``:
+
+- the median forecast (q50) served at ``target_utilisation`` — the operating
+  point, as a Kubernetes HPA keeps it for the demand it observes;
+- the forecast quantile of the service's priority tier (q90 for tiers 1–3,
+  the median for background and analytics work) served at no more than
+  ``peak_utilisation`` (default 100 %): the headroom against a breach.
+
+So a service whose forecast is sure of itself runs at its target, and one
+whose q90 lies well above the median gets the replicas that q90 needs, no
+more. Provisioning the q90 at the target instead stacks two margins: on the
+scaling benchmark it cost 28.5 % more replica-hours than a reactive HPA rule,
+against 11.8 % for this rule at about the same share of breached steps
+(0.57 % and 0.89 %; README, "Scaling"). Scheduled events multiply the
+forecast.
 
 The schedule runs, at every step, the most replicas needed within the next
 ``max(lead_time, stabilisation)``: a replica is started at least its lead time
@@ -47,6 +59,7 @@ class ScalingPolicy:
     lead_time_s: float = 120.0
     stabilisation_s: float = 300.0
     priority: int = 3
+    peak_utilisation: float = 1.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.capacity_per_replica) and self.capacity_per_replica > 0):
@@ -54,6 +67,9 @@ class ScalingPolicy:
                              "positive number (demand one replica serves at 100 %)")
         if not 0 < self.target_utilisation <= 1:
             raise ValueError(f"target_utilisation={self.target_utilisation} must lie in (0, 1]")
+        if not self.target_utilisation <= self.peak_utilisation <= 1:
+            raise ValueError(f"peak_utilisation={self.peak_utilisation} must lie in "
+                             f"[target_utilisation={self.target_utilisation}, 1]")
         check_int("min_replicas", self.min_replicas, 0, 100_000)
         check_int("max_replicas", self.max_replicas, 1, 100_000)
         if self.min_replicas > self.max_replicas:
@@ -65,9 +81,9 @@ class ScalingPolicy:
                 raise ValueError(f"{name}={value} must lie in [0, 604800] seconds")
         check_int("priority", self.priority, 1, 5)
 
-    def replicas_for(self, demand: np.ndarray) -> np.ndarray:
-        """Replicas that serve ``demand`` at the target utilisation, within the bounds."""
-        per_replica = self.capacity_per_replica * self.target_utilisation
+    def replicas_for(self, demand: np.ndarray, utilisation: float | None = None) -> np.ndarray:
+        """Replicas that serve ``demand`` at ``utilisation`` (default: the target), in bounds."""
+        per_replica = self.capacity_per_replica * (utilisation or self.target_utilisation)
         needed = np.ceil(np.maximum(np.nan_to_num(demand, nan=0.0), 0.0) / per_replica - 1e-9)
         return np.clip(needed, self.min_replicas, self.max_replicas).astype(int)
 
@@ -131,7 +147,9 @@ def plan_replicas(
     column = PRIORITY_QUANTILE[policy.priority]
     multiplier = event_multiplier(index, events)
     demand = forecast[column].to_numpy(dtype="float64") * multiplier
-    needed = policy.replicas_for(demand)
+    median = forecast["q50"].to_numpy(dtype="float64") * multiplier
+    needed = np.maximum(policy.replicas_for(median),
+                        policy.replicas_for(demand, policy.peak_utilisation))
     step_s = (index[1] - index[0]).total_seconds() if len(index) > 1 else 60.0
     window = math.ceil(max(policy.lead_time_s, policy.stabilisation_s) / step_s)
     replicas = _forward_max(needed, window)
@@ -148,10 +166,11 @@ def _reason(schedule: pd.DataFrame, policy: ScalingPolicy, current: int, column:
     now = int(schedule["replicas"].iloc[0])
     peak_at = schedule["demand"].idxmax()
     peak = float(schedule["demand"].max())
-    tier = f"tier {policy.priority} ({TIER_NAMES[policy.priority]}) provisions for {column}"
-    parts = [f"{tier}: forecast peak {peak:.4g} at {peak_at.isoformat()} needs "
-             f"{int(schedule['needed'].max())} replica(s) at "
-             f"{policy.target_utilisation:.0%} target utilisation"]
+    tier = (f"tier {policy.priority} ({TIER_NAMES[policy.priority]}) provisions for {column} "
+            f"at up to {policy.peak_utilisation:.0%} and the median at "
+            f"{policy.target_utilisation:.0%} target utilisation")
+    parts = [f"{tier}: forecast {column} peak {peak:.4g} at {peak_at.isoformat()}; at most "
+             f"{int(schedule['needed'].max())} replica(s) needed"]
     if now > current:
         parts.append(f"scale up from {current} to {now} now: demand within the next "
                      f"{policy.lead_time_s:g} s lead time needs them")

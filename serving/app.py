@@ -186,6 +186,7 @@ def recommend(request: RecommendationRequest, model: LoadedModel,
     policy = ScalingPolicy(
         capacity_per_replica=request.capacity_per_replica,
         target_utilisation=request.target_utilisation,
+        peak_utilisation=request.peak_utilisation,
         min_replicas=request.min_replicas, max_replicas=request.max_replicas,
         lead_time_s=request.lead_time_s, stabilisation_s=request.stabilisation_s,
         priority=request.priority)

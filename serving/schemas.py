@@ -215,7 +215,11 @@ class RecommendationRequest(BaseModel):
     history: History | None = Field(default=None, description="Recent demand; see /v1/forecast.")
     horizon: int = Field(default=288, ge=1, le=100_000, description="Steps to plan for.")
     capacity_per_replica: float = Field(gt=0, description="Demand one replica serves at 100 %.")
-    target_utilisation: float = Field(default=0.7, gt=0, le=1)
+    target_utilisation: float = Field(default=0.7, gt=0, le=1,
+                                      description="Utilisation the median forecast runs at.")
+    peak_utilisation: float = Field(
+        default=1.0, gt=0, le=1, description="Highest utilisation the priority tier's forecast "
+        "quantile (q90 for tiers 1-3) may reach; at least target_utilisation.")
     min_replicas: int = Field(default=1, ge=0)
     max_replicas: int = Field(default=100, ge=1)
     current_replicas: int = Field(ge=0)
@@ -232,6 +236,9 @@ class RecommendationRequest(BaseModel):
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas={self.min_replicas} is above "
                              f"max_replicas={self.max_replicas}")
+        if self.peak_utilisation < self.target_utilisation:
+            raise ValueError(f"peak_utilisation={self.peak_utilisation} is below "
+                             f"target_utilisation={self.target_utilisation}")
         return self
 
 

@@ -56,6 +56,20 @@ def test_priority_picks_the_quantile_provisioned_for():
     assert "scale up from 10 to 15" in critical.reason and "keep 10" in batch.reason
 
 
+def test_the_median_runs_at_the_target_and_the_tier_quantile_within_the_peak():
+    policy = ScalingPolicy(capacity_per_replica=10, target_utilisation=0.5, priority=2)
+    # A sure forecast: the median at 50 % needs 20; its q90 (105) fits in 20 at 100 %.
+    assert plan_replicas(forecast([100.0] * 5, spread=5.0), policy, 20).replicas_now == 20
+    # An unsure one: the q90 (300) at 100 % needs 30, more than the median's 20.
+    assert plan_replicas(forecast([100.0] * 5, spread=200.0), policy, 20).replicas_now == 30
+    # A lower peak utilisation keeps more headroom for the same forecast: 300 / (10 × 0.75).
+    cautious = ScalingPolicy(capacity_per_replica=10, target_utilisation=0.5, priority=2,
+                             peak_utilisation=0.75)
+    assert plan_replicas(forecast([100.0] * 5, spread=200.0), cautious, 20).replicas_now == 40
+    with pytest.raises(ValueError, match=r"peak_utilisation=0.4 must lie in \[target_utilisation=0.5, 1\]"):
+        ScalingPolicy(capacity_per_replica=10, target_utilisation=0.5, peak_utilisation=0.4)
+
+
 def test_scheduled_events_raise_the_floor_and_max_replicas_caps_it():
     frame = forecast([100.0] * 10)
     sale = ScheduledEvent(INDEX[5], INDEX[8], 3.0)

@@ -129,6 +129,8 @@ def test_a_scheduled_event_raises_the_schedule(client):
         ({"capacity_per_replica": -1}, "capacity_per_replica"),
         ({"min_replicas": 9, "max_replicas": 3}, "min_replicas=9 is above max_replicas=3"),
         ({"priority": 7}, "priority"),
+        ({"target_utilisation": 0.8, "peak_utilisation": 0.6},
+         "peak_utilisation=0.6 is below target_utilisation=0.8"),
         ({"events": [{"start": "2026-01-05T10:00:00Z", "end": "2026-01-05T09:00:00Z",
                       "multiplier": 2}]}, "is not after its start"),
     ],
