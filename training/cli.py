@@ -138,6 +138,8 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
         day = dt.date.fromisoformat(args.day) if args.day else None
     except ValueError:
         raise ValueError(f"--day {args.day!r} is not a date such as 2026-11-27") from None
+    # The nightly job runs without a terminal: its progress goes to the log.
+    logging.getLogger("training").setLevel(logging.INFO)
     started = time.perf_counter()
     try:
         outcome = retrain_nightly(_train_options(args), days=args.days, day=day,
@@ -352,8 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     fc.add_argument("--until", help="fit on the history up to this timestamp (default: all)")
     fc.add_argument("--model", default="auto",
                     help="auto (default: chosen by backtest, the median of all unless one is "
-                         "clearly better), seasonal_naive, arima, random_forest or "
-                         "median_ensemble")
+                         "clearly better), seasonal_naive, arima, random_forest, "
+                         "median_ensemble or lstm")
     fc.set_defaults(func=_cmd_forecast)
 
     se = commands.add_parser("serve", help="serve the champion model over HTTP with Ray Serve")

@@ -25,6 +25,8 @@ from models.correlation import CorrelationDetector, CorrelationDetectorConfig
 from models.forecast import Forecaster
 
 _log = logging.getLogger(__name__)
+#: Seconds between progress lines in the log while tasks run.
+_LOG_EVERY_S = 30.0
 
 
 
@@ -41,13 +43,24 @@ def ensure_ray(num_cpus: int | None = None) -> None:
 
 
 def _gather(pending: list, desc: str, unit: str, progress: bool) -> list[tuple[Any, Any, str | None]]:
-    """Wait for every task (``(key, result, error)`` triples), with a progress bar."""
-    results = []
-    with tqdm(total=len(pending), desc=desc, unit=unit, disable=not progress) as bar:
+    """Wait for every task (``(key, result, error)`` triples), with a progress bar.
+
+    Progress also goes to the log every ``_LOG_EVERY_S`` seconds, for runs without a terminal
+    (the nightly job).
+    """
+    results, total = [], len(pending)
+    started = last_logged = time.monotonic()
+    with tqdm(total=total, desc=desc, unit=unit, disable=not progress) as bar:
         while pending:
             done, pending = ray.wait(pending, num_returns=min(len(pending), 16), timeout=5.0)
             results.extend(ray.get(done))
             bar.update(len(done))
+            now = time.monotonic()
+            if now - last_logged >= _LOG_EVERY_S and pending:
+                _log.info("%s: %d of %d %s done in %.0f s", desc, len(results), total, unit,
+                          now - started)
+                last_logged = now
+    _log.info("%s: %d %s done in %.1f s", desc, total, unit, time.monotonic() - started)
     return results
 
 

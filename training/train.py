@@ -202,10 +202,12 @@ def _forecast_metrics(selections: dict, failures: dict) -> dict[str, float]:
     if chosen:
         metrics["forecast.mase_mean"] = float(np.mean([s.mase for s in chosen]))
         metrics["forecast.coverage_mean"] = float(np.mean([s.coverage for s in chosen]))
-    naive = [sel.scores["seasonal_naive"].mase for sel in selections.values()
-             if "seasonal_naive" in sel.scores]
-    if naive:
-        metrics["forecast.seasonal_naive_mase_mean"] = float(np.mean(naive))
+    names = sorted({n for sel in selections.values() for n in sel.scores})
+    for name in names:
+        scores = [sel.scores[name] for sel in selections.values() if name in sel.scores]
+        metrics[f"forecast.backtest.{name}.mase_mean"] = float(np.mean([s.mase for s in scores]))
+        metrics[f"forecast.backtest.{name}.coverage_mean"] = float(
+            np.mean([s.coverage for s in scores]))
     for sel in selections.values():
         key = f"forecast.chosen.{sel.forecaster.name}"
         metrics[key] = metrics.get(key, 0.0) + 1.0
