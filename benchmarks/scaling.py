@@ -18,8 +18,9 @@ usual peak at the target utilisation. Policies:
   highest recommendation of the last 5 minutes kept before scaling down, new
   replicas ready only after the lead time;
 - **predictive**: this service's plan (``models.capacity.plan_replicas``) on
-  a forecast from the history up to the step (its forecast quantile by
-  priority tier 3, lead time and stabilisation), never below what the
+  a forecast from the history up to the step (priority tier 3: the median
+  at the target utilisation, the q90 within full capacity; lead time and
+  stabilisation), never below what the
   demand just observed needs, with the same 5-minute scale-down
   stabilisation as the reactive rule; new replicas ready after the lead time.
 

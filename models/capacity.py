@@ -14,7 +14,7 @@ whose q90 lies well above the median gets the replicas that q90 needs, no
 more. Provisioning the q90 at the target instead stacks two margins: on the
 scaling benchmark it cost 28.5 % more replica-hours than a reactive HPA rule,
 against 11.8 % for this rule at about the same share of breached steps
-(0.57 % and 0.89 %; README, "Scaling"). Scheduled events multiply the
+(0.57 % and 0.89 %; README, "Scaling simulator"). Scheduled events multiply the
 forecast.
 
 The schedule runs, at every step, the most replicas needed within the next

@@ -40,7 +40,9 @@ def served(fleet_dataset: Path, store_uri: str) -> Iterator[str]:
     store = Path(uri.removeprefix("sqlite:///")).parent
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
-        result = train(TrainOptions(data=fleet_dataset, model_name=MODEL_NAME, progress=False))
+        # No holdout: gating is tested in tests/training; here only a served model is needed.
+        result = train(TrainOptions(data=fleet_dataset, model_name=MODEL_NAME, progress=False,
+                                    holdout_fraction=0.0))
     assert result.version == "1"
     settings = Settings(model_name=MODEL_NAME, tracking_uri=uri, cache_dir=store / "cache",
                         port=free_port(), reload_interval_s=1)
