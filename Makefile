@@ -67,7 +67,7 @@ bench-speed: $(STAMP)
 	$(BIN)/python benchmarks/score_speed.py $(NAB_ARG)
 
 bench-forecast: $(STAMP)
-	$(BIN)/python benchmarks/forecast.py $(NAB_ARG)
+	$(BIN)/python benchmarks/forecast.py --lstm $(NAB_ARG)
 
 bench-scaling: $(STAMP)
 	$(BIN)/python benchmarks/scaling.py $(NAB_ARG)
