@@ -1,7 +1,9 @@
 """The HTTP API as a plain FastAPI app: ``create_app(settings, model)`` runs with or without Ray.
 
 Errors are mapped in one place: bad input → 422 (413 past the size limits),
-no model yet → 503, anything else → 500 with a request id and no internals.
+no or wrong token → 401 / 403, no model yet → 503, anything else → 500 with
+a request id and no internals. Every request is counted and timed for
+``/metrics`` and logged as one line with its request id.
 """
 
 from __future__ import annotations
@@ -11,12 +13,16 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from mlflow.exceptions import MlflowException
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from models.alarms import AlarmPolicy, Incident, find_incidents
 from models.base import ModelFormatError, NotFittedError
@@ -31,8 +37,13 @@ from models.capacity import (
 )
 from models.correlation import CorrelationDetector
 from models.forecast import FORECAST_COLUMNS
-from serving.loader import LoadedModel, ModelHolder
+from serving import registry
+from serving.loader import LoadedModel, ModelHolder, ModelWatcher
+from serving.observability import ServiceMetrics
 from serving.schemas import (
+    AdminModelsResponse,
+    AdminPromoteRequest,
+    AdminReloadResponse,
     AllocationOut,
     Anomaly,
     ClusterPlanRequest,
@@ -55,9 +66,12 @@ from serving.schemas import (
     SeriesWindow,
     ServiceIncidentOut,
 )
+from serving.security import ANONYMOUS, AuditLog, Principal
 from serving.settings import Settings
 
 _log = logging.getLogger(__name__)
+_access = logging.getLogger("serving.access")
+_bearer = HTTPBearer(auto_error=False, description="A token with the endpoint's role")
 
 
 class PayloadTooLargeError(ValueError):
@@ -349,23 +363,93 @@ def _validation_details(error: RequestValidationError) -> list[str]:
     return messages
 
 
+def _authorizer(role: str) -> Callable[..., Principal]:
+    """A FastAPI dependency: the caller, who must hold ``role`` (401 / 403 otherwise)."""
+
+    def authorize(request: Request,
+                  credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                         Depends(_bearer)]) -> Principal:
+        tokens = request.app.state.settings.tokens
+        if tokens is None:
+            principal = ANONYMOUS
+        else:
+            if credentials is None:
+                raise HTTPException(401, "a bearer token is required",
+                                    headers={"WWW-Authenticate": "Bearer"})
+            found = tokens.authenticate(credentials.credentials)
+            if found is None:
+                raise HTTPException(401, "the bearer token is not known",
+                                    headers={"WWW-Authenticate": "Bearer"})
+            if role not in found.roles:
+                raise HTTPException(403, f"token {found.name!r} lacks the role {role!r} this "
+                                         f"endpoint needs (it has: {', '.join(sorted(found.roles))})")
+            principal = found
+        request.state.principal = principal.name
+        return principal
+
+    return authorize
+
+
+ScoreCaller = Annotated[Principal, Depends(_authorizer("score"))]
+ForecastCaller = Annotated[Principal, Depends(_authorizer("forecast"))]
+AdminCaller = Annotated[Principal, Depends(_authorizer("admin"))]
+
+
+def _endpoint(request: Request) -> str:
+    """The route's path template (bounded label values), or "unmatched"."""
+    route = request.scope.get("route")
+    return getattr(route, "path", "unmatched")
+
+
 def create_app(settings: Settings, model: LoadedModel | None = None,
-               holder: ModelHolder | None = None) -> FastAPI:
-    """The API over ``model`` (or over whatever ``holder`` holds, for hot swaps)."""
+               holder: ModelHolder | None = None,
+               watcher: ModelWatcher | None = None) -> FastAPI:
+    """The API over ``model`` (or over whatever ``holder`` holds, for hot swaps).
+
+    ``watcher`` serves ``POST /v1/admin/reload``; without one, a reload is a 409.
+    """
     holder = holder or ModelHolder(model)
     app = FastAPI(
         title="NovaEvo AIOps",
         version="0.1.0",
-        description="Anomaly scores for metric windows, from detectors trained per series.",
+        description="Anomaly scores for metric windows, from detectors trained per series; "
+                    "forecasts and capacity recommendations.",
     )
     app.state.holder = holder
     app.state.settings = settings
+    metrics = ServiceMetrics(
+        lambda: time.time() - holder.model.loaded_at if holder.model else float("nan"))
+    app.state.metrics = metrics
+    audit = AuditLog(settings.audit_log)
+    if settings.tokens is None:
+        _log.warning("no tokens configured (AIOPS_TOKENS_FILE, AIOPS_TOKENS): the API is open")
 
     @app.middleware("http")
     async def _request_id(request: Request, call_next: Callable):
         request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        response = await call_next(request)
+        started = time.perf_counter()
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
+            response = _problem(413, f"request body of {length} bytes; at most "
+                                     f"{settings.max_body_bytes} accepted", request)
+        else:
+            response = await call_next(request)
+        seconds = time.perf_counter() - started
+        endpoint = _endpoint(request)
+        metrics.observe_request(endpoint, request.method, response.status_code, seconds)
+        if holder.model is not None:
+            metrics.set_model(holder.model.name, holder.model.version, holder.model.alias)
         response.headers["x-request-id"] = request.state.request_id
+        _access.info("%s %s %d", request.method, endpoint, response.status_code, extra={
+            "request_id": request.state.request_id, "endpoint": endpoint,
+            "status": response.status_code, "duration_ms": round(seconds * 1000, 2),
+            "principal": getattr(request.state, "principal", None)})
+        return response
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, error: HTTPException) -> JSONResponse:
+        response = _problem(error.status_code, str(error.detail), request)
+        response.headers.update(error.headers or {})
         return response
 
     @app.exception_handler(RequestValidationError)
@@ -404,6 +488,7 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
         loaded = holder.require()
         return {
             "status": "ready",
+            "auth": "bearer tokens" if settings.tokens is not None else "disabled (open API)",
             "model": {"name": loaded.name, "version": loaded.version, "alias": loaded.alias},
             "seconds_since_reload": round(time.time() - loaded.loaded_at, 1),
             "reload_interval_s": settings.reload_interval_s,
@@ -419,8 +504,12 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
         summary="Score windows of one or many series",
         responses={413: {"model": Problem}, 422: {"model": Problem}, 503: {"model": Problem}},
     )
-    def score(request: ScoreRequest) -> ScoreResponse:
-        return score_request(request, holder.require(), settings)
+    def score(request: ScoreRequest, _: ScoreCaller) -> ScoreResponse:
+        response = score_request(request, holder.require(), settings)
+        for result in response.results:
+            metrics.scores.observe(max((s for s in result.scores if s is not None), default=0.0))
+        metrics.series.inc(len(response.results))
+        return response
 
     @app.post(
         "/v1/forecast",
@@ -428,7 +517,7 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
         summary="Forecast one series, with an 80 % interval",
         responses={413: {"model": Problem}, 422: {"model": Problem}, 503: {"model": Problem}},
     )
-    def forecast(request: ForecastRequest) -> ForecastResponse:
+    def forecast(request: ForecastRequest, _: ForecastCaller) -> ForecastResponse:
         return forecast_request(request, holder.require(), settings)
 
     @app.post(
@@ -437,19 +526,79 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
         summary="Replicas to run now and a schedule over the horizon, with the reason",
         responses={413: {"model": Problem}, 422: {"model": Problem}, 503: {"model": Problem}},
     )
-    def recommendations(request: RecommendationRequest) -> RecommendationResponse:
+    def recommendations(request: RecommendationRequest,
+                        _: ForecastCaller) -> RecommendationResponse:
         return recommend(request, holder.require(), settings)
 
     @app.post("/v1/cluster-plan", response_model=ClusterPlanResponse,
               summary="Share a cluster's CPU among services by priority tier",
               responses={422: {"model": Problem}})
-    def cluster(request: ClusterPlanRequest) -> ClusterPlanResponse:
+    def cluster(request: ClusterPlanRequest,
+                _: ForecastCaller) -> ClusterPlanResponse:
         return plan_cluster(request)
 
     @app.post("/v1/rightsizing", response_model=RightSizingResponse,
               summary="CPU and memory requests from usage percentiles; under-used resources",
               responses={422: {"model": Problem}})
-    def rightsizing(request: RightSizingRequest) -> RightSizingResponse:
+    def rightsizing(request: RightSizingRequest,
+                    _: ForecastCaller) -> RightSizingResponse:
         return size_resources(request)
+
+    @app.get("/metrics", summary="The service's own metrics, Prometheus text format",
+             response_class=PlainTextResponse)
+    def prometheus_metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(metrics.registry),
+                                 media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/admin/reload", response_model=AdminReloadResponse,
+              summary="Load the version the alias points at now (admin)",
+              responses={401: {"model": Problem}, 403: {"model": Problem},
+                         409: {"model": Problem}, 503: {"model": Problem}})
+    def reload(who: AdminCaller) -> AdminReloadResponse:
+        if watcher is None:
+            audit.record(who.name, "reload", "refused: no registry watcher")
+            raise HTTPException(409, "this service was started without a registry to reload from")
+        before = holder.model.version if holder.model else None
+        swapped = watcher.check()
+        after = holder.model.version if holder.model else None
+        result = (f"swapped {before} -> {after}" if swapped else
+                  f"failed: {holder.last_error}" if holder.last_error else f"kept {after}")
+        audit.record(who.name, "reload", result)
+        if holder.last_error and not swapped:
+            raise HTTPException(503, f"reload failed, still serving {before}: {holder.last_error}")
+        return AdminReloadResponse(swapped=swapped, previous_version=before, version=after)
+
+    @app.get("/v1/admin/models", response_model=AdminModelsResponse,
+             summary="The registered versions, their aliases and promotions (admin)",
+             responses={401: {"model": Problem}, 403: {"model": Problem},
+                        503: {"model": Problem}})
+    def list_models(who: AdminCaller) -> AdminModelsResponse:
+        try:
+            versions = registry.model_versions(settings.model_name,
+                                               registry.client_for(settings.tracking_uri))
+        except (LookupError, MlflowException) as error:
+            audit.record(who.name, "list_models", f"failed: {error}")
+            raise HTTPException(503, f"the registry cannot be read: {error}") from error
+        audit.record(who.name, "list_models", f"{len(versions)} versions")
+        return AdminModelsResponse(model_name=settings.model_name, versions=versions)
+
+    @app.post("/v1/admin/promote", response_model=AdminModelsResponse,
+              summary="Make a registered version the champion (admin); served after a reload",
+              responses={401: {"model": Problem}, 403: {"model": Problem},
+                         404: {"model": Problem}})
+    def promote(body: AdminPromoteRequest, who: AdminCaller) -> AdminModelsResponse:
+        try:
+            client = registry.client_for(settings.tracking_uri)
+            move = registry.set_champion(settings.model_name, body.version, action="promote",
+                                         reason=body.reason, by=who.name, client=client)
+            versions = registry.model_versions(settings.model_name, client)
+        except LookupError as error:
+            audit.record(who.name, "promote", f"refused: {error}", version=body.version)
+            raise HTTPException(404, str(error)) from error
+        audit.record(who.name, "promote", f"champion {move.previous} -> {move.version}",
+                     version=body.version, reason=body.reason)
+        if watcher is not None:
+            watcher.check()
+        return AdminModelsResponse(model_name=settings.model_name, versions=versions)
 
     return app

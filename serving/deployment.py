@@ -9,6 +9,7 @@ from ray.serve import Application
 
 from serving.app import create_app
 from serving.loader import ModelHolder, ModelWatcher, load_model
+from serving.observability import configure_logging
 from serving.settings import Settings
 
 _log = logging.getLogger(__name__)
@@ -20,6 +21,7 @@ class AiopsIngress:
     """Loads ``models:/<name>@<alias>`` when the replica starts, follows the alias, serves the app."""
 
     def __init__(self, settings: Settings) -> None:
+        configure_logging()
         self.settings = settings
         self.holder = ModelHolder(load_model(settings))
         # A new champion is picked up within settings.reload_interval_s, without a restart.
@@ -27,7 +29,7 @@ class AiopsIngress:
         self.watcher.start()
 
     def __serve_build_asgi_app__(self):
-        return create_app(self.settings, holder=self.holder)
+        return create_app(self.settings, holder=self.holder, watcher=self.watcher)
 
 
 def build_app(settings: Settings) -> Application:

@@ -325,3 +325,31 @@ class RightSizingResponse(BaseModel):
     under_used: list[str] = Field(description="service/resource whose request is over twice "
                                   "what it needs.")
     total_saving: float
+
+
+# -- admin ---------------------------------------------------------------------------------
+class AdminReloadResponse(BaseModel):
+    swapped: bool = Field(description="Whether a new version was loaded and is now served.")
+    previous_version: str | None
+    version: str | None
+
+
+class ModelVersionOut(BaseModel):
+    version: str
+    aliases: list[str]
+    created: str
+    run_id: str | None
+    promotion: str
+
+
+class AdminModelsResponse(BaseModel):
+    model_name: str
+    versions: list[ModelVersionOut]
+
+
+class AdminPromoteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str = Field(min_length=1, max_length=20, pattern=r"^[0-9]+$")
+    reason: str = Field(min_length=3, max_length=1000,
+                        description="Why; recorded with who and when.")

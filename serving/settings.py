@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from models.alarms import AlarmPolicy
+from serving.security import TokenStore
 
 
 def _env_int(name: str, default: int) -> int:
@@ -46,6 +47,13 @@ class Settings:
     reload_interval_s
         How often the registry is asked whether the alias moved (a new
         champion is served within this); 0 never reloads.
+    tokens
+        Bearer tokens and their roles (``AIOPS_TOKENS_FILE`` or ``AIOPS_TOKENS``, see
+        :mod:`serving.security`); None runs the service open.
+    audit_log
+        JSON-lines file of admin actions (``AIOPS_AUDIT_LOG``); None logs them only.
+    max_body_bytes
+        Largest request body accepted (413 beyond).
     alarm_policy
         How alarmed points group into incidents and get a severity;
         ``AIOPS_ALARM_POLICY`` names a JSON file that overrides the defaults.
@@ -61,6 +69,9 @@ class Settings:
     max_series_per_request: int = 1_000
     num_replicas: int = 1
     reload_interval_s: float = 30.0
+    tokens: TokenStore | None = None
+    audit_log: Path | None = None
+    max_body_bytes: int = 20_000_000
     alarm_policy: AlarmPolicy = dataclasses.field(default_factory=AlarmPolicy)
 
     def __post_init__(self) -> None:
@@ -71,7 +82,8 @@ class Settings:
             raise ValueError(f"port={self.port} must lie in [1, 65535]")
         if not 0 <= self.reload_interval_s <= 86_400:
             raise ValueError(f"reload_interval_s={self.reload_interval_s} must lie in [0, 86400]")
-        for name in ("max_points_per_series", "max_series_per_request", "num_replicas"):
+        for name in ("max_points_per_series", "max_series_per_request", "num_replicas",
+                     "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
 
@@ -86,7 +98,12 @@ class Settings:
             "max_points_per_series": _env_int("AIOPS_MAX_POINTS_PER_SERIES", cls.max_points_per_series),
             "max_series_per_request": _env_int("AIOPS_MAX_SERIES_PER_REQUEST", cls.max_series_per_request),
             "reload_interval_s": _env_int("AIOPS_RELOAD_INTERVAL_S", int(cls.reload_interval_s)),
+            "max_body_bytes": _env_int("AIOPS_MAX_BODY_BYTES", cls.max_body_bytes),
+            "tokens": TokenStore.from_sources(os.environ.get("AIOPS_TOKENS_FILE"),
+                                              os.environ.get("AIOPS_TOKENS")),
         }
+        if os.environ.get("AIOPS_AUDIT_LOG"):
+            values["audit_log"] = Path(os.environ["AIOPS_AUDIT_LOG"])
         policy_file = os.environ.get("AIOPS_ALARM_POLICY")
         if policy_file:
             values["alarm_policy"] = load_alarm_policy(Path(policy_file))

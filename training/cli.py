@@ -251,6 +251,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_token(args: argparse.Namespace) -> int:
+    from serving.security import new_token
+
+    token, entry = new_token(args.name, args.roles.split(","))
+    print(f"token (give it to {args.name}; it is shown only now):\n  {token}")
+    print("entry for AIOPS_TOKENS_FILE (a JSON list of such entries):")
+    print("  " + json.dumps(entry))
+    return 0
+
+
 def _training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="Parquet dataset directory")
     parser.add_argument("--detectors", default=",".join((*DEFAULT_DETECTORS, "correlation")),
@@ -357,6 +367,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "clearly better), seasonal_naive, arima, random_forest, "
                          "median_ensemble or lstm")
     fc.set_defaults(func=_cmd_forecast)
+
+    tk = commands.add_parser("token", help="API tokens")
+    tk_commands = tk.add_subparsers(dest="token_command", required=True)
+    tn = tk_commands.add_parser("new", help="make a bearer token and its hashed entry")
+    tn.add_argument("--name", required=True, help="who or what uses it, e.g. alerting-engine")
+    tn.add_argument("--roles", required=True, help="comma-separated: score, forecast, admin")
+    tn.set_defaults(func=_cmd_token)
 
     se = commands.add_parser("serve", help="serve the champion model over HTTP with Ray Serve")
     se.add_argument("--host", default="127.0.0.1")

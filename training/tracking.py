@@ -13,15 +13,14 @@ import os
 from pathlib import Path
 
 import mlflow
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+
+from serving.registry import CHALLENGER, CHAMPION, alias_version
 
 _log = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "novaevo-aiops"
 DEFAULT_MODEL_NAME = "novaevo-detectors"
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 
 
 def default_tracking_uri(root: str | Path = "mlruns") -> str:
@@ -56,10 +55,5 @@ def ensure_experiment(name: str = DEFAULT_EXPERIMENT) -> str:
         return existing.experiment_id
     return client.create_experiment(name, artifact_location=artifact_location(mlflow.get_tracking_uri()))
 
-
-def alias_version(model_name: str, alias: str) -> str | None:
-    """The version number that ``alias`` points at, or None if unset or the model is unknown."""
-    try:
-        return str(MlflowClient().get_model_version_by_alias(model_name, alias).version)
-    except MlflowException:
-        return None
+__all__ = ["CHALLENGER", "CHAMPION", "DEFAULT_EXPERIMENT", "DEFAULT_MODEL_NAME", "alias_version",
+           "artifact_location", "configure_tracking", "default_tracking_uri", "ensure_experiment"]
