@@ -8,7 +8,7 @@ from ray import serve
 from ray.serve import Application
 
 from serving.app import create_app
-from serving.loader import ModelHolder, ModelWatcher, load_model
+from serving.loader import ModelHolder, ModelWatcher, start_model
 from serving.observability import configure_logging
 from serving.settings import Settings
 
@@ -23,7 +23,7 @@ class AiopsIngress:
     def __init__(self, settings: Settings) -> None:
         configure_logging()
         self.settings = settings
-        self.holder = ModelHolder(load_model(settings))
+        self.holder = ModelHolder(start_model(settings))
         # A new champion is picked up within settings.reload_interval_s, without a restart.
         self.watcher = ModelWatcher(settings, self.holder)
         self.watcher.start()

@@ -7,11 +7,19 @@ takes the holder's model once when it starts, so a request in flight
 finishes on the version it began with and none is dropped; every response
 names the version it used. A failed load keeps the old model and is
 reported on ``/readyz``.
+
+When the registry is unreachable at start-up (:func:`start_model`), the
+service starts from the version it last loaded from the registry (kept in
+its cache with a pointer file per alias), or — without one — from no
+trained model at all, scoring every series with the window baseline (its
+own recent past); ``/readyz`` names the source. The watcher keeps asking
+the registry and swaps the registry's version in once it answers.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import threading
 import time
@@ -29,7 +37,14 @@ _log = logging.getLogger(__name__)
 
 
 class ModelUnavailableError(LookupError):
-    """The registry has no model to serve (unknown name or alias, unreachable store)."""
+    """The registry has no model to serve (unknown name or alias, unreachable store).
+
+    ``missing`` is True when the registry answered that the model or alias does not exist.
+    """
+
+    def __init__(self, message: str, *, missing: bool = False) -> None:
+        super().__init__(message)
+        self.missing = missing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +56,8 @@ class LoadedModel:
     version: str
     alias: str
     loaded_at: float
+    #: Where it came from: "registry", or why the service runs on something else.
+    source: str = "registry"
 
 
 def load_model(settings: Settings) -> LoadedModel:
@@ -55,10 +72,13 @@ def load_model(settings: Settings) -> LoadedModel:
     try:
         version = client.get_model_version_by_alias(settings.model_name, settings.model_alias)
     except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise ModelUnavailableError(f"the registry at {settings.tracking_uri} cannot be "
+                                        f"read: {error.message}") from error
         raise ModelUnavailableError(
             f"no version of model {settings.model_name!r} has alias {settings.model_alias!r} in "
-            f"{settings.tracking_uri}; run `aiops train --data DIR` first ({error.message})"
-        ) from error
+            f"{settings.tracking_uri}; run `aiops train --data DIR` first ({error.message})",
+            missing=True) from error
     target = Path(settings.cache_dir) / settings.model_name / str(version.version)
     bundle_dir = target / "artifacts" / "bundle"
     if not (bundle_dir / "bundle.json").exists():
@@ -72,8 +92,45 @@ def load_model(settings: Settings) -> LoadedModel:
     bundle = DetectorBundle.load(bundle_dir)
     _log.info("loaded %s version %s (%d series) from %s", settings.model_name, version.version,
               len(bundle.series), settings.tracking_uri)
+    _pointer(settings).write_text(json.dumps({"version": str(version.version),
+                                              "bundle": str(bundle_dir.resolve())}))
     return LoadedModel(bundle, settings.model_name, str(version.version), settings.model_alias,
                        time.time())
+
+
+def _pointer(settings: Settings) -> Path:
+    """The cache's record of the version last loaded for the alias."""
+    return Path(settings.cache_dir) / settings.model_name / f"{settings.model_alias}.json"
+
+
+def start_model(settings: Settings) -> LoadedModel:
+    """The model to start serving: the registry's, else the cached one, else none.
+
+    Only an unreachable or broken registry falls back; an alias that is not set in a
+    reachable registry is still an error (nothing was ever trained).
+    """
+    try:
+        return load_model(settings)
+    except ModelUnavailableError as error:
+        if error.missing:
+            raise
+        reason = str(error)
+    except (MlflowException, OSError) as error:
+        reason = f"{type(error).__name__}: {error}"
+    pointer = _pointer(settings)
+    try:
+        cached = json.loads(pointer.read_text())
+        bundle = DetectorBundle.load(cached["bundle"])
+    except (OSError, ValueError, KeyError) as error:
+        _log.error("registry unreachable (%s) and no cached model (%s): serving the window "
+                   "baseline only", reason, error)
+        return LoadedModel(DetectorBundle({}), settings.model_name, "none", settings.model_alias,
+                           time.time(), source=f"window baseline only: registry unreachable "
+                                               f"({reason[:200]}) and no cached model")
+    _log.warning("registry unreachable (%s): serving cached version %s", reason,
+                 cached["version"])
+    return LoadedModel(bundle, settings.model_name, str(cached["version"]), settings.model_alias,
+                       time.time(), source=f"cache: registry unreachable ({reason[:200]})")
 
 
 def alias_target(settings: Settings) -> str:
@@ -115,7 +172,7 @@ class ModelWatcher:
         try:
             target = alias_target(self.settings)
             current = self.holder.model
-            if current is not None and current.version == target:
+            if current is not None and current.version == target and current.source == "registry":
                 self.holder.last_error = None
                 return False
             loaded = load_model(self.settings)

@@ -223,18 +223,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from ray import serve
 
     from serving.deployment import run
-    from serving.loader import load_model
+    from serving.loader import start_model
     from serving.settings import Settings
 
     settings = Settings.from_env(host=args.host, port=args.port, model_name=args.model_name,
                                  model_alias=args.alias)
     # Fail here, with a clear message, rather than inside a replica that Serve keeps restarting.
-    loaded = load_model(settings)
+    loaded = start_model(settings)
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
     run(settings)
     url = f"http://{settings.host}:{settings.port}"
     print(f"NovaEvo AIOps ready at {url} serving {loaded.name} version {loaded.version} "
           f"({len(loaded.bundle.series)} series)", flush=True)
+    if loaded.source != "registry":
+        print(f"  warning: {loaded.source}", flush=True)
     if args.sample_request:
         print(f"  try: curl -s -X POST {url}/v1/score -H 'content-type: application/json' "
               f"-d @{args.sample_request}", flush=True)
