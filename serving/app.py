@@ -9,6 +9,7 @@ a request id and no internals. Every request is counted and timed for
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import time
 import uuid
@@ -38,12 +39,14 @@ from models.capacity import (
 from models.correlation import CorrelationDetector
 from models.forecast import FORECAST_COLUMNS
 from serving import registry
+from serving.alerts import series_alerts, service_alerts
 from serving.loader import LoadedModel, ModelHolder, ModelWatcher
 from serving.observability import ServiceMetrics
 from serving.schemas import (
     AdminModelsResponse,
     AdminPromoteRequest,
     AdminReloadResponse,
+    AlertOut,
     AllocationOut,
     Anomaly,
     ClusterPlanRequest,
@@ -298,7 +301,8 @@ def service_incidents(
     return out
 
 
-def score_request(request: ScoreRequest, model: LoadedModel, settings: Settings) -> ScoreResponse:
+def score_request(request: ScoreRequest, model: LoadedModel, settings: Settings,
+                  generator_url: str = "/v1/score") -> ScoreResponse:
     check_limits(request, settings)
     policy = settings.alarm_policy
     if request.threshold is not None:
@@ -343,7 +347,26 @@ def score_request(request: ScoreRequest, model: LoadedModel, settings: Settings)
         threshold=policy.threshold,
         results=results,
         service_incidents=incidents,
+        alerts=_alerts(request, results, incidents, policy, generator_url),
     )
+
+
+def _alerts(request: ScoreRequest, results: list[SeriesResult],
+            incidents: list[ServiceIncidentOut], policy: AlarmPolicy,
+            generator_url: str) -> list[AlertOut]:
+    gap = dt.timedelta(seconds=policy.merge_gap_s)
+    out = []
+    ends: dict[str, tuple[dt.datetime, dt.timedelta]] = {}
+    for window, result in zip(request.series, results, strict=True):
+        stamps = window.timestamps
+        step = (stamps[-1] - stamps[-2]) if len(stamps) > 1 else dt.timedelta(minutes=1)
+        ends[window.service] = max(ends.get(window.service, (stamps[-1], step)),
+                                   (stamps[-1], step))
+        out.extend(series_alerts(result, stamps[-1], step, gap, generator_url))
+    for incident in incidents:
+        end, step = ends[incident.service]
+        out.append(service_alerts(incident, end, step, gap, generator_url))
+    return out
 
 
 def _problem(status: int, detail: str | list, request: Request) -> JSONResponse:
@@ -505,8 +528,9 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
         summary="Score windows of one or many series",
         responses={413: {"model": Problem}, 422: {"model": Problem}, 503: {"model": Problem}},
     )
-    def score(request: ScoreRequest, _: ScoreCaller) -> ScoreResponse:
-        response = score_request(request, holder.require(), settings)
+    def score(request: ScoreRequest, http_request: Request, _: ScoreCaller) -> ScoreResponse:
+        response = score_request(request, holder.require(), settings,
+                                 str(http_request.url_for("score")))
         for result in response.results:
             metrics.scores.observe(max((s for s in result.scores if s is not None), default=0.0))
         metrics.series.inc(len(response.results))

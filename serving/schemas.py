@@ -138,6 +138,19 @@ class ModelInfo(BaseModel):
     alias: str
 
 
+class AlertOut(BaseModel):
+    """One alert in the shape of Alertmanager's webhook payload."""
+
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str] = Field(description="alertname, service, metric, severity (P0-P3).")
+    annotations: dict[str, str] = Field(description="summary, description (the reason), and "
+                                        "the expected range or value.")
+    startsAt: datetime  # Alertmanager's field names, camelCase as it sends them
+    endsAt: datetime = Field(description="0001-01-01T00:00:00Z while firing.")
+    generatorURL: str
+    fingerprint: str = Field(description="A hash of the labels, as Alertmanager computes one.")
+
+
 class ScoreResponse(BaseModel):
     model: ModelInfo
     threshold: float
@@ -146,6 +159,10 @@ class ScoreResponse(BaseModel):
         description="Multi-metric incidents: for each service whose metrics were all sent, "
         "a metric that its siblings no longer explain, once per service and time span."
     )
+    alerts: list[AlertOut] = Field(
+        default_factory=list,
+        description="Every incident above as an Alertmanager alert (firing while it lasts to the "
+        "end of its window, resolved otherwise), ready to post to /api/v2/alerts.")
 
 
 class Problem(BaseModel):

@@ -213,3 +213,28 @@ def test_a_series_sent_twice_is_refused(client, live_window):
     response = client.post("/v1/score", json=body)
     assert response.status_code == 422
     assert "series[1] repeats web/cpu of series[0]" in response.json()["detail"]
+
+
+def test_incidents_come_as_alertmanager_alerts(client):
+    window = daily_series(288 * 6, seed=1).iloc[-360:].copy()
+    window.iloc[100] += 60  # over long before the window ends: resolved
+    window.iloc[-1] += 60   # at the last point: firing
+    first = client.post("/v1/score", json={"series": [window_body(window)]}).json()
+    alerts = first["alerts"]
+    assert {a["status"] for a in alerts} == {"firing", "resolved"}
+    firing = next(a for a in alerts if a["status"] == "firing")
+    resolved = next(a for a in alerts if a["status"] == "resolved")
+    assert firing["endsAt"].startswith("0001-01-01T00:00:00")
+    assert firing["labels"] == {"alertname": "MetricAnomaly", "service": "web", "metric": "cpu",
+                                "severity": firing["labels"]["severity"]}
+    assert firing["labels"]["severity"] in {"P0", "P1", "P2", "P3"}
+    assert "to" in firing["annotations"]["expected_range"]
+    assert firing["annotations"]["description"].startswith("1 alarmed point(s) of cpu")
+    assert firing["generatorURL"].endswith("/v1/score")
+    stamp = window.index[100].strftime("%Y-%m-%dT%H:%M:%S")
+    assert resolved["startsAt"].startswith(stamp)
+    assert resolved["endsAt"].startswith(window.index[101].strftime("%Y-%m-%dT%H:%M:%S"))
+    # The same alert in the next request keeps its fingerprint (labels alone, as Alertmanager).
+    later = window.iloc[1:].copy()
+    again = client.post("/v1/score", json={"series": [window_body(later)]}).json()["alerts"]
+    assert firing["fingerprint"] in {a["fingerprint"] for a in again if a["status"] == "firing"}

@@ -1,0 +1,72 @@
+"""Incidents as Alertmanager alerts, so that existing alerting stacks take them as they are.
+
+Each alert has the shape of an alert in Alertmanager's webhook payload
+(``status``, ``labels``, ``annotations``, ``startsAt``, ``endsAt``,
+``generatorURL``, ``fingerprint``). An incident still going on at the end of
+the scored window is ``firing`` with the zero ``endsAt`` Alertmanager uses
+for open alerts; one that ended earlier in the window is ``resolved`` at its
+last alarmed point plus one step. The fingerprint is, as in Alertmanager, a
+hash of the label set alone, so the same alert sent by successive requests
+has the same fingerprint.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+from serving.schemas import AlertOut, SeriesResult, ServiceIncidentOut
+
+ALERT_NAME = "MetricAnomaly"
+SERVICE_ALERT_NAME = "ServiceMetricsDiverge"
+#: Alertmanager's "no end yet" timestamp.
+OPEN_END = dt.datetime(1, 1, 1, tzinfo=dt.UTC)
+
+
+def fingerprint(labels: dict[str, str]) -> str:
+    text = "\x00".join(f"{k}\x00{v}" for k, v in sorted(labels.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _status(end: dt.datetime, window_end: dt.datetime, step: dt.timedelta,
+            merge_gap: dt.timedelta) -> tuple[str, dt.datetime]:
+    if window_end - end <= merge_gap:
+        return "firing", OPEN_END
+    return "resolved", end + step
+
+
+def series_alerts(result: SeriesResult, window_end: dt.datetime, step: dt.timedelta,
+                  merge_gap: dt.timedelta, generator_url: str) -> list[AlertOut]:
+    ranges = {a.timestamp: (a.expected_low, a.expected_high) for a in result.anomalies}
+    alerts = []
+    for incident in result.incidents:
+        labels = {"alertname": ALERT_NAME, "service": result.service, "metric": result.metric,
+                  "severity": incident.severity}
+        low, high = ranges.get(incident.peak_at, (float("nan"), float("nan")))
+        status, ends = _status(incident.end, window_end, step, merge_gap)
+        alerts.append(AlertOut(
+            status=status, labels=labels,
+            annotations={"summary": f"{result.metric} of {result.service} is anomalous",
+                         "description": incident.reason,
+                         "expected_range": f"{low:.6g} to {high:.6g}",
+                         "peak_value": f"{incident.peak_value:.6g}",
+                         "peak_score": f"{incident.peak_score:.6f}"},
+            startsAt=incident.start, endsAt=ends, generatorURL=generator_url,
+            fingerprint=fingerprint(labels)))
+    return alerts
+
+
+def service_alerts(incident: ServiceIncidentOut, window_end: dt.datetime, step: dt.timedelta,
+                   merge_gap: dt.timedelta, generator_url: str) -> AlertOut:
+    labels = {"alertname": SERVICE_ALERT_NAME, "service": incident.service,
+              "metric": incident.peak_metric, "severity": incident.severity}
+    status, ends = _status(incident.end, window_end, step, merge_gap)
+    return AlertOut(
+        status=status, labels=labels,
+        annotations={"summary": f"{', '.join(incident.metrics)} of {incident.service} no longer "
+                                "move with their drivers",
+                     "description": incident.diagnosis,
+                     "expected_value": f"{incident.expected_value:.6g}",
+                     "peak_value": f"{incident.peak_value:.6g}"},
+        startsAt=incident.start, endsAt=ends, generatorURL=generator_url,
+        fingerprint=fingerprint(labels))
