@@ -13,12 +13,13 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import numpy as np
 import pandas as pd
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -424,12 +425,19 @@ def _endpoint(request: Request) -> str:
     return getattr(route, "path", "unmatched")
 
 
+#: Scores one request; the Serve deployment passes one that batches concurrent requests.
+BatchScorer = Callable[[ScoreRequest, str], Awaitable[ScoreResponse]]
+
+
 def create_app(settings: Settings, model: LoadedModel | None = None,
                holder: ModelHolder | None = None,
-               watcher: ModelWatcher | None = None) -> FastAPI:
+               watcher: ModelWatcher | None = None,
+               batch_scorer: BatchScorer | None = None) -> FastAPI:
     """The API over ``model`` (or over whatever ``holder`` holds, for hot swaps).
 
     ``watcher`` serves ``POST /v1/admin/reload``; without one, a reload is a 409.
+    ``batch_scorer`` scores ``/v1/score`` requests (the Serve deployment groups
+    concurrent ones with ``@serve.batch``); without one, each is scored in a thread.
     """
     holder = holder or ModelHolder(model)
     app = FastAPI(
@@ -528,9 +536,14 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
         summary="Score windows of one or many series",
         responses={413: {"model": Problem}, 422: {"model": Problem}, 503: {"model": Problem}},
     )
-    def score(request: ScoreRequest, http_request: Request, _: ScoreCaller) -> ScoreResponse:
-        response = score_request(request, holder.require(), settings,
-                                 str(http_request.url_for("score")))
+    async def score(request: ScoreRequest, http_request: Request,
+                    _: ScoreCaller) -> ScoreResponse:
+        url = str(http_request.url_for("score"))
+        if batch_scorer is not None:
+            response = await batch_scorer(request, url)
+        else:
+            response = await run_in_threadpool(score_request, request, holder.require(),
+                                               settings, url)
         for result in response.results:
             metrics.scores.observe(max((s for s in result.scores if s is not None), default=0.0))
         metrics.series.inc(len(response.results))

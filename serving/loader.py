@@ -80,15 +80,17 @@ def load_model(settings: Settings) -> LoadedModel:
             f"{settings.tracking_uri}; run `aiops train --data DIR` first ({error.message})",
             missing=True) from error
     target = Path(settings.cache_dir) / settings.model_name / str(version.version)
-    bundle_dir = target / "artifacts" / "bundle"
-    if not (bundle_dir / "bundle.json").exists():
+    if not _find_bundle(target):
         target.mkdir(parents=True, exist_ok=True)
-        mlflow.set_tracking_uri(settings.tracking_uri)
-        mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{settings.model_name}/{version.version}",
-            dst_path=str(target),
-            tracking_uri=settings.tracking_uri,
-        )
+        # The version's own artifact location, read through this client: no global MLflow
+        # state (tracking or registry URI) decides which store is read.
+        source = client.get_model_version_download_uri(settings.model_name, version.version)
+        mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(target),
+                                            tracking_uri=settings.tracking_uri)
+    bundle_dir = _find_bundle(target)
+    if bundle_dir is None:
+        raise ModelUnavailableError(f"version {version.version} of {settings.model_name!r} holds "
+                                    "no detector bundle (artifacts/bundle/bundle.json)")
     bundle = DetectorBundle.load(bundle_dir)
     _log.info("loaded %s version %s (%d series) from %s", settings.model_name, version.version,
               len(bundle.series), settings.tracking_uri)
@@ -96,6 +98,12 @@ def load_model(settings: Settings) -> LoadedModel:
                                               "bundle": str(bundle_dir.resolve())}))
     return LoadedModel(bundle, settings.model_name, str(version.version), settings.model_alias,
                        time.time())
+
+
+def _find_bundle(root: Path) -> Path | None:
+    """The folder holding ``bundle.json`` under a downloaded version, if any."""
+    found = sorted(root.rglob("bundle/bundle.json"), key=lambda p: len(p.parts))
+    return found[0].parent if found else None
 
 
 def _pointer(settings: Settings) -> Path:

@@ -44,6 +44,9 @@ class Settings:
         Where downloaded model versions are kept.
     max_points_per_series, max_series_per_request
         Request size limits; larger requests get a 413.
+    num_replicas, max_replicas
+        A fixed number of Serve replicas, or 0 (default) to autoscale between 1 and
+        ``max_replicas`` on the requests in flight.
     reload_interval_s
         How often the registry is asked whether the alias moved (a new
         champion is served within this); 0 never reloads.
@@ -67,7 +70,8 @@ class Settings:
     port: int = 8000
     max_points_per_series: int = 10_000
     max_series_per_request: int = 1_000
-    num_replicas: int = 1
+    num_replicas: int = 0
+    max_replicas: int = 2
     reload_interval_s: float = 30.0
     tokens: TokenStore | None = None
     audit_log: Path | None = None
@@ -82,7 +86,9 @@ class Settings:
             raise ValueError(f"port={self.port} must lie in [1, 65535]")
         if not 0 <= self.reload_interval_s <= 86_400:
             raise ValueError(f"reload_interval_s={self.reload_interval_s} must lie in [0, 86400]")
-        for name in ("max_points_per_series", "max_series_per_request", "num_replicas",
+        if self.num_replicas < 0:
+            raise ValueError(f"num_replicas={self.num_replicas} must be >= 0 (0: autoscale)")
+        for name in ("max_points_per_series", "max_series_per_request", "max_replicas",
                      "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
@@ -99,6 +105,8 @@ class Settings:
             "max_series_per_request": _env_int("AIOPS_MAX_SERIES_PER_REQUEST", cls.max_series_per_request),
             "reload_interval_s": _env_int("AIOPS_RELOAD_INTERVAL_S", int(cls.reload_interval_s)),
             "max_body_bytes": _env_int("AIOPS_MAX_BODY_BYTES", cls.max_body_bytes),
+            "num_replicas": _env_int("AIOPS_NUM_REPLICAS", cls.num_replicas),
+            "max_replicas": _env_int("AIOPS_MAX_REPLICAS", cls.max_replicas),
             "tokens": TokenStore.from_sources(os.environ.get("AIOPS_TOKENS_FILE"),
                                               os.environ.get("AIOPS_TOKENS")),
         }

@@ -57,8 +57,8 @@ def test_no_token_is_401_a_token_without_the_role_is_403(secured, body):
     assert secured.get("/readyz").json()["auth"] == "bearer tokens"
 
 
-def test_admin_actions_are_audited(secured, settings, tmp_path):
-    client = MlflowClient()
+def test_admin_actions_are_audited(secured, settings, tmp_path, mlflow_store):
+    client = MlflowClient(tracking_uri=mlflow_store, registry_uri=mlflow_store)
     client.create_registered_model(settings.model_name)
     for _ in range(2):
         client.create_model_version(settings.model_name, source=str(tmp_path))

@@ -101,6 +101,22 @@ def test_bad_request_is_a_422_over_http(served):
     assert "series.0.metric" in str(response.json()["detail"])
 
 
+def test_batched_requests_keep_their_own_answers_and_errors(served, small_fleet):
+    """Concurrent requests are scored in batches; a bad one fails alone, with its own 422."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    service = small_fleet["service"].iloc[0]
+    rows = small_fleet[(small_fleet.service == service) & (small_fleet.metric == "request_rate")]
+    good = window_body(to_series(rows.tail(60)), service=service, metric="request_rate")
+    bodies = [{"series": [good]}] * 12 + [{"series": [good, good]}] * 4  # repeats: a 422 each
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda b: httpx.post(f"{served}/v1/score", json=b, timeout=60),
+                                bodies))
+    assert [a.status_code for a in answers] == [200] * 12 + [422] * 4
+    assert all(len(a.json()["results"][0]["scores"]) == 60 for a in answers[:12])
+    assert all("repeats" in str(a.json()["detail"]) for a in answers[12:])
+
+
 def test_unknown_series_is_answered_not_failed(served):
     index = pd.date_range("2026-02-01", periods=120, freq="1min", tz="UTC")
     values = pd.Series(np.r_[np.ones(100), np.full(20, 50.0)], index=index)

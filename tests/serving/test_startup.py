@@ -21,7 +21,7 @@ def registered(loaded_model, mlflow_store, tmp_path) -> Settings:
     """The conftest bundle registered as version 1, alias champion, in a real SQLite store."""
     source = tmp_path / "model"
     loaded_model.bundle.save(source / "artifacts" / "bundle")
-    client = MlflowClient()
+    client = MlflowClient(tracking_uri=mlflow_store, registry_uri=mlflow_store)
     client.create_registered_model("startup-test")
     client.create_model_version("startup-test", source=str(source))
     client.set_registered_model_alias("startup-test", "champion", "1")
