@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
@@ -370,6 +370,11 @@ def _alerts(request: ScoreRequest, results: list[SeriesResult],
     return out
 
 
+def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error answers a route can give: all are a :class:`Problem`."""
+    return {code: {"model": Problem} for code in codes}
+
+
 def _problem(status: int, detail: str | list, request: Request) -> JSONResponse:
     request_id = getattr(request.state, "request_id", None)
     return JSONResponse(
@@ -514,7 +519,7 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
         return {"status": "ok"}
 
     @app.get("/readyz", summary="A model is loaded and requests can be scored",
-             responses={503: {"model": Problem}})
+             responses=_problems(503))
     def readyz() -> dict[str, object]:
         loaded = holder.require()
         return {
@@ -534,7 +539,7 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
         "/v1/score",
         response_model=ScoreResponse,
         summary="Score windows of one or many series",
-        responses={413: {"model": Problem}, 422: {"model": Problem}, 503: {"model": Problem}},
+        responses=_problems(400, 401, 403, 413, 422, 503),
     )
     async def score(request: ScoreRequest, http_request: Request,
                     _: ScoreCaller) -> ScoreResponse:
@@ -553,7 +558,7 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
         "/v1/forecast",
         response_model=ForecastResponse,
         summary="Forecast one series, with an 80 % interval",
-        responses={413: {"model": Problem}, 422: {"model": Problem}, 503: {"model": Problem}},
+        responses=_problems(400, 401, 403, 413, 422, 503),
     )
     def forecast(request: ForecastRequest, _: ForecastCaller) -> ForecastResponse:
         return forecast_request(request, holder.require(), settings)
@@ -562,7 +567,7 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
         "/v1/recommendations",
         response_model=RecommendationResponse,
         summary="Replicas to run now and a schedule over the horizon, with the reason",
-        responses={413: {"model": Problem}, 422: {"model": Problem}, 503: {"model": Problem}},
+        responses=_problems(400, 401, 403, 413, 422, 503),
     )
     def recommendations(request: RecommendationRequest,
                         _: ForecastCaller) -> RecommendationResponse:
@@ -570,14 +575,14 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
 
     @app.post("/v1/cluster-plan", response_model=ClusterPlanResponse,
               summary="Share a cluster's CPU among services by priority tier",
-              responses={422: {"model": Problem}})
+              responses=_problems(400, 401, 403, 413, 422))
     def cluster(request: ClusterPlanRequest,
                 _: ForecastCaller) -> ClusterPlanResponse:
         return plan_cluster(request)
 
     @app.post("/v1/rightsizing", response_model=RightSizingResponse,
               summary="CPU and memory requests from usage percentiles; under-used resources",
-              responses={422: {"model": Problem}})
+              responses=_problems(400, 401, 403, 413, 422))
     def rightsizing(request: RightSizingRequest,
                     _: ForecastCaller) -> RightSizingResponse:
         return size_resources(request)
@@ -590,8 +595,7 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
 
     @app.post("/v1/admin/reload", response_model=AdminReloadResponse,
               summary="Load the version the alias points at now (admin)",
-              responses={401: {"model": Problem}, 403: {"model": Problem},
-                         409: {"model": Problem}, 503: {"model": Problem}})
+              responses=_problems(400, 401, 403, 409, 413, 422, 503))
     def reload(who: AdminCaller) -> AdminReloadResponse:
         if watcher is None:
             audit.record(who.name, "reload", "refused: no registry watcher")
@@ -608,13 +612,15 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
 
     @app.get("/v1/admin/models", response_model=AdminModelsResponse,
              summary="The registered versions, their aliases and promotions (admin)",
-             responses={401: {"model": Problem}, 403: {"model": Problem},
-                        503: {"model": Problem}})
+             responses=_problems(401, 403, 404, 413, 422, 503))
     def list_models(who: AdminCaller) -> AdminModelsResponse:
         try:
             versions = registry.model_versions(settings.model_name,
                                                registry.client_for(settings.tracking_uri))
-        except (LookupError, MlflowException) as error:
+        except LookupError as error:
+            audit.record(who.name, "list_models", f"failed: {error}")
+            raise HTTPException(404, str(error)) from error
+        except MlflowException as error:
             audit.record(who.name, "list_models", f"failed: {error}")
             raise HTTPException(503, f"the registry cannot be read: {error}") from error
         audit.record(who.name, "list_models", f"{len(versions)} versions")
@@ -622,8 +628,7 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
 
     @app.post("/v1/admin/promote", response_model=AdminModelsResponse,
               summary="Make a registered version the champion (admin); served after a reload",
-              responses={401: {"model": Problem}, 403: {"model": Problem},
-                         404: {"model": Problem}})
+              responses=_problems(400, 401, 403, 404, 413, 422))
     def promote(body: AdminPromoteRequest, who: AdminCaller) -> AdminModelsResponse:
         try:
             client = registry.client_for(settings.tracking_uri)

@@ -1,12 +1,37 @@
-"""Request and response bodies of the HTTP API (they make ``/openapi.json``)."""
+"""Request and response bodies of the HTTP API (they make ``/openapi.json``).
+
+Request bodies are validated strictly: a number field takes a JSON number, not
+``true`` or ``"3"``; timestamps are ISO 8601 strings with a timezone.
+"""
 
 from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    field_validator,
+    model_validator,
+)
+
+
+def _iso_text(value: object) -> object:
+    if not isinstance(value, str | datetime):
+        raise ValueError(f"expected an ISO 8601 timestamp string such as 2026-01-05T10:00:00Z, "
+                         f"got {type(value).__name__} {value!r}")
+    return value
+
+
+#: An ISO 8601 string in a request (JSON has no datetime type), checked for a timezone.
+Timestamp = Annotated[datetime, Strict(False), BeforeValidator(_iso_text)]
+#: The config of every request body: unknown fields and loosely typed values are refused.
+REQUEST = ConfigDict(extra="forbid", strict=True)
 
 
 class History(BaseModel):
@@ -16,9 +41,9 @@ class History(BaseModel):
     strictly increasing. A ``null`` value is a gap.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
-    timestamps: list[datetime] = Field(min_length=1)
+    timestamps: list[Timestamp] = Field(min_length=1)
     values: list[float | None] = Field(min_length=1)
 
     @field_validator("timestamps")
@@ -61,7 +86,7 @@ class SeriesWindow(History):
 class ScoreRequest(BaseModel):
     """One or many windows to score."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
     series: list[SeriesWindow] = Field(min_length=1)
     detectors: list[str] | None = Field(
@@ -175,7 +200,7 @@ class Problem(BaseModel):
 class ForecastRequest(BaseModel):
     """What load is coming for one series."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
     service: str = Field(min_length=1, max_length=200, examples=["checkout"])
     metric: str = Field(min_length=1, max_length=200, examples=["request_rate"])
@@ -205,10 +230,10 @@ class ForecastResponse(BaseModel):
 
 
 class ScheduledEventIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
-    start: datetime
-    end: datetime
+    start: Timestamp
+    end: Timestamp
     multiplier: float = Field(gt=0, description="Expected demand × this between start and end.")
 
     @model_validator(mode="after")
@@ -224,7 +249,7 @@ class ScheduledEventIn(BaseModel):
 class RecommendationRequest(BaseModel):
     """How many replicas one service should run, now and over the horizon."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
     service: str = Field(min_length=1, max_length=200, examples=["checkout"])
     metric: str = Field(default="request_rate", min_length=1, max_length=200,
@@ -277,7 +302,7 @@ class RecommendationResponse(BaseModel):
 
 
 class ServiceNeedIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
     service: str = Field(min_length=1, max_length=200)
     priority: int = Field(ge=1, le=5)
@@ -287,7 +312,7 @@ class ServiceNeedIn(BaseModel):
 
 
 class ClusterPlanRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
     total_cpu: float = Field(ge=0, description="CPU the cluster can give these services.")
     services: list[ServiceNeedIn] = Field(min_length=1, max_length=10_000)
@@ -309,7 +334,7 @@ class ClusterPlanResponse(BaseModel):
 
 
 class UsageIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
     service: str = Field(min_length=1, max_length=200)
     resource: Literal["cpu", "memory"]
@@ -319,7 +344,7 @@ class UsageIn(BaseModel):
 
 
 class RightSizingRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
     items: list[UsageIn] = Field(min_length=1, max_length=10_000)
 
@@ -365,7 +390,7 @@ class AdminModelsResponse(BaseModel):
 
 
 class AdminPromoteRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
 
     version: str = Field(min_length=1, max_length=20, pattern=r"^[0-9]+$")
     reason: str = Field(min_length=3, max_length=1000,

@@ -1,0 +1,210 @@
+"""Load benchmark of ``/v1/score``: Ray Serve against the same app under plain uvicorn.
+
+Usage::
+
+    .venv/bin/python benchmarks/serving/load.py [--series 50] [--duration 10]
+        [--concurrency 1,8,32] [--out benchmarks/results/serving_load.json]
+
+Fits the default detectors on ``--series`` synthetic CPU series (a day at
+10 s each), registers the bundle in a throwaway MLflow store, serves it with
+Ray Serve (``serving.deployment``, autoscaling up to 2 replicas, batching)
+and, as the baseline, with plain uvicorn in another process (one worker,
+the same FastAPI app, no Ray). Then, for each server, each request size (one
+series per request, and 50) and each concurrency, an asyncio loop of httpx
+clients sends one-hour windows at 10 s (360 points) for ``--duration``
+seconds and records each request's latency. Prints p50 / p99 latency,
+requests and series per second, and failures. Everything runs on this
+machine, so the load generator shares the cores with the servers. A
+benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+
+from models.bundle import DEFAULT_DETECTORS, DetectorBundle, fit_series
+
+DEFAULT_OUT = Path("benchmarks/results/serving_load.json")
+STEP = "10s"
+WINDOW = 360
+
+
+def _history(seed: int, n_points: int) -> pd.Series:
+    index = pd.date_range("2026-01-05", periods=n_points, freq=STEP, tz="UTC")
+    rng = np.random.default_rng(seed)
+    phase = 2 * np.pi * np.arange(n_points) * 10 / 86_400
+    level = 30 + 10 * (seed % 5)
+    return pd.Series(level + 15 * np.sin(phase) + rng.normal(0, 2, n_points), index=index)
+
+
+def _fit(seed: int) -> tuple[int, dict]:
+    return seed, fit_series(_history(seed, 8640), DEFAULT_DETECTORS)
+
+
+def build_bundle(n_series: int, directory: Path) -> Path:
+    with ProcessPoolExecutor(2) as pool:
+        fitted = dict(pool.map(_fit, range(n_series)))
+    bundle = DetectorBundle({(f"svc{i:02d}", "cpu"): fitted[i] for i in range(n_series)})
+    return bundle.save(directory / "model" / "artifacts" / "bundle")
+
+
+def _windows(n_series: int) -> list[dict]:
+    """A 360-point window after the training day, per series."""
+    out = []
+    for i in range(n_series):
+        series = _history(i, 8640 + WINDOW).iloc[-WINDOW:]
+        out.append({"service": f"svc{i:02d}", "metric": "cpu",
+                    "timestamps": [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in series.index],
+                    "values": series.round(3).tolist()})
+    return out
+
+
+async def _load(url: str, bodies: list[bytes], concurrency: int, duration: float) -> dict:
+    latencies: list[float] = []
+    failures = 0
+    deadline = time.perf_counter() + duration
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        async def worker(offset: int) -> None:
+            nonlocal failures
+            i = offset
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                try:
+                    response = await client.post(url, content=bodies[i % len(bodies)],
+                                                 headers={"content-type": "application/json"})
+                    ok = response.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                latencies.append(time.perf_counter() - started)
+                failures += not ok
+                i += concurrency
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {"requests": len(latencies), "failures": failures, "seconds": elapsed,
+            "p50_ms": 1000 * statistics.median(latencies),
+            "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+            "requests_per_s": len(latencies) / elapsed}
+
+
+def _wait_ready(url: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    sys.exit(f"{url} was not ready within {timeout:.0f} s")
+
+
+def _uvicorn(bundle_dir: str, port: int) -> None:
+    import uvicorn
+
+    from serving.app import create_app
+    from serving.loader import LoadedModel
+    from serving.settings import Settings
+
+    model = LoadedModel(DetectorBundle.load(bundle_dir), "bench", "1", "champion", time.time())
+    uvicorn.run(create_app(Settings(port=port, max_series_per_request=100), model),
+                host="127.0.0.1", port=port, log_level="warning")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--series", type=int, default=50)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    scratch = Path(tempfile.mkdtemp(prefix="aiops-load-"))
+    started = time.perf_counter()
+    bundle_dir = build_bundle(args.series, scratch)
+    print(f"fitted {len(DEFAULT_DETECTORS)} detectors on {args.series} series in "
+          f"{time.perf_counter() - started:.0f} s", flush=True)
+    windows = _windows(args.series)
+    sizes = {1: [json.dumps({"series": [w]}).encode() for w in windows],
+             args.series: [json.dumps({"series": windows}).encode()]}
+
+    import ray
+    from mlflow.tracking import MlflowClient
+    from ray import serve
+
+    from serving.deployment import run
+    from serving.settings import Settings
+
+    uri = f"sqlite:///{scratch / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model("bench")
+    client.create_model_version("bench", source=str(bundle_dir.parents[1]))
+    client.set_registered_model_alias("bench", "champion", "1")
+    serve_port, plain_port = _free_port(), _free_port()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    run(Settings(model_name="bench", tracking_uri=uri, cache_dir=scratch / "cache",
+                 port=serve_port, max_series_per_request=100, reload_interval_s=0))
+    plain = multiprocessing.get_context("spawn").Process(
+        target=_uvicorn, args=(str(bundle_dir), plain_port), daemon=True)
+    plain.start()
+    servers = {"ray_serve": f"http://127.0.0.1:{serve_port}",
+               "uvicorn": f"http://127.0.0.1:{plain_port}"}
+    for url in servers.values():
+        _wait_ready(url)
+
+    results = []
+    print(f"{'server':<10}{'series/req':>11}{'conc':>6}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'req/s':>8}{'series/s':>10}{'failed':>8}")
+    for name, url in servers.items():
+        for size, bodies in sizes.items():
+            for concurrency in levels:
+                asyncio.run(_load(f"{url}/v1/score", bodies, concurrency, 2.0))  # warm-up
+                r = asyncio.run(_load(f"{url}/v1/score", bodies, concurrency, args.duration))
+                r |= {"server": name, "series_per_request": size, "concurrency": concurrency,
+                      "series_per_s": r["requests_per_s"] * size}
+                results.append(r)
+                print(f"{name:<10}{size:>11}{concurrency:>6}{r['p50_ms']:>9.1f}"
+                      f"{r['p99_ms']:>9.1f}{r['requests_per_s']:>8.1f}{r['series_per_s']:>10.1f}"
+                      f"{r['failures']:>8}", flush=True)
+    plain.terminate()
+    serve.shutdown()
+    ray.shutdown()
+    overhead = {c: next(r["p50_ms"] for r in results if r["server"] == "ray_serve"
+                        and r["series_per_request"] == 1 and r["concurrency"] == c)
+                - next(r["p50_ms"] for r in results if r["server"] == "uvicorn"
+                       and r["series_per_request"] == 1 and r["concurrency"] == c)
+                for c in levels}
+    print("Ray Serve p50 overhead over uvicorn, one series per request: "
+          + ", ".join(f"{v:+.1f} ms at {c}" for c, v in overhead.items()))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"results": results, "serve_overhead_p50_ms": overhead},
+                                   indent=2))
+    print(f"results written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
