@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 
@@ -35,3 +36,37 @@ def test_rayjob_and_crontab_run_the_nightly_retrain():
     command = shlex.split(lines[0].split("&&", 1)[1].split(">>")[0])
     command[0] = Path(command[0]).name
     _parses(command)
+
+
+def test_serve_manifests_build_the_app_with_autoscaling():
+    config = yaml.safe_load((DEPLOY / "serve_config.yaml").read_text())
+    service = yaml.safe_load((DEPLOY / "rayservice.yaml").read_text())
+    inner = yaml.safe_load(service["spec"]["serveConfigV2"])
+    for app in (config["applications"][0], inner["applications"][0]):
+        assert app["import_path"] == "serving.deployment:app_builder"
+        (deployment,) = app["deployments"]
+        assert deployment["autoscaling_config"]["max_replicas"] >= 2
+    from serving.deployment import app_builder
+
+    assert app_builder({k: str(v) for k, v in config["applications"][0]["args"].items()})
+
+
+def test_the_grafana_dashboard_charts_metrics_the_service_exports():
+    import re
+
+    from prometheus_client import generate_latest
+
+    from serving.observability import ServiceMetrics
+
+    metrics = ServiceMetrics(lambda: 0.0)
+    metrics.set_model("m", "1", "champion")
+    metrics.observe_request("/v1/score", "POST", 500, 0.01)
+    metrics.scores.observe(0.5)
+    metrics.series.inc()
+    exported = {line.split("{")[0].split(" ")[0]
+                for line in generate_latest(metrics.registry).decode().splitlines()
+                if line and not line.startswith("#")}
+    dashboard = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
+    used = {name for panel in dashboard["panels"] for target in panel["targets"]
+            for name in re.findall(r"\baiops_[a-z_]+", target["expr"])}
+    assert used and used <= exported, used - exported

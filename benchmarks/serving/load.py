@@ -140,6 +140,9 @@ def main() -> None:
     parser.add_argument("--series", type=int, default=50)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--replicas", type=int, default=0,
+                        help="Serve replicas; 0 (default) autoscales between 1 and 2")
+    parser.add_argument("--servers", default="ray_serve,uvicorn")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -167,12 +170,14 @@ def main() -> None:
     serve_port, plain_port = _free_port(), _free_port()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     run(Settings(model_name="bench", tracking_uri=uri, cache_dir=scratch / "cache",
-                 port=serve_port, max_series_per_request=100, reload_interval_s=0))
+                 port=serve_port, max_series_per_request=100, reload_interval_s=0,
+                 num_replicas=args.replicas))
     plain = multiprocessing.get_context("spawn").Process(
         target=_uvicorn, args=(str(bundle_dir), plain_port), daemon=True)
     plain.start()
-    servers = {"ray_serve": f"http://127.0.0.1:{serve_port}",
-               "uvicorn": f"http://127.0.0.1:{plain_port}"}
+    servers = {name: url for name, url in (("ray_serve", f"http://127.0.0.1:{serve_port}"),
+                                           ("uvicorn", f"http://127.0.0.1:{plain_port}"))
+               if name in args.servers.split(",")}
     for url in servers.values():
         _wait_ready(url)
 
@@ -193,7 +198,7 @@ def main() -> None:
     plain.terminate()
     serve.shutdown()
     ray.shutdown()
-    overhead = {c: next(r["p50_ms"] for r in results if r["server"] == "ray_serve"
+    overhead = {} if len(servers) < 2 else {c: next(r["p50_ms"] for r in results if r["server"] == "ray_serve"
                         and r["series_per_request"] == 1 and r["concurrency"] == c)
                 - next(r["p50_ms"] for r in results if r["server"] == "uvicorn"
                        and r["series_per_request"] == 1 and r["concurrency"] == c)
