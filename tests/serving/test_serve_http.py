@@ -45,7 +45,7 @@ def served(fleet_dataset: Path, store_uri: str) -> Iterator[str]:
                                     holdout_fraction=0.0))
     assert result.version == "1"
     settings = Settings(model_name=MODEL_NAME, tracking_uri=uri, cache_dir=store / "cache",
-                        port=free_port(), reload_interval_s=1)
+                        port=free_port(), reload_interval_s=1, num_replicas=2)
     run(settings)
     url = f"http://127.0.0.1:{settings.port}"
     # Serve starts in ~8 s on a quiet machine; a loaded 2-core CI box can take far longer.
@@ -176,3 +176,55 @@ def test_a_new_champion_is_served_under_load_without_a_failed_request(served, st
     assert versions[0] == "1" and versions[-1] == "2"
     ready = httpx.get(f"{served}/readyz").json()
     assert ready["model"]["version"] == "2" and ready["last_reload_error"] is None
+
+
+def test_a_killed_replica_is_replaced_and_fewer_than_1_percent_of_requests_fail(served,
+                                                                                small_fleet):
+    """Two replicas serve; one is killed mid-load; Serve starts another on its own."""
+    import threading
+
+    import ray
+
+    service = small_fleet["service"].iloc[0]
+    rows = small_fleet[(small_fleet.service == service) & (small_fleet.metric == "request_rate")]
+    body = {"series": [window_body(to_series(rows.tail(60)), service=service,
+                                   metric="request_rate")]}
+    replicas = [name for name in ray.util.list_named_actors(all_namespaces=True)
+                if name["name"].startswith("SERVE_REPLICA::aiops#")]
+    assert len(replicas) == 2, replicas
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def stream() -> None:
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                try:
+                    statuses.append(client.post(f"{served}/v1/score", json=body).status_code)
+                except httpx.HTTPError:
+                    statuses.append(0)
+
+    threads = [threading.Thread(target=stream) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(2.0)
+        victim = ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"])
+        ray.kill(victim, no_restart=True)
+        time.sleep(8.0)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    failed = sum(s != 200 for s in statuses)
+    assert len(statuses) > 100 and failed / len(statuses) < 0.01, (failed, len(statuses))
+    # Serve replaces the dead replica by itself.
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        alive = [n for n in ray.util.list_named_actors(all_namespaces=True)
+                 if n["name"].startswith("SERVE_REPLICA::aiops#")]
+        if len(alive) == 2 and replicas[0]["name"] not in {n["name"] for n in alive}:
+            break
+        time.sleep(1.0)
+    else:
+        pytest.fail(f"no replacement replica within 90 s: {alive}")
+    assert httpx.post(f"{served}/v1/score", json=body, timeout=30).status_code == 200
