@@ -17,7 +17,7 @@ from serving.settings import Settings
 _log = logging.getLogger(__name__)
 
 
-@serve.deployment(name="aiops", ray_actor_options={"num_cpus": 0.5})
+@serve.deployment(name="aiops", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64)
 @serve.ingress()
 class AiopsIngress:
     """Loads ``models:/<name>@<alias>`` when the replica starts, follows the alias, serves the app."""
