@@ -53,9 +53,10 @@ def loaded_model(history: pd.Series) -> LoadedModel:
 
 
 @pytest.fixture
-def settings() -> Settings:
-    return Settings(tracking_uri="sqlite:///unused.db", max_points_per_series=2000,
-                    max_series_per_request=5)
+def settings(tmp_path) -> Settings:
+    # A store no test of the plain app should need; in a temporary folder if one does.
+    return Settings(tracking_uri=f"sqlite:///{tmp_path / 'unused.db'}",
+                    max_points_per_series=2000, max_series_per_request=5)
 
 
 @pytest.fixture
