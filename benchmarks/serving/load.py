@@ -61,7 +61,7 @@ def build_bundle(n_series: int, directory: Path) -> Path:
     return bundle.save(directory / "model" / "artifacts" / "bundle")
 
 
-def _windows(n_series: int) -> list[dict]:
+def windows(n_series: int) -> list[dict]:
     """A 360-point window after the training day, per series."""
     out = []
     for i in range(n_series):
@@ -72,7 +72,7 @@ def _windows(n_series: int) -> list[dict]:
     return out
 
 
-async def _load(url: str, bodies: list[bytes], concurrency: int, duration: float) -> dict:
+async def load(url: str, bodies: list[bytes], concurrency: int, duration: float) -> dict:
     latencies: list[float] = []
     failures = 0
     deadline = time.perf_counter() + duration
@@ -103,7 +103,7 @@ async def _load(url: str, bodies: list[bytes], concurrency: int, duration: float
             "requests_per_s": len(latencies) / elapsed}
 
 
-def _wait_ready(url: str, timeout: float = 180) -> None:
+def wait_ready(url: str, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -125,6 +125,26 @@ def _uvicorn(bundle_dir: str, port: int) -> None:
     model = LoadedModel(DetectorBundle.load(bundle_dir), "bench", "1", "champion", time.time())
     uvicorn.run(create_app(Settings(port=port, max_series_per_request=100), model),
                 host="127.0.0.1", port=port, log_level="warning")
+
+
+def start_serve(bundle_dir: Path, scratch: Path, replicas: int) -> str:
+    """Register the bundle in a throwaway MLflow store and serve it with Ray Serve; its URL."""
+    import ray
+    from mlflow.tracking import MlflowClient
+
+    from serving.deployment import run
+    from serving.settings import Settings
+
+    uri = f"sqlite:///{scratch / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model("bench")
+    client.create_model_version("bench", source=str(bundle_dir.parents[1]))
+    client.set_registered_model_alias("bench", "champion", "1")
+    port = _free_port()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    run(Settings(model_name="bench", tracking_uri=uri, cache_dir=scratch / "cache", port=port,
+                 max_series_per_request=100, reload_interval_s=0, num_replicas=replicas))
+    return f"http://127.0.0.1:{port}"
 
 
 def _free_port() -> int:
@@ -151,35 +171,23 @@ def main() -> None:
     bundle_dir = build_bundle(args.series, scratch)
     print(f"fitted {len(DEFAULT_DETECTORS)} detectors on {args.series} series in "
           f"{time.perf_counter() - started:.0f} s", flush=True)
-    windows = _windows(args.series)
-    sizes = {1: [json.dumps({"series": [w]}).encode() for w in windows],
-             args.series: [json.dumps({"series": windows}).encode()]}
+    sent = windows(args.series)
+    sizes = {1: [json.dumps({"series": [w]}).encode() for w in sent],
+             args.series: [json.dumps({"series": sent}).encode()]}
 
     import ray
-    from mlflow.tracking import MlflowClient
     from ray import serve
 
-    from serving.deployment import run
-    from serving.settings import Settings
-
-    uri = f"sqlite:///{scratch / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    client.create_registered_model("bench")
-    client.create_model_version("bench", source=str(bundle_dir.parents[1]))
-    client.set_registered_model_alias("bench", "champion", "1")
-    serve_port, plain_port = _free_port(), _free_port()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    run(Settings(model_name="bench", tracking_uri=uri, cache_dir=scratch / "cache",
-                 port=serve_port, max_series_per_request=100, reload_interval_s=0,
-                 num_replicas=args.replicas))
+    serve_url = start_serve(bundle_dir, scratch, args.replicas)
+    plain_port = _free_port()
     plain = multiprocessing.get_context("spawn").Process(
         target=_uvicorn, args=(str(bundle_dir), plain_port), daemon=True)
     plain.start()
-    servers = {name: url for name, url in (("ray_serve", f"http://127.0.0.1:{serve_port}"),
+    servers = {name: url for name, url in (("ray_serve", serve_url),
                                            ("uvicorn", f"http://127.0.0.1:{plain_port}"))
                if name in args.servers.split(",")}
     for url in servers.values():
-        _wait_ready(url)
+        wait_ready(url)
 
     results = []
     print(f"{'server':<10}{'series/req':>11}{'conc':>6}{'p50 ms':>9}{'p99 ms':>9}"
@@ -187,8 +195,8 @@ def main() -> None:
     for name, url in servers.items():
         for size, bodies in sizes.items():
             for concurrency in levels:
-                asyncio.run(_load(f"{url}/v1/score", bodies, concurrency, 2.0))  # warm-up
-                r = asyncio.run(_load(f"{url}/v1/score", bodies, concurrency, args.duration))
+                asyncio.run(load(f"{url}/v1/score", bodies, concurrency, 2.0))  # warm-up
+                r = asyncio.run(load(f"{url}/v1/score", bodies, concurrency, args.duration))
                 r |= {"server": name, "series_per_request": size, "concurrency": concurrency,
                       "series_per_s": r["requests_per_s"] * size}
                 results.append(r)
