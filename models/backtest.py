@@ -141,23 +141,30 @@ def score_fitted(
     scale = mase_scale(train, SeasonalNaiveForecaster().fit(train).period_steps)
     results = {}
     for name, model in fitted.items():
-        errors, inside = [], []
-        for origin in starts:
-            frame = model.forecast(horizon, grid.iloc[:origin])
-            actual = grid.iloc[origin:origin + horizon].to_numpy(dtype="float64")
-            ok = np.isfinite(actual)
-            errors.append(np.abs(frame["yhat"].to_numpy()[ok] - actual[ok]))
-            inside.append((actual[ok] >= frame["q10"].to_numpy()[ok])
-                          & (actual[ok] <= frame["q90"].to_numpy()[ok]))
-        error = np.concatenate(errors)
+        error, inside = origin_errors(model, grid, starts, horizon)
         results[name] = BacktestScore(
             name=name,
             mase=float(error.mean() / scale) if error.size else float("nan"),
-            coverage=float(np.concatenate(inside).mean()) if error.size else float("nan"),
+            coverage=float(inside.mean()) if error.size else float("nan"),
             n_origins=len(starts),
             n_points=int(error.size),
         )
     return results
+
+
+def origin_errors(model: Forecaster, grid: pd.Series, starts: Sequence[int],
+                  horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """Over every origin: the absolute error of ``yhat`` at each actual value, and whether
+    the actual lies inside [q10, q90]. ``grid`` is regular; missing actuals are skipped."""
+    errors, inside = [np.array([])], [np.array([], dtype=bool)]
+    for origin in starts:
+        frame = model.forecast(horizon, grid.iloc[:origin])
+        actual = grid.iloc[origin:origin + horizon].to_numpy(dtype="float64")
+        ok = np.isfinite(actual)
+        errors.append(np.abs(frame["yhat"].to_numpy()[ok] - actual[ok]))
+        inside.append((actual[ok] >= frame["q10"].to_numpy()[ok])
+                      & (actual[ok] <= frame["q90"].to_numpy()[ok]))
+    return np.concatenate(errors), np.concatenate(inside)
 
 
 @dataclasses.dataclass(frozen=True)

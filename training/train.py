@@ -25,12 +25,14 @@ from features.schema import METRIC, SERVICE, TIMESTAMP, VALUE
 from features.series import SeriesKey, split_series, to_labels, to_series
 from features.store import read_dataset
 from models.alarms import AlarmPolicy, find_incidents
-from models.backtest import DEFAULT_FORECASTERS, mase_scale, origins
+from models.backtest import DEFAULT_FORECASTERS, mase_scale, origin_errors, origins
 from models.base import ModelFormatError
 from models.bundle import DEFAULT_DETECTORS, DetectorBundle
 from models.correlation import CorrelationDetector, CorrelationDetectorConfig
 from models.evaluation import EventScores, event_scores
-from models.forecast import FORECASTERS
+from models.forecast import FORECASTERS, regular_grid
+from serving.loader import load_model
+from serving.settings import Settings
 from training.fleet import fit_fleet, fit_forecasters, fit_services, refit_forecasters
 from training.plots import log_plots
 from training.promotion import DEFAULT_GATE, GateDecision, GateRule, gate, set_champion
@@ -260,24 +262,17 @@ def forecast_holdout(
     mases, coverages = [], []
     for key, future in holdout.items():
         forecaster = bundle.forecasters.get(key)
-        if forecaster is None or key not in train_part:
+        if forecaster is None or key not in train_part or not len(future):
             continue
         steps = min(horizon, forecaster.config.max_horizon, len(future))
-        full = pd.concat([train_part[key], future])
-        cut = len(train_part[key])
-        errors, inside = [], []
-        for origin in origins(len(full), steps, n_origins, cut):
-            frame = bundle.forecast(key[0], key[1], steps, full.iloc[:origin]).frame
-            actual = full.iloc[origin:origin + steps].reindex(frame.index).to_numpy("float64")
-            ok = np.isfinite(actual)
-            errors.append(np.abs(frame["yhat"].to_numpy()[ok] - actual[ok]))
-            inside.append((actual[ok] >= frame["q10"].to_numpy()[ok])
-                          & (actual[ok] <= frame["q90"].to_numpy()[ok]))
-        error = np.concatenate(errors) if errors else np.array([])
+        grid = regular_grid(pd.concat([train_part[key], future]), forecaster.step_)
+        cut = int((grid.index <= train_part[key].index[-1]).sum())
+        error, inside = origin_errors(forecaster, grid,
+                                      origins(len(grid), steps, n_origins, cut), steps)
         if error.size:
-            scale = mase_scale(train_part[key], forecaster.period_steps)
-            mases.append(float(error.mean() / scale))
-            coverages.append(float(np.concatenate(inside).mean()))
+            mases.append(float(error.mean() / mase_scale(train_part[key],
+                                                         forecaster.period_steps)))
+            coverages.append(float(inside.mean()))
     if not mases:
         return {}
     return {"forecast.mase_mean": float(np.mean(mases)),
@@ -483,8 +478,11 @@ def _gate(version: str, options: TrainOptions, measured: _Holdout | None) -> Gat
                                 "challenger with the champion on; promote by hand", {})
     else:
         try:
-            champion = _download_bundle(options.model_name, champion_version)
-        except (MlflowException, OSError, ModelFormatError) as error:
+            with tempfile.TemporaryDirectory() as cache:
+                champion = load_model(Settings(
+                    model_name=options.model_name, model_alias=CHAMPION,
+                    tracking_uri=mlflow.get_tracking_uri(), cache_dir=Path(cache))).bundle
+        except (LookupError, MlflowException, OSError, ModelFormatError) as error:
             decision = GateDecision(False, f"the champion (version {champion_version}) could "
                                     f"not be loaded to compare with: {error}", {})
         else:
@@ -530,13 +528,6 @@ def _training_end(model_name: str, version: str) -> pd.Timestamp | None:
         return pd.Timestamp(MlflowClient().get_run(run_id).data.params["time_end"])
     except (MlflowException, KeyError, ValueError):
         return None
-
-
-def _download_bundle(model_name: str, version: str) -> DetectorBundle:
-    with tempfile.TemporaryDirectory() as scratch:
-        path = mlflow.artifacts.download_artifacts(f"models:/{model_name}/{version}",
-                                                   dst_path=scratch)
-        return DetectorBundle.load(Path(path) / "artifacts" / "bundle")
 
 
 def _example_output(bundle: DetectorBundle, example: pd.DataFrame) -> pd.DataFrame:
