@@ -65,12 +65,26 @@ def _gather(pending: list, desc: str, unit: str, progress: bool) -> list[tuple[A
 
 
 @ray.remote
-def _fit_series_task(key, history, detector_names, configs):
+def _task(key, fn, *args):
     try:
-        return key, fit_series(history, detector_names, configs), None
+        return key, fn(*args), None
     except (ValueError, TypeError) as error:
         # A series that cannot be fitted (too short, all NaN) is reported, not fatal.
         return key, None, f"{type(error).__name__}: {error}"
+
+
+def _fan_out(jobs: Mapping[Any, tuple], desc: str, unit: str,
+             progress: bool) -> tuple[dict[Any, Any], dict[Any, str]]:
+    """Run ``fn(*args)`` for every ``key: (fn, *args)`` as a Ray task: results and failures."""
+    ensure_ray()
+    pending = [_task.remote(key, fn, *args) for key, (fn, *args) in jobs.items()]
+    done, failed = {}, {}
+    for key, result, error in _gather(pending, desc, unit, progress):
+        if error is None:
+            done[key] = result
+        else:
+            failed[key] = error
+    return done, failed
 
 
 def fit_fleet(
@@ -91,30 +105,21 @@ def fit_fleet(
     """
     for name in detector_names:
         make_detector(name, **dict((configs or {}).get(name, {})))  # fail fast on bad config
-    ensure_ray()
     started = time.perf_counter()
-    pending = [
-        _fit_series_task.remote(key, history, list(detector_names), dict(configs or {}))
-        for key, history in series.items()
-    ]
-    fitted, failures = {}, {}
-    for key, detectors, error in _gather(pending, "fitting series", "series", progress):
-        if error is None:
-            fitted[key] = detectors
-        else:
-            failures[key] = error
-            _log.warning("series %s/%s not fitted: %s", key[0], key[1], error)
+    names, config_copy = list(detector_names), dict(configs or {})
+    fitted, failures = _fan_out(
+        {key: (fit_series, history, names, config_copy) for key, history in series.items()},
+        "fitting series", "series", progress)
+    for key, error in failures.items():
+        _log.warning("series %s/%s not fitted: %s", key[0], key[1], error)
     _log.info("fitted %d series in %.1fs (%d failed)", len(fitted), time.perf_counter() - started,
               len(failures))
     return fitted, failures
 
 
-@ray.remote
-def _fit_service_task(service, wide, config):
-    try:
-        return service, CorrelationDetector(config).fit(wide), None
-    except (ValueError, TypeError) as error:
-        return service, None, f"{type(error).__name__}: {error}"
+def _fit_correlation(config: CorrelationDetectorConfig | None,
+                     wide: pd.DataFrame) -> CorrelationDetector:
+    return CorrelationDetector(config).fit(wide)
 
 
 def fit_services(
@@ -128,28 +133,13 @@ def fit_services(
     Services with a single metric are skipped; a service where no metric is
     explained by its siblings is kept out of the result (nothing to score).
     """
-    ensure_ray()
-    pending = [
-        _fit_service_task.remote(service, wide, config)
-        for service, wide in services.items()
-        if wide.shape[1] >= 2
-    ]
-    fitted, failures = {}, {}
-    for service, detector, error in _gather(pending, "fitting services", "service", progress):
-        if error is not None:
-            failures[service] = error
-            _log.warning("service %s: correlation not fitted: %s", service, error)
-        elif detector.models_:
-            fitted[service] = detector
-    return fitted, failures
-
-
-@ray.remote
-def _select_forecaster_task(key, history, horizon, names):
-    try:
-        return key, select_forecaster(history, horizon, names), None
-    except (ValueError, TypeError) as error:
-        return key, None, f"{type(error).__name__}: {error}"
+    fitted, failures = _fan_out(
+        {service: (_fit_correlation, config, wide) for service, wide in services.items()
+         if wide.shape[1] >= 2},
+        "fitting services", "service", progress)
+    for service, error in failures.items():
+        _log.warning("service %s: correlation not fitted: %s", service, error)
+    return {s: d for s, d in fitted.items() if d.models_}, failures
 
 
 def fit_forecasters(
@@ -160,25 +150,17 @@ def fit_forecasters(
     progress: bool = True,
 ) -> tuple[dict[SeriesKey, Selection], dict[SeriesKey, str]]:
     """Backtest ``names`` on every series and fit the best on all of it, in parallel."""
-    ensure_ray()
-    pending = [_select_forecaster_task.remote(key, history, horizon, list(names))
-               for key, history in series.items()]
-    selected, failures = {}, {}
-    for key, selection, error in _gather(pending, "fitting forecasters", "series", progress):
-        if error is None:
-            selected[key] = selection
-        else:
-            failures[key] = error
-            _log.warning("series %s/%s: no forecaster fitted: %s", key[0], key[1], error)
+    selected, failures = _fan_out(
+        {key: (select_forecaster, history, horizon, list(names))
+         for key, history in series.items()},
+        "fitting forecasters", "series", progress)
+    for key, error in failures.items():
+        _log.warning("series %s/%s: no forecaster fitted: %s", key[0], key[1], error)
     return selected, failures
 
 
-@ray.remote
-def _refit_forecaster_task(key, history, forecaster):
-    try:
-        return key, type(forecaster)(forecaster.config).fit(history), None
-    except (ValueError, TypeError) as error:
-        return key, None, f"{type(error).__name__}: {error}"
+def _refit(forecaster: Forecaster, history: pd.Series) -> Forecaster:
+    return type(forecaster)(forecaster.config).fit(history)
 
 
 def refit_forecasters(
@@ -192,15 +174,11 @@ def refit_forecasters(
     A series whose refit fails keeps the forecaster it was chosen with (fitted on less
     data) and is reported.
     """
-    ensure_ray()
-    pending = [_refit_forecaster_task.remote(key, series[key], model)
-               for key, model in chosen.items()]
-    refitted, failures = {}, {}
-    for key, model, error in _gather(pending, "refitting forecasters", "series", progress):
-        if error is None:
-            refitted[key] = model
-        else:
-            refitted[key], failures[key] = chosen[key], error
-            _log.warning("series %s/%s: forecaster kept from the training part: %s",
-                         key[0], key[1], error)
+    refitted, failures = _fan_out(
+        {key: (_refit, model, series[key]) for key, model in chosen.items()},
+        "refitting forecasters", "series", progress)
+    for key, error in failures.items():
+        refitted[key] = chosen[key]
+        _log.warning("series %s/%s: forecaster kept from the training part: %s",
+                     key[0], key[1], error)
     return refitted, failures
