@@ -43,6 +43,10 @@ from models.base import check_int
 
 #: The forecast column provisioned for, by priority tier.
 PRIORITY_QUANTILE = {1: "q90", 2: "q90", 3: "q90", 4: "q50", 5: "q50"}
+#: Bounds of the cluster plan's CPU figures: a millicore (Kubernetes' smallest unit) per
+#: replica at least, a billion cores in all at most, so replica counts stay finite integers.
+MIN_CPU_PER_REPLICA = 0.001
+MAX_TOTAL_CPU = 1e9
 TIER_NAMES = {1: "critical client functions", 2: "financial transactions",
               3: "interactive user services", 4: "background processing",
               5: "analytics and reporting"}
@@ -208,9 +212,10 @@ class ServiceNeed:
         check_int(f"{self.service}: priority", self.priority, 1, 5)
         check_int(f"{self.service}: needed_replicas", self.needed_replicas, 0, 1_000_000)
         check_int(f"{self.service}: min_replicas", self.min_replicas, 0, 1_000_000)
-        if not (math.isfinite(self.cpu_per_replica) and self.cpu_per_replica > 0):
+        if not (math.isfinite(self.cpu_per_replica)
+                and self.cpu_per_replica >= MIN_CPU_PER_REPLICA):
             raise ValueError(f"{self.service}: cpu_per_replica={self.cpu_per_replica} must be "
-                             "a positive number")
+                             f"a number of at least {MIN_CPU_PER_REPLICA} (a millicore)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,8 +236,8 @@ def cluster_plan(needs: Sequence[ServiceNeed], total_cpu: float) -> list[Allocat
     fit shares what is left in proportion to its needs, and the tiers after it
     keep their minimum. Each allocation says what the service loses.
     """
-    if not (math.isfinite(total_cpu) and total_cpu >= 0):
-        raise ValueError(f"total_cpu={total_cpu} must be a number >= 0")
+    if not (math.isfinite(total_cpu) and 0 <= total_cpu <= MAX_TOTAL_CPU):
+        raise ValueError(f"total_cpu={total_cpu} must be a number in [0, {MAX_TOTAL_CPU:g}]")
     names = [n.service for n in needs]
     if len(set(names)) != len(names):
         raise ValueError(f"services repeat in the plan: {sorted({n for n in names if names.count(n) > 1})}")

@@ -308,13 +308,14 @@ class ServiceNeedIn(BaseModel):
     priority: int = Field(ge=1, le=5)
     needed_replicas: int = Field(ge=0)
     min_replicas: int = Field(default=0, ge=0)
-    cpu_per_replica: float = Field(default=1.0, gt=0)
+    cpu_per_replica: float = Field(default=1.0, ge=0.001, description="At least a millicore.")
 
 
 class ClusterPlanRequest(BaseModel):
     model_config = REQUEST
 
-    total_cpu: float = Field(ge=0, description="CPU the cluster can give these services.")
+    total_cpu: float = Field(ge=0, le=1e9,
+                             description="CPU the cluster can give these services.")
     services: list[ServiceNeedIn] = Field(min_length=1, max_length=10_000)
 
 

@@ -150,3 +150,10 @@ def test_right_sizing_from_usage_percentiles():
         right_size("db", "cpu", np.ones(3), current_request=1.0)
     with pytest.raises(ValueError, match="current_request=0"):
         right_size("db", "cpu", np.ones(20), current_request=0.0)
+
+
+def test_cluster_figures_that_would_overflow_a_replica_count_are_refused():
+    with pytest.raises(ValueError, match=r"cpu_per_replica=5e-324 must be a number of at least"):
+        ServiceNeed("tiny", priority=1, needed_replicas=1, cpu_per_replica=5e-324)
+    with pytest.raises(ValueError, match=r"total_cpu=1e\+300 must be a number in \[0, 1e\+09\]"):
+        cluster_plan([ServiceNeed("a", priority=1, needed_replicas=1)], 1e300)
