@@ -23,6 +23,8 @@ _TWO_PI = 2.0 * np.pi
 CALENDAR_COLUMNS: tuple[str, ...] = ("hour_sin", "hour_cos", "dow_sin", "dow_cos", "is_weekend")
 #: Rolling statistics computed for every window length.
 ROLLING_STATISTICS: tuple[str, ...] = ("mean", "std", "min", "max")
+#: How each rolling statistic reduces a window (``std`` is the population one, ddof 0).
+_REDUCERS = {"mean": np.mean, "std": np.std, "min": np.min, "max": np.max}
 
 
 def lag_column(lag: int) -> str:
@@ -146,17 +148,37 @@ def build_lag_features(
     if fill_limit < 0:
         raise ValueError(f"fill_limit={fill_limit} must be >= 0")
 
-    values = carry_forward(series.to_numpy(dtype="float64"), fill_limit)
-    columns: dict[str, np.ndarray] = {}
-    lags = _past_matrix(values, n_lags)
-    for k in range(1, n_lags + 1):
-        columns[lag_column(k)] = lags[:, n_lags - k]
-    for w in lengths:
-        past = _past_matrix(values, w)
+    matrix = lag_feature_matrix(series.to_numpy(dtype="float64"), series.index,
+                                n_lags=n_lags, rolling_lengths=lengths, fill_limit=fill_limit)
+    return pd.DataFrame(matrix, index=series.index, columns=feature_columns(n_lags, lengths))
+
+
+def lag_feature_matrix(
+    values: np.ndarray,
+    index: pd.DatetimeIndex,
+    *,
+    n_lags: int,
+    rolling_lengths: Sequence[int],
+    fill_limit: int,
+) -> np.ndarray:
+    """The numbers of :func:`build_lag_features`, as one array (columns in the same order).
+
+    No argument checks and no DataFrame: the scoring path calls this for every
+    window, where building and slicing a DataFrame costs more than the numbers.
+    """
+    x = carry_forward(values, fill_limit)
+    n_columns = n_lags + len(ROLLING_STATISTICS) * len(rolling_lengths) + len(CALENDAR_COLUMNS)
+    out = np.empty((x.size, n_columns))
+    # Column k-1 holds y_{t-k}: the past matrix's columns reversed.
+    out[:, :n_lags] = _past_matrix(x, n_lags)[:, ::-1]
+    column = n_lags
+    for w in rolling_lengths:
+        past = _past_matrix(x, w)
         # numpy's reductions propagate NaN: a window with any gap gives NaN, as documented.
-        columns[rolling_column("mean", w)] = past.mean(axis=1)
-        columns[rolling_column("std", w)] = past.std(axis=1)
-        columns[rolling_column("min", w)] = past.min(axis=1)
-        columns[rolling_column("max", w)] = past.max(axis=1)
-    columns.update(calendar_features(series.index))
-    return pd.DataFrame(columns, index=series.index, columns=feature_columns(n_lags, lengths))
+        for statistic in ROLLING_STATISTICS:
+            out[:, column] = _REDUCERS[statistic](past, axis=1)
+            column += 1
+    for calendar in calendar_features(index).values():
+        out[:, column] = calendar
+        column += 1
+    return out

@@ -10,6 +10,7 @@ value is missing). Persistence writes ``config.json`` plus JSON state and
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import math
 from abc import ABC, abstractmethod
@@ -113,6 +114,10 @@ def z_to_score(z: np.ndarray) -> np.ndarray:
     return erf(z / math.sqrt(2.0))
 
 
+#: The zone of every index the detectors work on.
+_UTC = dt.UTC
+
+
 def check_series(series: Any, *, name: str, min_length: int = 1) -> pd.Series:
     """Validate a detector input: a float Series on a UTC, increasing, duplicate-free index."""
     if not isinstance(series, pd.Series):
@@ -125,12 +130,17 @@ def check_series(series: Any, *, name: str, min_length: int = 1) -> pd.Series:
         raise ValueError(f"{name} has {len(series)} points; need at least {min_length}")
     if not series.index.is_monotonic_increasing or series.index.has_duplicates:
         raise ValueError(f"{name} index must be strictly increasing with no duplicated timestamps")
-    try:
-        values = pd.to_numeric(series, errors="raise").astype("float64")
-    except (ValueError, TypeError) as error:
-        raise TypeError(f"{name} must hold numbers: {error}") from error
-    # pandas may keep second or microsecond resolution; all arithmetic here is in ns.
-    values.index = series.index.tz_convert("UTC").as_unit("ns")
+    if series.dtype == np.float64 and series.index.unit == "ns" and series.index.tz is _UTC:
+        # Already in the form every detector works in (the scoring path's common case): no copy,
+        # and the index keeps its cached monotonicity for the next detector's check.
+        values = series
+    else:
+        try:
+            values = pd.to_numeric(series, errors="raise").astype("float64")
+        except (ValueError, TypeError) as error:
+            raise TypeError(f"{name} must hold numbers: {error}") from error
+        # pandas may keep second or microsecond resolution; all arithmetic here is in ns.
+        values.index = series.index.tz_convert("UTC").as_unit("ns")
     if np.isinf(values.to_numpy()).any():
         position = int(np.flatnonzero(np.isinf(values.to_numpy()))[0])
         raise ValueError(f"{name} holds an infinite value at {series.index[position]}")
@@ -219,9 +229,19 @@ class Detector(ABC):
         """Anomaly score in [0, 1] for every point of ``window`` (NaN where the value is NaN)."""
         self._check_fitted()
         values = check_series(window, name="window")
-        scores = self.calibrate(self._score_z(values))
+        return self._calibrated(values, self._score_z(values))
+
+    def _calibrated(self, values: pd.Series, raw: np.ndarray) -> pd.Series:
+        scores = self.calibrate(raw)
         scores[np.isnan(values.to_numpy())] = np.nan
         return pd.Series(scores, index=values.index, name="score")
+
+    def score_with_range(self, window: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+        """:meth:`score` and :meth:`expected_range` of one window, sharing their common work."""
+        self._check_fitted()
+        values = check_series(window, name="window")
+        raw, low, high = self._score_and_range(values, self.raw_threshold())
+        return self._calibrated(values, raw), low, high
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
         """Map raw scores to [0, 1] with the training calibration (or the normal tail)."""
@@ -262,6 +282,12 @@ class Detector(ABC):
         self, window: pd.Series, raw_threshold: float
     ) -> tuple[np.ndarray, np.ndarray]:
         """Bounds of the values whose raw score stays below ``raw_threshold``."""
+
+    def _score_and_range(
+        self, window: pd.Series, raw_threshold: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raw scores and bounds together; classes whose two share work override this."""
+        return self._score_z(window), *self._expected_range(window, raw_threshold)
 
     @abstractmethod
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -202,13 +202,18 @@ class DetectorBundle:
             selected = {name: available[name] for name in chosen}
         else:
             selected = {FALLBACK_DETECTOR: self.fallback}
-        detector_scores = {name: d.score(window).to_numpy() for name, d in selected.items()}
         # The expected range comes from the most informed detector: seasonal first.
         ranged = next(
-            (selected[n] for n in ("dynamic_threshold", FALLBACK_DETECTOR) if n in selected),
-            next(iter(selected.values())),
+            (n for n in ("dynamic_threshold", FALLBACK_DETECTOR) if n in selected),
+            next(iter(selected)),
         )
-        low, high = ranged.expected_range(window)
+        detector_scores = {}
+        for name, detector in selected.items():
+            if name == ranged:
+                scores, low, high = detector.score_with_range(window)
+            else:
+                scores = detector.score(window)
+            detector_scores[name] = scores.to_numpy()
         return SeriesScores(
             index=window.index,
             values=window.to_numpy(dtype="float64"),

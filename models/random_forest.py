@@ -28,13 +28,7 @@ import pandas as pd
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.tree import DecisionTreeRegressor
 
-from features.lags import (
-    CALENDAR_COLUMNS,
-    ROLLING_STATISTICS,
-    build_lag_features,
-    lag_column,
-    rolling_column,
-)
+from features.lags import CALENDAR_COLUMNS, ROLLING_STATISTICS, lag_feature_matrix
 from models.base import Detector, DetectorConfig, ModelFormatError, check_int, register
 from models.thresholds import robust_scale
 
@@ -194,26 +188,26 @@ class RandomForestDetector(Detector):
 
     def _rows(self, series: pd.Series, scale: float) -> _Rows:
         config = self.config
-        frame = build_lag_features(
-            series,
+        matrix = lag_feature_matrix(
+            series.to_numpy(dtype="float64"),
+            series.index,
             n_lags=config.n_lags,
             rolling_lengths=config.rolling_lengths,
             fill_limit=config.fill_limit,
         )
-        lags = frame[[lag_column(k) for k in range(1, config.n_lags + 1)]].to_numpy()
+        n_rolling = len(ROLLING_STATISTICS) * len(config.rolling_lengths)
+        lags = matrix[:, : config.n_lags]
         complete_lags = ~np.isnan(lags).any(axis=1)
-        reference = np.full(len(frame), np.nan)
+        reference = np.full(len(matrix), np.nan)
         if complete_lags.any():
             reference[complete_lags] = np.median(lags[complete_lags], axis=1)
-        parts = [lags - reference[:, None]]
-        for length in config.rolling_lengths:
-            for statistic in ROLLING_STATISTICS:
-                column = frame[rolling_column(statistic, length)].to_numpy()
-                # A spread is already relative; locations are taken from the reference.
-                parts.append((column if statistic == "std" else column - reference)[:, None])
-        features = np.hstack(
-            [np.hstack(parts) / scale, frame[list(CALENDAR_COLUMNS)].to_numpy()]
-        )
+        features = matrix.copy()
+        features[:, : config.n_lags] -= reference[:, None]
+        # A spread is already relative; locations are taken from the reference.
+        for column, statistic in enumerate(ROLLING_STATISTICS * len(config.rolling_lengths)):
+            if statistic != "std":
+                features[:, config.n_lags + column] -= reference
+        features[:, : config.n_lags + n_rolling] /= scale
         target = (series.to_numpy() - reference) / scale
         complete = ~np.isnan(features).any(axis=1)
         return _Rows(features=features, target=target, reference=reference, complete=complete)

@@ -284,8 +284,10 @@ def recent_level(
     (little past) leans on the trained level.
     """
     recent = _causal_rolling_median(residuals, length, 1)
-    n_past = pd.Series(residuals).shift(1).rolling(length, min_periods=1).count().to_numpy()
-    n_past = np.nan_to_num(n_past, nan=0.0)
+    # Present points among the ``length`` before each point, from a running count.
+    seen = np.concatenate([[0], np.cumsum(~np.isnan(residuals))])
+    positions = np.arange(len(residuals))
+    n_past = (seen[positions] - seen[np.maximum(positions - length, 0)]).astype("float64")
     recent = np.where(np.isnan(recent), prior_level, recent)
     return (n_past * recent + prior_weight * prior_level) / (n_past + prior_weight)
 
@@ -422,6 +424,13 @@ class DynamicThresholdDetector(Detector):
         _, deviation = self._levels(window)
         return np.abs(deviation) / self.scale_
 
+    def _score_and_range(
+        self, window: pd.Series, raw_threshold: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        expected, deviation = self._levels(window)
+        half = raw_threshold * self.scale_
+        return np.abs(deviation) / self.scale_, expected - half, expected + half
+
     def _training_raw_scores(self, history: pd.Series) -> np.ndarray:
         # Held-out deviations: in-sample ones would make every new day look rare.
         raw, self._held_out_z = self._held_out_z, None
@@ -506,6 +515,13 @@ class WindowBaselineDetector(Detector):
         median, spread = self._stats(window)
         z = np.abs(window.to_numpy() - median) / spread
         return np.where(np.isnan(median), 0.0, z)
+
+    def _score_and_range(
+        self, window: pd.Series, raw_threshold: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        median, spread = self._stats(window)
+        z = np.where(np.isnan(median), 0.0, np.abs(window.to_numpy() - median) / spread)
+        return z, median - raw_threshold * spread, median + raw_threshold * spread
 
     def _expected_range(
         self, window: pd.Series, raw_threshold: float

@@ -164,6 +164,15 @@ def test_expected_range_brackets_and_aligns(fitted, window):
     assert (low[both] <= high[both]).all()
 
 
+def test_score_with_range_equals_score_and_expected_range(fitted, window, scores):
+    # The scoring path asks for both at once; some detectors share the work between them.
+    together, low, high = fitted.score_with_range(window)
+    assert_same_scores(together, scores)
+    expected_low, expected_high = fitted.expected_range(window)
+    np.testing.assert_array_equal(low, expected_low)
+    np.testing.assert_array_equal(high, expected_high)
+
+
 # -- determinism and persistence ----------------------------------------------------------
 def test_same_config_same_output(fitted, history, window, scores):
     twin = type(fitted)(type(fitted.config).from_dict(fitted.config.to_dict())).fit(history)

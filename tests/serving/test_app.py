@@ -238,3 +238,17 @@ def test_incidents_come_as_alertmanager_alerts(client):
     later = window.iloc[1:].copy()
     again = client.post("/v1/score", json={"series": [window_body(later)]}).json()["alerts"]
     assert firing["fingerprint"] in {a["fingerprint"] for a in again if a["status"] == "firing"}
+
+
+def test_window_timestamps_become_a_utc_nanosecond_index_whatever_their_offset():
+    import pandas as pd
+
+    from serving.app import to_pandas
+    from serving.schemas import History
+
+    stamps = ["2026-03-29T00:59:59.999999Z", "2026-03-29T03:00:00+02:00",
+              "2026-03-29T01:00:10.5-00:00", "2026-03-29T01:00:20Z"]
+    window = to_pandas(History(timestamps=stamps, values=[1, None, 3, 4]))
+    expected = pd.to_datetime(stamps, utc=True, format="ISO8601").as_unit("ns")
+    assert window.index.equals(expected) and window.index.tz is not None
+    np.testing.assert_array_equal(window.to_numpy(), [1.0, np.nan, 3.0, 4.0])
