@@ -13,6 +13,8 @@ import pytest
 from features.store import write_dataset
 from features.synth import FleetConfig, generate_fleet
 
+pytest_plugins = ["tests.servers"]
+
 # Progress bars from MLflow's artifact downloads only clutter test output.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
