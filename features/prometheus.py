@@ -1,0 +1,655 @@
+"""Import series from Prometheus' HTTP API (``/api/v1/query_range``) into the Parquet store.
+
+What a run does, for every PromQL query it is given:
+
+1. **Evaluation times.** Prometheus evaluates a range query at ``start``,
+   ``start + step``, ... up to ``end`` (both inclusive). ``start`` is moved up
+   to the next multiple of ``step`` since the Unix epoch, so that every run
+   (and every resumed run) lands on the same grid of timestamps.
+2. **Chunks.** Prometheus refuses a range query of more than 11,000 points per
+   series, so the range is cut into chunks of at most
+   :data:`MAX_POINTS_PER_REQUEST` evaluation times each; the next chunk starts
+   one step after the previous one ends, so no time is asked for twice.
+3. **Labels to columns** by a :class:`LabelRule`: ``service`` is the value of
+   the first label of ``service_labels`` that the series carries (default
+   ``service``, then ``job``, then ``app``); ``metric`` is the query's own name
+   when it was given one (``"cpu=rate(node_cpu_seconds_total[1m])"``), else the
+   value of ``metric_label`` (default ``__name__``, which expressions such as
+   ``rate(...)`` drop: name those queries). The other labels are dropped, or
+   kept in the store's optional ``labels`` map column with ``keep_labels``.
+   A series without a service or a metric, or two series that land on the
+   same ``service``/``metric``, are a :class:`LabelRuleError` naming the query
+   and the labels (aggregate in PromQL, e.g. ``sum by (service) (...)``, or
+   change the rule).
+4. **Values.** Prometheus sends values as text. ``"NaN"`` is stored as NaN,
+   which is the store's gap marker (:mod:`features.validation`); nothing
+   becomes a zero. The store would take ``±Inf``, but no detector or
+   forecaster does (``models.base.check_series`` refuses them), so by default
+   (``on_infinite="gap"``) an infinite value is stored as a gap too, counted
+   per series in the report and logged as a warning; ``on_infinite="error"``
+   refuses the import instead.
+5. **Resume.** Each series keeps only the points after its last timestamp
+   already in the store (read from the store's newest day partition of that
+   service/metric); the points at or before it are counted as skipped, so a
+   second run over the same range writes nothing, and a run with a later end
+   appends only the new points.
+6. **All or nothing.** Every chunk of every query is fetched and checked into
+   memory first; the store is written once, at the end, through
+   :func:`features.store.write_dataset` (which validates the rows). Any HTTP
+   error, Prometheus error answer (``{"status": "error", "errorType": ...,
+   "error": ...}``), timeout, refused connection or partial answer (an answer
+   carrying ``warnings``) raises :class:`PrometheusImportError`, naming the
+   URL, the query, the chunk's time range and Prometheus' own message, and the
+   store is left as it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+import numpy as np
+import pandas as pd
+
+from features.schema import LABELS, METRIC, SERVICE, TIMESTAMP, VALUE
+
+_log = logging.getLogger(__name__)
+
+#: Prometheus refuses a range query whose (end - start) / step exceeds 11,000.
+MAX_POINTS_PER_REQUEST = 11_000
+#: A guard against a range and step that would take days to fetch (110 million points).
+MAX_REQUESTS_PER_QUERY = 10_000
+DEFAULT_SERVICE_LABELS = ("service", "job", "app")
+QUERY_RANGE_PATH = "/api/v1/query_range"
+
+_NAME = r"[A-Za-z_:][A-Za-z0-9_:]*"
+# "name=expr": an identifier, "=", and anything but "=" or "~" next (PromQL's "==" and "=~").
+_NAMED_QUERY = re.compile(rf"^\s*({_NAME})\s*=(?![=~])\s*(\S.*)$", re.DOTALL)
+_DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+_DURATION_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000,
+                "w": 7 * 86_400_000, "y": 365 * 86_400_000}
+
+
+class PrometheusImportError(RuntimeError):
+    """Prometheus could not be asked or did not answer in full; nothing was written.
+
+    Attributes name where it happened: ``url``, ``query``, ``start`` and
+    ``end`` of the chunk (UTC), the HTTP ``status_code`` and Prometheus'
+    ``error_type`` and ``prometheus_error`` when it sent them.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str,
+        query: str | None = None,
+        start: pd.Timestamp | None = None,
+        end: pd.Timestamp | None = None,
+        status_code: int | None = None,
+        error_type: str | None = None,
+        prometheus_error: str | None = None,
+    ) -> None:
+        self.url = url
+        self.query = query
+        self.start = start
+        self.end = end
+        self.status_code = status_code
+        self.error_type = error_type
+        self.prometheus_error = prometheus_error
+        where = f"Prometheus at {url}"
+        if query is not None:
+            where += f", query {query!r}"
+        if start is not None and end is not None:
+            where += f", chunk {_iso(start)} to {_iso(end)}"
+        super().__init__(f"{where}: {message}; nothing was written")
+
+
+class LabelRuleError(ValueError):
+    """A series' labels do not give a service and a metric, or two series give the same pair."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LabelRule:
+    """How a Prometheus series' labels become the store's ``service`` and ``metric``.
+
+    Parameters
+    ----------
+    service_labels
+        Labels tried in order; the first one the series carries (non-empty)
+        names the service. Default ``("service", "job", "app")``.
+    metric_label
+        The label that names the metric when the query has no name of its own.
+        Default ``"__name__"`` (the metric name; functions like ``rate`` drop it).
+    keep_labels
+        Keep the series' other labels in the store's ``labels`` map column
+        (repeated on every row). Default False: they are dropped.
+    """
+
+    service_labels: tuple[str, ...] = DEFAULT_SERVICE_LABELS
+    metric_label: str = "__name__"
+    keep_labels: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.service_labels, str) or not isinstance(self.service_labels, Iterable):
+            raise TypeError(f"service_labels must be a list of label names, got "
+                            f"{self.service_labels!r}")
+        labels = tuple(self.service_labels)
+        if not labels or not all(isinstance(x, str) and x for x in labels):
+            raise ValueError(f"service_labels must be a non-empty list of label names, got "
+                             f"{list(labels)!r}")
+        object.__setattr__(self, "service_labels", labels)
+        if not isinstance(self.metric_label, str) or not self.metric_label:
+            raise ValueError(f"metric_label must be a label name, got {self.metric_label!r}")
+        if not isinstance(self.keep_labels, bool):
+            raise TypeError(f"keep_labels must be true or false, got {self.keep_labels!r}")
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any], *, source: str = "label rule") -> LabelRule:
+        """Build a rule from a parsed JSON/YAML mapping; unknown keys are refused."""
+        if not isinstance(mapping, Mapping):
+            raise TypeError(f"{source} must be a mapping of service_labels, metric_label, "
+                            f"keep_labels; got {type(mapping).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(mapping) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown key(s) {unknown}; accepted: {sorted(known)}")
+        return cls(**dict(mapping))
+
+    def identify(self, labels: Mapping[str, str], query: PromQuery) -> tuple[str, str, dict[str, str]]:
+        """``(service, metric, other labels)`` of one series returned by ``query``.
+
+        Raises
+        ------
+        LabelRuleError
+            No service label is present, or the metric has no name.
+        """
+        service = next((labels[x] for x in self.service_labels if labels.get(x)), None)
+        metric = query.name or labels.get(self.metric_label) or None
+        if service is None or metric is None:
+            missing = []
+            if service is None:
+                missing.append(f"the service (none of the labels "
+                               f"{', '.join(self.service_labels)} is set)")
+            if metric is None:
+                missing.append(f"the metric (no label {self.metric_label}; name the query "
+                               f"as NAME=PROMQL)")
+            raise LabelRuleError(f"query {query.text!r}: cannot tell {' nor '.join(missing)} "
+                                 f"of series {_labels_text(labels)}")
+        used = {self.metric_label, "__name__"}
+        used.add(next(x for x in self.service_labels if labels.get(x)))
+        return service, metric, {k: v for k, v in labels.items() if k not in used}
+
+
+@dataclasses.dataclass(frozen=True)
+class PromQuery:
+    """A PromQL expression and, optionally, the metric name its series are stored under."""
+
+    expr: str
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.expr, str) or not self.expr.strip():
+            raise ValueError(f"a query needs a PromQL expression, got {self.expr!r}")
+        if self.name is not None and not re.fullmatch(_NAME, self.name):
+            raise ValueError(f"query name {self.name!r} is not a metric name "
+                             f"([A-Za-z_:][A-Za-z0-9_:]*)")
+
+    @classmethod
+    def parse(cls, text: str) -> PromQuery:
+        """``"cpu=rate(x[1m])"`` → named ``cpu``; ``"up{job='a'}"`` → unnamed."""
+        if not isinstance(text, str):
+            raise TypeError(f"a query must be text, got {type(text).__name__}")
+        named = _NAMED_QUERY.match(text)
+        if named:
+            return cls(expr=named.group(2).strip(), name=named.group(1))
+        return cls(expr=text.strip())
+
+    @property
+    def text(self) -> str:
+        return f"{self.name}={self.expr}" if self.name else self.expr
+
+
+@dataclasses.dataclass(frozen=True)
+class SeriesImport:
+    """What one series brought: points fetched, written, skipped as already stored."""
+
+    query: str
+    service: str
+    metric: str
+    labels: dict[str, str]
+    n_fetched: int
+    n_written: int
+    #: Points at or before the last timestamp already stored for the series.
+    n_skipped: int
+    #: Written points that are gaps because Prometheus sent NaN.
+    n_nan: int
+    #: Written points that are gaps because Prometheus sent +Inf or -Inf.
+    n_infinite: int
+    first: pd.Timestamp | None
+    last: pd.Timestamp | None
+    #: The series' last stored timestamp before this run (None: new series).
+    resumed_after: pd.Timestamp | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportReport:
+    """The outcome of :func:`import_prometheus`."""
+
+    url: str
+    root: Path
+    start: pd.Timestamp
+    end: pd.Timestamp
+    step_s: float
+    n_requests: int
+    series: tuple[SeriesImport, ...]
+    #: Queries that returned no series at all.
+    empty_queries: tuple[str, ...] = ()
+
+    @property
+    def n_written(self) -> int:
+        return sum(s.n_written for s in self.series)
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(s.n_skipped for s in self.series)
+
+    @property
+    def n_infinite(self) -> int:
+        return sum(s.n_infinite for s in self.series)
+
+    def summary(self) -> list[str]:
+        """Lines for a person: one per series, then the totals."""
+        lines = []
+        for s in self.series:
+            span = (f"{_iso(s.first)} to {_iso(s.last)}" if s.first is not None
+                    else "nothing new")
+            extra = []
+            if s.n_nan:
+                extra.append(f"{s.n_nan} NaN as gaps")
+            if s.n_infinite:
+                extra.append(f"{s.n_infinite} infinite as gaps")
+            skipped = (f"{s.n_skipped} skipped (not after the last stored point "
+                       f"{_iso(s.resumed_after)})" if s.resumed_after is not None
+                       else "new series")
+            lines.append(f"{s.service}/{s.metric}: {s.n_written} rows written, {skipped}, {span}"
+                         + (f" ({', '.join(extra)})" if extra else ""))
+        for query in self.empty_queries:
+            lines.append(f"warning: query {query!r} returned no series")
+        lines.append(f"imported {self.n_written} rows of {len(self.series)} series from "
+                     f"{self.url} ({_iso(self.start)} to {_iso(self.end)}, step "
+                     f"{self.step_s:g}s, {self.n_requests} request{'' if self.n_requests == 1 else 's'}) "
+                     f"into {self.root}; "
+                     f"{self.n_skipped} skipped as already stored")
+        return lines
+
+
+# -- parsing of user input ------------------------------------------------------------------
+def parse_step(text: str | float | int) -> float:
+    """A step in seconds from ``"10s"``, ``"1m"``, ``"1m30s"``, ``"250ms"`` or ``"15"``."""
+    if isinstance(text, bool):
+        raise TypeError(f"step must be a duration, got {text!r}")
+    if isinstance(text, int | float):
+        seconds = float(text)
+    else:
+        raw = str(text).strip()
+        try:
+            seconds = float(raw)
+        except ValueError:
+            parts = _DURATION_PART.findall(raw)
+            if not parts or "".join(n + u for n, u in parts) != raw:
+                raise ValueError(f"step {text!r} is not a duration such as 10s, 1m, 1m30s or a "
+                                 f"number of seconds") from None
+            seconds = sum(int(n) * _DURATION_MS[u] for n, u in parts) / 1000
+    if not (math.isfinite(seconds) and seconds >= 0.001):
+        raise ValueError(f"step {text!r} must be at least 1 ms")
+    return seconds
+
+
+def parse_time(text: str | float | int | pd.Timestamp, *, name: str = "time") -> pd.Timestamp:
+    """A UTC timestamp from RFC 3339 text (with an offset), Unix seconds, or ``"now"``."""
+    if isinstance(text, pd.Timestamp):
+        stamp = text
+    elif isinstance(text, bool):
+        raise TypeError(f"{name} must be a time, got {text!r}")
+    elif isinstance(text, int | float):
+        stamp = pd.Timestamp(float(text), unit="s", tz="UTC")
+    else:
+        raw = str(text).strip()
+        if raw.lower() == "now":
+            return pd.Timestamp.now(tz="UTC")
+        try:
+            seconds = float(raw)
+        except ValueError:
+            seconds = None
+        if seconds is not None:
+            if not math.isfinite(seconds):
+                raise ValueError(f"{name} {text!r} is not a time")
+            return pd.Timestamp(seconds, unit="s", tz="UTC")
+        try:
+            stamp = pd.Timestamp(raw)
+        except ValueError:
+            raise ValueError(f"{name} {text!r} is neither RFC 3339 (2026-11-27T12:00:00Z) nor "
+                             f"Unix seconds") from None
+    if stamp is pd.NaT or pd.isna(stamp):
+        raise ValueError(f"{name} {text!r} is not a time")
+    if stamp.tzinfo is None:
+        raise ValueError(f"{name} {text!r} has no timezone; write it as RFC 3339 with an offset, "
+                         f"e.g. 2026-11-27T12:00:00Z")
+    return stamp.tz_convert("UTC")
+
+
+def chunk_ranges(start_ms: int, end_ms: int, step_ms: int,
+                 max_points: int = MAX_POINTS_PER_REQUEST) -> list[tuple[int, int]]:
+    """``[(start, end), ...]`` in ms, each holding at most ``max_points`` evaluation times.
+
+    Both ends are inclusive, as in Prometheus; chunk ``i + 1`` starts one step
+    after chunk ``i`` ends.
+    """
+    if step_ms <= 0 or max_points < 1:
+        raise ValueError(f"step_ms={step_ms} and max_points={max_points} must be positive")
+    chunks = []
+    start = start_ms
+    while start <= end_ms:
+        chunks.append((start, min(start + (max_points - 1) * step_ms, end_ms)))
+        start += max_points * step_ms
+    return chunks
+
+
+# -- the store ------------------------------------------------------------------------------
+def last_stored(root: str | Path, service: str, metric: str) -> pd.Timestamp | None:
+    """The last timestamp stored for ``service``/``metric`` under ``root`` (None: none)."""
+    from features.store import iter_files, read_dataset
+
+    if not Path(root).is_dir():
+        return None
+    dates = []
+    for path in iter_files(root, service=service, metric=metric):
+        found = re.search(r"(?:^|/)date=(\d{4}-\d{2}-\d{2})(?:/|$)", path)
+        if found:
+            dates.append(found.group(1))
+    if not dates:
+        return None
+    # Only the newest day partition can hold the last timestamp.
+    rows = read_dataset(root, service=service, metric=metric, start=f"{max(dates)}T00:00Z")
+    return None if rows.empty else rows[TIMESTAMP].max()
+
+
+# -- Prometheus -----------------------------------------------------------------------------
+def fetch_range(
+    client: httpx.Client,
+    url: str,
+    query: str,
+    start_ms: int,
+    end_ms: int,
+    step_ms: int,
+    *,
+    timeout_s: float,
+) -> list[dict[str, Any]]:
+    """One ``query_range`` call: the ``result`` list of a matrix answer.
+
+    Raises
+    ------
+    PrometheusImportError
+        On any transport failure, non-2xx answer, error status or warnings.
+    """
+    def fail(message: str, **details: Any) -> PrometheusImportError:
+        return PrometheusImportError(message, url=url, query=query, start=_stamp(start_ms),
+                                     end=_stamp(end_ms), **details)
+
+    form = {"query": query, "start": f"{start_ms / 1000:.3f}", "end": f"{end_ms / 1000:.3f}",
+            "step": f"{step_ms / 1000:g}",
+            # Plain seconds: Prometheus refuses a fractional duration such as "0.5s".
+            "timeout": f"{timeout_s:g}"}
+    endpoint = url.rstrip("/") + QUERY_RANGE_PATH
+    try:
+        response = client.post(endpoint, data=form, timeout=timeout_s)
+    except httpx.TimeoutException:
+        raise fail(f"no answer within the timeout of {timeout_s:g} s") from None
+    except httpx.ConnectError as error:
+        raise fail(f"cannot connect ({error})") from None
+    except httpx.HTTPError as error:
+        raise fail(f"the request failed ({type(error).__name__}: {error})") from None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        snippet = response.text[:200].strip() or "an empty body"
+        raise fail(f"HTTP {response.status_code} with no Prometheus JSON answer: {snippet!r}",
+                   status_code=response.status_code)
+    if response.status_code >= 400 or body.get("status") != "success":
+        error_type, text = body.get("errorType"), body.get("error")
+        raise fail(f"HTTP {response.status_code}, {error_type or 'error'}: "
+                   f"{text or 'no error text'}", status_code=response.status_code,
+                   error_type=error_type, prometheus_error=text)
+    if body.get("warnings"):
+        raise fail(f"a partial answer, Prometheus warned: {'; '.join(map(str, body['warnings']))}",
+                   status_code=response.status_code)
+    data = body.get("data") or {}
+    if data.get("resultType") != "matrix" or not isinstance(data.get("result"), list):
+        raise fail(f"expected a range vector (resultType matrix), got "
+                   f"{data.get('resultType')!r}", status_code=response.status_code)
+    return data["result"]
+
+
+def _series_points(item: Mapping[str, Any]) -> tuple[dict[str, str], np.ndarray, np.ndarray]:
+    labels = dict(item.get("metric") or {})
+    if "values" not in item:
+        kind = "native histograms" if "histograms" in item else f"keys {sorted(item)}"
+        raise ValueError(f"series {_labels_text(labels)} holds {kind}, not float samples; "
+                         f"query a float expression such as histogram_quantile(...)")
+    pairs = item["values"]
+    stamps = np.fromiter((round(float(t) * 1000) for t, _ in pairs), dtype=np.int64,
+                         count=len(pairs))
+    # float() reads Prometheus' "NaN", "+Inf" and "-Inf".
+    values = np.fromiter((float(v) for _, v in pairs), dtype=np.float64, count=len(pairs))
+    return labels, stamps, values
+
+
+@dataclasses.dataclass
+class _Collected:
+    query: PromQuery
+    labels: dict[str, str]
+    service: str
+    metric: str
+    #: The labels kept in the ``labels`` column; None when the rule drops them.
+    other: dict[str, str] | None
+    stamps: list[np.ndarray] = dataclasses.field(default_factory=list)
+    values: list[np.ndarray] = dataclasses.field(default_factory=list)
+
+
+def import_prometheus(
+    url: str,
+    queries: Sequence[PromQuery | str],
+    root: str | Path,
+    *,
+    start: str | float | pd.Timestamp,
+    end: str | float | pd.Timestamp | None = None,
+    step: str | float,
+    rule: LabelRule | None = None,
+    timeout_s: float = 30.0,
+    on_infinite: Literal["gap", "error"] = "gap",
+    max_points: int = MAX_POINTS_PER_REQUEST,
+    client: httpx.Client | None = None,
+) -> ImportReport:
+    """Fetch ``queries`` over ``[start, end]`` at ``step`` and append the new points under ``root``.
+
+    See the module docstring for the label rule, chunking, resume and values.
+
+    Parameters
+    ----------
+    url
+        Prometheus' base URL, e.g. ``http://prometheus:9090`` (a path prefix is kept).
+    queries
+        :class:`PromQuery` objects or text, ``"PROMQL"`` or ``"NAME=PROMQL"``.
+    start, end
+        RFC 3339 text, Unix seconds or aware timestamps; ``end`` defaults to now.
+    step
+        The resolution: ``"10s"``, ``"1m"`` or seconds.
+    client
+        An ``httpx.Client`` to send the requests with (default: a new one).
+
+    Raises
+    ------
+    PrometheusImportError
+        A request failed or Prometheus answered with an error or a warning.
+    LabelRuleError
+        A series cannot be mapped to a service and a metric, or two collide.
+    ValueError
+        Bad arguments; an infinite value with ``on_infinite="error"``.
+    """
+    from features.store import write_dataset
+
+    rule = rule or LabelRule()
+    parsed = [q if isinstance(q, PromQuery) else PromQuery.parse(q) for q in queries]
+    if not parsed:
+        raise ValueError("no query given; pass at least one PromQL query")
+    if on_infinite not in ("gap", "error"):
+        raise ValueError(f"on_infinite must be 'gap' or 'error', got {on_infinite!r}")
+    if not (isinstance(timeout_s, int | float) and timeout_s > 0):
+        raise ValueError(f"timeout_s={timeout_s!r} must be a positive number of seconds")
+    step_ms = round(parse_step(step) * 1000)
+    start_ts = parse_time(start, name="start")
+    end_ts = parse_time("now" if end is None else end, name="end")
+    start_ms = _ms(start_ts)
+    start_ms = -(-start_ms // step_ms) * step_ms  # up to the step grid
+    end_ms = _ms(end_ts)
+    if start_ms > end_ms:
+        raise ValueError(f"start {_iso(start_ts)} is after end {_iso(end_ts)} (or no multiple of "
+                         f"the step {step_ms / 1000:g}s lies between them)")
+    n_points = (end_ms - start_ms) // step_ms + 1
+    if n_points > MAX_REQUESTS_PER_QUERY * max_points:
+        raise ValueError(f"{_iso(start_ts)} to {_iso(end_ts)} at a step of {step_ms / 1000:g}s is "
+                         f"{n_points:,} points per series, more than {MAX_REQUESTS_PER_QUERY:,} "
+                         f"requests of {max_points:,}; shorten the range or raise the step")
+    chunks = chunk_ranges(start_ms, end_ms, step_ms, max_points)
+
+    own_client = client is None
+    client = client or httpx.Client()
+    collected: dict[tuple[str, str], _Collected] = {}
+    empty: list[str] = []
+    n_requests = 0
+    started = time.perf_counter()
+    try:
+        for query in parsed:
+            seen_any = False
+            for chunk_start, chunk_end in chunks:
+                result = fetch_range(client, url, query.expr, chunk_start, chunk_end, step_ms,
+                                     timeout_s=timeout_s)
+                n_requests += 1
+                for item in result:
+                    seen_any = True
+                    _add_series(collected, item, query, rule)
+                _log.info("%s: %s to %s, %d series", query.text, _iso(_stamp(chunk_start)),
+                          _iso(_stamp(chunk_end)), len(result))
+            if not seen_any:
+                _log.warning("query %r returned no series between %s and %s", query.text,
+                             _iso(_stamp(start_ms)), _iso(_stamp(end_ms)))
+                empty.append(query.text)
+    finally:
+        if own_client:
+            client.close()
+
+    frames, reports = [], []
+    for got in collected.values():
+        frame, report = _new_rows(root, got, on_infinite)
+        reports.append(report)
+        if not frame.empty:
+            frames.append(frame)
+    if frames:
+        write_dataset(pd.concat(frames, ignore_index=True), root, existing="append")
+    report = ImportReport(url=url, root=Path(root), start=_stamp(start_ms), end=_stamp(end_ms),
+                          step_s=step_ms / 1000, n_requests=n_requests,
+                          series=tuple(sorted(reports, key=lambda r: (r.service, r.metric))),
+                          empty_queries=tuple(empty))
+    _log.info("imported %d rows of %d series in %.1f s (%d requests)", report.n_written,
+              len(report.series), time.perf_counter() - started, n_requests)
+    return report
+
+
+def _add_series(collected: dict[tuple[str, str], _Collected], item: Mapping[str, Any],
+                query: PromQuery, rule: LabelRule) -> None:
+    try:
+        labels, stamps, values = _series_points(item)
+    except ValueError as error:
+        raise LabelRuleError(f"query {query.text!r}: {error}") from None
+    service, metric, other = rule.identify(labels, query)
+    key = (service, metric)
+    got = collected.get(key)
+    if got is None:
+        got = collected[key] = _Collected(query, labels, service, metric,
+                                          other if rule.keep_labels else None)
+    elif got.labels != labels or got.query != query:
+        raise LabelRuleError(
+            f"two series land on {service}/{metric}: {_labels_text(got.labels)} of query "
+            f"{got.query.text!r} and {_labels_text(labels)} of query {query.text!r}; aggregate "
+            f"them in PromQL (e.g. sum by (service) (...)), name the queries apart, or change "
+            f"the label rule")
+    got.stamps.append(stamps)
+    got.values.append(values)
+
+
+def _new_rows(root: str | Path, got: _Collected,
+              on_infinite: Literal["gap", "error"]) -> tuple[pd.DataFrame, SeriesImport]:
+    stamps = np.concatenate(got.stamps) if got.stamps else np.array([], dtype=np.int64)
+    values = np.concatenate(got.values) if got.values else np.array([], dtype=np.float64)
+    order = np.argsort(stamps, kind="stable")
+    stamps, values = stamps[order], values[order]
+    previous = last_stored(root, got.service, got.metric)
+    keep = np.ones(len(stamps), dtype=bool) if previous is None else stamps > _ms(previous)
+    n_skipped = int((~keep).sum())
+    stamps, values = stamps[keep], values[keep]
+    infinite = np.isinf(values)
+    if infinite.any():
+        where = _iso(_stamp(int(stamps[np.flatnonzero(infinite)[0]])))
+        if on_infinite == "error":
+            raise ValueError(f"query {got.query.text!r}: series {got.service}/{got.metric} has "
+                             f"{int(infinite.sum())} infinite value(s), the first at {where}; "
+                             f"models refuse infinities (on_infinite='gap' stores them as gaps)")
+        _log.warning("%s/%s: %d infinite value(s) stored as gaps (NaN), the first at %s",
+                     got.service, got.metric, int(infinite.sum()), where)
+        values = np.where(infinite, np.nan, values)
+    frame = pd.DataFrame({
+        TIMESTAMP: pd.to_datetime(stamps, unit="ms", utc=True).astype("datetime64[ns, UTC]"),
+        SERVICE: got.service,
+        METRIC: got.metric,
+        VALUE: values,
+    })
+    if got.other is not None and len(frame):
+        frame[LABELS] = [dict(got.other)] * len(frame)
+    report = SeriesImport(
+        query=got.query.text, service=got.service, metric=got.metric, labels=got.labels,
+        n_fetched=len(keep), n_written=len(frame), n_skipped=n_skipped,
+        n_nan=int(np.isnan(values).sum() - infinite.sum()), n_infinite=int(infinite.sum()),
+        first=frame[TIMESTAMP].iloc[0] if len(frame) else None,
+        last=frame[TIMESTAMP].iloc[-1] if len(frame) else None,
+        resumed_after=previous)
+    return frame, report
+
+
+def _ms(stamp: pd.Timestamp) -> int:
+    return stamp.value // 1_000_000
+
+
+def _stamp(ms: int) -> pd.Timestamp:
+    return pd.Timestamp(ms, unit="ms", tz="UTC")
+
+
+def _iso(stamp: pd.Timestamp | None) -> str:
+    if stamp is None:
+        return "-"
+    text = stamp.tz_convert("UTC").isoformat(timespec="milliseconds")
+    return text.replace(".000+00:00", "Z").replace("+00:00", "Z")
+
+
+def _labels_text(labels: Mapping[str, str]) -> str:
+    inside = ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    return "{" + inside + "}"
