@@ -58,6 +58,119 @@ def _cmd_import_csv(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prometheus_arguments(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    """The options of a Prometheus source, shared by ``data import-prometheus`` and ``retrain``."""
+
+    def step(text: str) -> float:
+        from features.prometheus import parse_step
+
+        try:
+            return parse_step(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    def seconds(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+        return value
+
+    parser.add_argument("--query", action="append", default=[], metavar="PROMQL",
+                        help="PromQL to import; NAME=PROMQL stores its series as metric NAME "
+                             "(needed when the result has no __name__, e.g. rate(...)); repeat "
+                             "for more queries")
+    parser.add_argument("--step", type=step, required=required, default=None if required else 60.0,
+                        help="resolution: 10s, 1m, 1m30s or seconds"
+                             + ("" if required else " (default 1m)"))
+    parser.add_argument("--labels-config", metavar="FILE",
+                        help="JSON or YAML: service_labels (default [service, job, app]), "
+                             "metric_label (default __name__), keep_labels (default false), "
+                             "queries (NAME: PROMQL, added to --query)")
+    parser.add_argument("--timeout", type=seconds, default=30.0, metavar="S",
+                        help="seconds to wait for each Prometheus answer (default 30)")
+    parser.add_argument("--on-infinite", choices=["gap", "error"], default="gap",
+                        help="+Inf/-Inf values: store as gaps, counted (default), or refuse")
+
+
+def _time_argument(name: str):
+    def parse(text: str):
+        from features.prometheus import parse_time
+
+        try:
+            return parse_time(text, name=name)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
+
+
+def _prometheus_source(args: argparse.Namespace):
+    """The queries, label rule and request options of the command line and ``--labels-config``."""
+    from features.prometheus import LabelRule, PromQuery
+    from training.nightly import PrometheusSource
+
+    rule, queries = LabelRule(), [PromQuery.parse(q) for q in args.query]
+    if args.labels_config:
+        settings = _read_config(args.labels_config)
+        configured = settings.pop("queries", None) or {}
+        if isinstance(configured, dict):
+            queries += [PromQuery(expr=str(expr), name=str(name))
+                        for name, expr in configured.items()]
+        elif isinstance(configured, list):
+            queries += [PromQuery.parse(str(q)) for q in configured]
+        else:
+            raise ValueError(f"{args.labels_config}: queries must map names to PromQL or list "
+                             f"PromQL, got {type(configured).__name__}")
+        rule = LabelRule.from_mapping(settings, source=str(args.labels_config))
+    if not queries:
+        raise ValueError("no query: pass --query PROMQL (or queries in --labels-config)")
+    return PrometheusSource(url=args.prometheus_url, queries=tuple(queries), step=args.step,
+                            rule=rule, timeout_s=args.timeout, on_infinite=args.on_infinite)
+
+
+def _read_config(path: str) -> dict:
+    text = Path(path).read_text()
+    if path.endswith((".yml", ".yaml")):
+        import yaml
+
+        try:
+            settings = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ValueError(f"{path} is not valid YAML: {error}") from None
+    else:
+        try:
+            settings = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON ({error}); YAML files end in .yml or "
+                             f".yaml") from None
+    if not isinstance(settings, dict):
+        raise ValueError(f"{path} must hold a mapping, got {type(settings).__name__}")
+    return settings
+
+
+def _print_import(report) -> None:
+    for line in report.summary():
+        print(line)
+
+
+def _cmd_import_prometheus(args: argparse.Namespace) -> int:
+    from features.prometheus import PrometheusImportError, import_prometheus
+
+    source = _prometheus_source(args)
+    try:
+        report = import_prometheus(source.url, source.queries, args.out, start=args.start,
+                                   end=args.end, step=source.step, rule=source.rule,
+                                   timeout_s=source.timeout_s, on_infinite=source.on_infinite)
+    except PrometheusImportError as error:
+        print(f"aiops data: error: {error}", file=sys.stderr)
+        return 1
+    _print_import(report)
+    return 0
+
+
 def _cmd_sample_request(args: argparse.Namespace) -> int:
     from features.series import split_series, to_series
     from features.store import list_series, read_dataset
@@ -129,6 +242,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_retrain(args: argparse.Namespace) -> int:
     import datetime as dt
 
+    from features.prometheus import PrometheusImportError
     from training.nightly import NightlyLockedError, retrain_nightly
 
     if not args.nightly:
@@ -140,13 +254,21 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
         raise ValueError(f"--day {args.day!r} is not a date such as 2026-11-27") from None
     # The nightly job runs without a terminal: its progress goes to the log.
     logging.getLogger("training").setLevel(logging.INFO)
+    source = _prometheus_source(args) if args.prometheus_url else None
+    if source is None and (args.query or args.labels_config):
+        raise ValueError("--query and --labels-config need --prometheus URL")
     started = time.perf_counter()
     try:
         outcome = retrain_nightly(_train_options(args), days=args.days, day=day,
-                                  force=args.force)
+                                  force=args.force, source=source)
     except NightlyLockedError as error:
         print(f"aiops retrain: error: {error}", file=sys.stderr)
         return 3
+    except PrometheusImportError as error:
+        print(f"aiops retrain: error: {error}", file=sys.stderr)
+        return 1
+    if outcome.imported is not None:
+        _print_import(outcome.imported)
     print(f"nightly {outcome.day}: {outcome.message}")
     if outcome.result is not None:
         _print_result(outcome.result, time.perf_counter() - started)
@@ -306,6 +428,23 @@ def build_parser() -> argparse.ArgumentParser:
                      help="rows that repeat a timestamp: refuse (default) or keep one")
     imp.set_defaults(func=_cmd_import_csv)
 
+    ip = data_commands.add_parser(
+        "import-prometheus", help="import series from Prometheus' query_range API (resumes)",
+        description="Fetch PromQL queries over [start, end] at a step, in chunks of at most "
+                    "11,000 points, and append the points after each series' last stored "
+                    "timestamp. service = the first of the labels service, job, app; metric = "
+                    "the query's NAME or __name__. Nothing is written unless every request "
+                    "succeeds.")
+    ip.add_argument("--url", dest="prometheus_url", required=True,
+                    help="Prometheus base URL, e.g. http://prometheus:9090")
+    ip.add_argument("--start", type=_time_argument("--start"), required=True,
+                    help="RFC 3339 (2026-11-27T00:00:00Z) or Unix seconds")
+    ip.add_argument("--end", type=_time_argument("--end"), default=None,
+                    help="RFC 3339 or Unix seconds (default: now)")
+    ip.add_argument("--out", required=True, help="dataset directory to append to")
+    _prometheus_arguments(ip, required=True)
+    ip.set_defaults(func=_cmd_import_prometheus)
+
     sample = data_commands.add_parser("sample-request", help="write a /v1/score request body")
     sample.add_argument("--data", required=True)
     sample.add_argument("--out", required=True)
@@ -327,6 +466,10 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--day", help="the run's day, YYYY-MM-DD (default: today, UTC)")
     rt.add_argument("--force", action="store_true",
                     help="train even when a run for the day has finished")
+    rt.add_argument("--prometheus", dest="prometheus_url", metavar="URL",
+                    help="first import the day's window from this Prometheus into --data "
+                         "(resuming after each series' last stored point), then train")
+    _prometheus_arguments(rt, required=False)
     rt.set_defaults(func=_cmd_retrain)
 
     pr = commands.add_parser("promote", help="make a registered version the champion")

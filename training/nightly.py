@@ -16,11 +16,13 @@ import datetime as dt
 import logging
 import os
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 from filelock import FileLock, Timeout
 from mlflow.tracking import MlflowClient
 
+from features.prometheus import ImportReport, LabelRule, PromQuery, import_prometheus
 from training.tracking import DEFAULT_EXPERIMENT, configure_tracking
 from training.train import TrainOptions, TrainResult, train
 
@@ -40,6 +42,20 @@ class NightlyResult:
     skipped: bool
     message: str
     result: TrainResult | None = None
+    #: What was imported from Prometheus before training (None: no source given).
+    imported: ImportReport | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class PrometheusSource:
+    """Where a nightly run fetches its window before training (see :mod:`features.prometheus`)."""
+
+    url: str
+    queries: tuple[PromQuery, ...]
+    step: str | float = "1m"
+    rule: LabelRule = dataclasses.field(default_factory=LabelRule)
+    timeout_s: float = 30.0
+    on_infinite: Literal["gap", "error"] = "gap"
 
 
 def default_lock_path(model_name: str) -> Path:
@@ -76,13 +92,20 @@ def retrain_nightly(
     day: dt.date | None = None,
     force: bool = False,
     lock_path: Path | None = None,
+    source: PrometheusSource | None = None,
 ) -> NightlyResult:
     """Train ``options`` on the window of ``day`` (default: today, UTC) unless already done.
+
+    With a Prometheus ``source``, the window (up to now at the latest) is first
+    imported into ``options.data``, resuming after each series' last stored
+    point, under the same lock, so two runs never import into one store at once.
 
     Raises
     ------
     NightlyLockedError
         Another nightly run of the same model holds the lock.
+    features.prometheus.PrometheusImportError
+        The import failed; the store is as it was and nothing is trained.
     ValueError, DataValidationError
         The window holds no rows, or the data is bad; nothing is registered.
     """
@@ -102,12 +125,18 @@ def retrain_nightly(
         if done is not None:
             return NightlyResult(day, True, f"nightly run for {day} already finished (run "
                                             f"{done}); nothing to do (--force runs it again)")
+        imported = None
+        if source is not None:
+            imported = import_prometheus(
+                source.url, source.queries, options.data, start=start,
+                end=min(end, pd.Timestamp.now(tz="UTC")), step=source.step, rule=source.rule,
+                timeout_s=source.timeout_s, on_infinite=source.on_infinite)
         nightly = dataclasses.replace(
             options, start=start, end=end, run_name=f"nightly-{day.isoformat()}",
             tags={**options.tags, DAY_TAG: day.isoformat(), MODEL_TAG: options.model_name})
         result = train(nightly)
         return NightlyResult(day, False, f"trained on {start:%Y-%m-%d} to {end:%Y-%m-%d}: "
-                                         f"{result.decision}", result)
+                                         f"{result.decision}", result, imported)
     finally:
         lock.release()
 
