@@ -134,7 +134,11 @@ def _prometheus_source(args: argparse.Namespace):
 def _read_config(path: str) -> dict:
     text = Path(path).read_text()
     if path.endswith((".yml", ".yaml")):
-        import yaml
+        try:
+            import yaml  # mlflow depends on PyYAML
+        except ImportError:
+            raise ValueError(f"{path}: reading YAML needs PyYAML (pip install pyyaml); or write "
+                             f"the file as JSON") from None
 
         try:
             settings = yaml.safe_load(text)
