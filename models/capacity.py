@@ -147,6 +147,9 @@ def plan_replicas(
     check_int("current_replicas", current_replicas, 0, 1_000_000)
     if len(forecast) == 0:
         raise ValueError("the forecast is empty; ask for a horizon of at least one step")
+    if not np.isfinite(forecast[["yhat", "q50"]].to_numpy(dtype="float64")).any():
+        raise ValueError("the forecast holds no finite value (a history of gaps?); "
+                         "no plan can be made from it")
     index = pd.DatetimeIndex(forecast.index)
     column = PRIORITY_QUANTILE[policy.priority]
     multiplier = event_multiplier(index, events)

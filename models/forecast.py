@@ -147,7 +147,7 @@ class Forecaster(ABC):
     def _remember(self, grid: pd.Series) -> None:
         """Keep the end of the fitted history: the default origin of a forecast."""
         self.last_ = grid.index[-1]
-        self.context_ = grid.iloc[-self.context_length():].to_numpy()
+        self.context_ = _fill_trailing_gap(grid).iloc[-self.context_length():].to_numpy()
 
     def forecast(self, horizon: int, history: pd.Series | None = None) -> pd.DataFrame:
         """``yhat, q10, q50, q90`` for the ``horizon`` steps after ``history`` (default: the fit's)."""
@@ -158,9 +158,10 @@ class Forecaster(ABC):
                 end=self.last_, periods=len(self.context_), freq=self.step_))
         else:
             values = check_series(history, name="history", min_length=1)
-            grid = regular_grid(values, self.step_).iloc[-self.context_length():]
-            if not np.isfinite(grid.to_numpy()).any():
+            if not np.isfinite(values.to_numpy()).any():
                 raise ValueError("history holds no finite value to forecast from")
+            grid = _fill_trailing_gap(regular_grid(values, self.step_)).iloc[
+                -self.context_length():]
         index = future_index(grid.index[-1], self.step_, horizon)
         frame = self._forecast(grid, index)
         # Quantiles never cross, whatever a model's error distribution.
@@ -326,6 +327,18 @@ class SeasonalNaiveForecaster(Forecaster):
 
 
 # -- the seasonal profile shared by ARIMA and the forest -----------------------------------
+def _fill_trailing_gap(grid: pd.Series) -> pd.Series:
+    """A history that ends in a gap (a late scrape, a live window read up to now) carries its
+    last observed value to the end, so that the forecast still starts after the last step."""
+    values = grid.to_numpy(dtype="float64")
+    observed = np.flatnonzero(np.isfinite(values))
+    if observed.size == 0 or observed[-1] == len(values) - 1:
+        return grid
+    filled = values.copy()
+    filled[observed[-1] + 1:] = values[observed[-1]]
+    return pd.Series(filled, index=grid.index, name=grid.name)
+
+
 def _ns(index: pd.DatetimeIndex) -> np.ndarray:
     return index.as_unit("ns").asi8
 

@@ -169,3 +169,17 @@ def test_score_fitted_scores_models_fitted_elsewhere_as_backtest_does():
     expected = backtest(series, ["seasonal_naive"], horizon=48, n_origins=3)
     naive = SeasonalNaiveForecaster().fit(training_part(series))
     assert score_fitted(series, {"seasonal_naive": naive}, horizon=48, n_origins=3) == expected
+
+
+@pytest.mark.parametrize("season", ["none", "1D"])
+def test_a_history_ending_in_a_gap_is_forecast_from_its_last_observed_value(season):
+    index = pd.date_range("2026-01-05", periods=288 * 3, freq="5min", tz="UTC")
+    history = pd.Series(10.0 + np.arange(len(index)) % 288 / 100, index=index)
+    history.iloc[-6:] = np.nan  # the last half hour not scraped yet
+    config = SeasonalNaiveForecaster.config_class(season=season, max_horizon=48)
+    fitted = SeasonalNaiveForecaster(config).fit(history)
+    for frame in (fitted.forecast(12), fitted.forecast(12, history)):
+        assert np.isfinite(frame.to_numpy()).all()
+        assert frame.index[0] == index[-1] + pd.Timedelta("5min")
+    if season == "none":
+        assert (fitted.forecast(3)["yhat"] == history.iloc[-7]).all()
