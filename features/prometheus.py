@@ -440,6 +440,59 @@ def fetch_range(
     return data["result"]
 
 
+def fetch_window(
+    url: str,
+    query: str,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    step_s: float,
+    *,
+    timeout_s: float = 10.0,
+    client: httpx.Client | None = None,
+) -> pd.Series:
+    """One query's single series over ``[start, end]`` on a ``step_s`` grid, for live scoring.
+
+    Nothing is stored. Evaluation times where Prometheus has no sample (it
+    leaves them out) and infinite values are NaN, so the result is a regular
+    grid with gaps marked, as the detectors expect.
+
+    Raises
+    ------
+    PrometheusImportError
+        Prometheus failed, or the query gave no series or several (aggregate it
+        with ``sum``/``avg`` to one).
+    """
+    step_ms = round(step_s * 1000)
+    start_ms = -(-_ms(start) // step_ms) * step_ms
+    end_ms = _ms(end)
+    found: list[Mapping[str, Any]] = []
+    own_client = client is None
+    client = client or httpx.Client()
+    try:
+        for chunk_start, chunk_end in chunk_ranges(start_ms, end_ms, step_ms):
+            found.extend(fetch_range(client, url, query, chunk_start, chunk_end, step_ms,
+                                     timeout_s=timeout_s))
+    finally:
+        if own_client:
+            client.close()
+    series = {_labels_text(item.get("metric") or {}) for item in found}
+    if len(series) != 1:
+        what = "no series" if not series else f"{len(series)} series: {sorted(series)[:5]}"
+        raise PrometheusImportError(f"expected one series, got {what}; aggregate the query "
+                                    f"(sum/avg) to one", url=url, query=query,
+                                    start=_stamp(start_ms), end=_stamp(end_ms))
+    grid = pd.date_range(_stamp(start_ms), _stamp(end_ms), freq=f"{step_ms}ms").as_unit("ns")
+    window = pd.Series(np.nan, index=grid)
+    for item in found:
+        try:
+            _, stamps, values = _series_points(item)
+        except ValueError as error:
+            raise PrometheusImportError(str(error), url=url, query=query) from None
+        at = pd.DatetimeIndex(stamps * 1_000_000, tz="UTC").as_unit("ns")
+        window.loc[at] = np.where(np.isfinite(values), values, np.nan)
+    return window
+
+
 def _series_points(item: Mapping[str, Any]) -> tuple[dict[str, str], np.ndarray, np.ndarray]:
     labels = dict(item.get("metric") or {})
     if "values" not in item:

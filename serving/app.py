@@ -26,6 +26,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from mlflow.exceptions import MlflowException
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from features.prometheus import PrometheusImportError
 from models.alarms import AlarmPolicy, Incident, find_incidents
 from models.base import ModelFormatError, NotFittedError
 from models.bundle import FALLBACK_DETECTOR, SeriesForecast, SeriesScores
@@ -42,7 +43,7 @@ from models.forecast import FORECAST_COLUMNS
 from serving import registry
 from serving.alerts import series_alerts, service_alerts
 from serving.loader import LoadedModel, ModelHolder, ModelWatcher
-from serving.observability import ServiceMetrics
+from serving.observability import ServiceMetrics, VerdictMetrics
 from serving.schemas import (
     AdminModelsResponse,
     AdminPromoteRequest,
@@ -60,6 +61,7 @@ from serving.schemas import (
     Problem,
     RecommendationRequest,
     RecommendationResponse,
+    ReplicaCount,
     RightSizingOut,
     RightSizingRequest,
     RightSizingResponse,
@@ -193,9 +195,11 @@ def _forecast(service: str, metric: str, horizon: int, history: History | None,
 
 
 def forecast_request(request: ForecastRequest, model: LoadedModel,
-                     settings: Settings) -> ForecastResponse:
+                     settings: Settings, verdicts: VerdictMetrics | None = None) -> ForecastResponse:
     result = _forecast(request.service, request.metric, request.horizon, request.history,
                        model, settings)
+    if verdicts is not None:
+        verdicts.record_forecast(request.service, request.metric, result.frame)
     return ForecastResponse(
         model=_model_info(model),
         service=request.service,
@@ -209,7 +213,7 @@ def forecast_request(request: ForecastRequest, model: LoadedModel,
 
 
 def recommend(request: RecommendationRequest, model: LoadedModel,
-              settings: Settings) -> RecommendationResponse:
+              settings: Settings, verdicts: VerdictMetrics | None = None) -> RecommendationResponse:
     policy = ScalingPolicy(
         capacity_per_replica=request.capacity_per_replica,
         target_utilisation=request.target_utilisation,
@@ -223,6 +227,9 @@ def recommend(request: RecommendationRequest, model: LoadedModel,
                              pd.Timestamp(e.end).tz_convert("UTC"), e.multiplier)
               for e in request.events]
     plan = plan_replicas(forecast.frame, policy, request.current_replicas, events)
+    if verdicts is not None:
+        verdicts.record_forecast(request.service, request.metric, forecast.frame)
+        verdicts.record_replicas(request.service, plan.replicas_now)
     schedule = plan.schedule
     return RecommendationResponse(
         model=_model_info(model), service=request.service, replicas=plan.replicas_now,
@@ -465,6 +472,7 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
     metrics = ServiceMetrics(
         lambda: time.time() - holder.model.loaded_at if holder.model else float("nan"))
     app.state.metrics = metrics
+    verdicts = VerdictMetrics(metrics.registry, settings.max_exported_series)
     audit = AuditLog(settings.audit_log)
     if settings.tokens is None:
         _log.warning("no tokens configured (AIOPS_TOKENS_FILE, AIOPS_TOKENS): the API is open")
@@ -560,6 +568,7 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
                                                settings, url)
         for result in response.results:
             metrics.scores.observe(max((s for s in result.scores if s is not None), default=0.0))
+            verdicts.record_score(result.service, result.metric, result.scores)
         metrics.series.inc(len(response.results))
         return response
 
@@ -570,7 +579,7 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
         responses=_problems(400, 401, 403, 413, 422, 503),
     )
     def forecast(request: ForecastRequest, _: ForecastCaller) -> ForecastResponse:
-        return forecast_request(request, holder.require(), settings)
+        return forecast_request(request, holder.require(), settings, verdicts)
 
     @app.post(
         "/v1/recommendations",
@@ -580,7 +589,41 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
     )
     def recommendations(request: RecommendationRequest,
                         _: ForecastCaller) -> RecommendationResponse:
-        return recommend(request, holder.require(), settings)
+        return recommend(request, holder.require(), settings, verdicts)
+
+    @app.get(
+        "/v1/recommendations/{service}/replicas",
+        response_model=ReplicaCount,
+        summary="Replicas to run now for one service, from its live demand (for KEDA)",
+        description="Reads the service's demand from Prometheus as the live config "
+                    "(AIOPS_LIVE_CONFIG) says, forecasts and plans it like POST "
+                    "/v1/recommendations. KEDA's metrics-api trigger reads `replicas` "
+                    "(valueLocation: replicas).",
+        responses=_problems(401, 403, 404, 502, 503),
+    )
+    def replica_count(service: str, _: ForecastCaller) -> ReplicaCount:
+        live = settings.live
+        if live is None:
+            raise HTTPException(404, "no live config: set AIOPS_LIVE_CONFIG to a file with a "
+                                     "prometheus url and a scaling entry per service")
+        if service not in live.scaling:
+            raise HTTPException(404, f"service {service!r} has no scaling entry in the live "
+                                     f"config; configured: {sorted(live.scaling)}")
+        model = holder.require()
+        target = live.scaling[service]
+        try:
+            demand = live.read(target.query, live.history_s)
+            current = live.current_replicas(target)
+        except PrometheusImportError as error:
+            raise HTTPException(502, f"cannot read {service}'s live data: {error}") from None
+        history = History(timestamps=list(demand.index.to_pydatetime()),
+                          values=[None if v != v else v for v in demand.tolist()])
+        fields = target.model_dump(exclude={"query", "current_replicas_query"})
+        answer = recommend(RecommendationRequest(service=service, history=history,
+                                                 current_replicas=current, **fields),
+                           model, settings, verdicts)
+        return ReplicaCount(service=service, replicas=answer.replicas, reason=answer.reason,
+                            current_replicas=current, model=answer.model)
 
     @app.post("/v1/cluster-plan", response_model=ClusterPlanResponse,
               summary="Share a cluster's CPU among services by priority tier",

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+import pandas as pd
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from serving.security import ScrubFilter
@@ -62,6 +65,85 @@ class ServiceMetrics:
             self.model.remove(*self._model_labels)
         self.model.labels(*labels).set(1)
         self._model_labels = labels
+
+
+#: Distances ahead, in seconds, at which forecast quantiles are exported (labels stay few).
+FORECAST_HORIZONS_S: dict[str, int] = {"5m": 300, "15m": 900, "1h": 3600}
+FORECAST_QUANTILES = ("q10", "q50", "q90")
+
+
+class VerdictMetrics:
+    """The service's answers as metrics, for recording and alerting rules and Grafana panels.
+
+    - ``aiops_anomaly_score{service, metric}``: the score of the newest point of the last
+      window scored (NaN points do not count).
+    - ``aiops_forecast{service, metric, quantile, horizon}``: the last forecast's q10, q50
+      and q90 at 5 minutes, 15 minutes and 1 hour after its last observation, where the
+      forecast reaches that far.
+    - ``aiops_recommended_replicas{service}``: replicas to run now, from the last
+      recommendation.
+
+    Labels stay bounded: at most ``max_series`` service/metric pairs (and as many
+    services) are exported; later ones are counted in
+    ``aiops_verdict_series_dropped_total`` and left out, so a caller that invents names
+    cannot blow up the scrape.
+    """
+
+    def __init__(self, registry: CollectorRegistry, max_series: int = 1_000) -> None:
+        self.max_series = max_series
+        self.score = Gauge("aiops_anomaly_score",
+                           "Score in [0, 1] of the newest point of the last scored window",
+                           ["service", "metric"], registry=registry)
+        self.forecast = Gauge("aiops_forecast",
+                              "Last forecast's quantile at a distance ahead of its last point",
+                              ["service", "metric", "quantile", "horizon"], registry=registry)
+        self.replicas = Gauge("aiops_recommended_replicas",
+                              "Replicas to run now, from the last recommendation",
+                              ["service"], registry=registry)
+        self.dropped = Counter("aiops_verdict_series_dropped",
+                               "Verdicts not exported because max_series series were exported",
+                               registry=registry)
+        self._series: set[tuple[str, str]] = set()
+        self._services: set[str] = set()
+        self._lock = threading.Lock()
+
+    def _admit(self, service: str, metric: str | None = None) -> bool:
+        with self._lock:
+            if metric is None:
+                known, key = self._services, service
+            else:
+                known, key = self._series, (service, metric)
+            if key in known:
+                return True
+            if len(known) >= self.max_series:
+                self.dropped.inc()
+                return False
+            known.add(key)
+            return True
+
+    def record_score(self, service: str, metric: str, scores: Sequence[float | None]) -> None:
+        newest = next((s for s in reversed(scores) if s is not None), None)
+        if newest is not None and self._admit(service, metric):
+            self.score.labels(service, metric).set(newest)
+
+    def record_forecast(self, service: str, metric: str, frame: pd.DataFrame) -> None:
+        """``frame``: the forecast, indexed by timestamp on a regular grid, with quantile columns."""
+        # One row gives no step, so no distance ahead to label it with.
+        if len(frame) < 2 or not self._admit(service, metric):
+            return
+        step_s = (frame.index[1] - frame.index[0]).total_seconds()
+        for horizon, seconds in FORECAST_HORIZONS_S.items():
+            # Row k forecasts (k + 1) steps after the last observation.
+            position = math.ceil(seconds / step_s) - 1
+            if position >= len(frame):
+                continue
+            for quantile in FORECAST_QUANTILES:
+                value = float(frame[quantile].iloc[position])
+                self.forecast.labels(service, metric, quantile, horizon).set(value)
+
+    def record_replicas(self, service: str, replicas: int) -> None:
+        if self._admit(service):
+            self.replicas.labels(service).set(replicas)
 
 
 class JsonFormatter(logging.Formatter):

@@ -301,6 +301,16 @@ class RecommendationResponse(BaseModel):
     schedule: list[ScheduleStep]
 
 
+class ReplicaCount(BaseModel):
+    """One number for an autoscaler: KEDA's metrics-api trigger reads ``replicas``."""
+
+    service: str
+    replicas: int = Field(description="Replicas to run now (valueLocation: replicas).")
+    current_replicas: int = Field(description="Replicas running, as the plan started from.")
+    reason: str
+    model: ModelInfo
+
+
 class ServiceNeedIn(BaseModel):
     model_config = REQUEST
 

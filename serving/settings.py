@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from models.alarms import AlarmPolicy
+from serving.live import LiveConfig
 from serving.security import TokenStore
 
 
@@ -60,6 +61,12 @@ class Settings:
     alarm_policy
         How alarmed points group into incidents and get a severity;
         ``AIOPS_ALARM_POLICY`` names a JSON file that overrides the defaults.
+    max_exported_series
+        At most this many series' (and services') verdicts are exported on ``/metrics``
+        (``AIOPS_MAX_EXPORTED_SERIES``).
+    live
+        Where live data comes from (``AIOPS_LIVE_CONFIG``, see :mod:`serving.live`); needed
+        by ``GET /v1/recommendations/{service}/replicas``.
     """
 
     model_name: str = "novaevo-detectors"
@@ -77,6 +84,8 @@ class Settings:
     audit_log: Path | None = None
     max_body_bytes: int = 20_000_000
     alarm_policy: AlarmPolicy = dataclasses.field(default_factory=AlarmPolicy)
+    max_exported_series: int = 1_000
+    live: LiveConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.tracking_uri:
@@ -89,7 +98,7 @@ class Settings:
         if self.num_replicas < 0:
             raise ValueError(f"num_replicas={self.num_replicas} must be >= 0 (0: autoscale)")
         for name in ("max_points_per_series", "max_series_per_request", "max_replicas",
-                     "max_body_bytes"):
+                     "max_body_bytes", "max_exported_series"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
 
@@ -112,6 +121,11 @@ class Settings:
         }
         if os.environ.get("AIOPS_AUDIT_LOG"):
             values["audit_log"] = Path(os.environ["AIOPS_AUDIT_LOG"])
+        if os.environ.get("AIOPS_MAX_EXPORTED_SERIES"):
+            values["max_exported_series"] = _env_int("AIOPS_MAX_EXPORTED_SERIES",
+                                                     cls.max_exported_series)
+        if os.environ.get("AIOPS_LIVE_CONFIG"):
+            values["live"] = LiveConfig.load(os.environ["AIOPS_LIVE_CONFIG"])
         policy_file = os.environ.get("AIOPS_ALARM_POLICY")
         if policy_file:
             values["alarm_policy"] = load_alarm_policy(Path(policy_file))

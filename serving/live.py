@@ -1,0 +1,167 @@
+"""Live data from Prometheus: which series to watch and which services to scale.
+
+One YAML file (``AIOPS_LIVE_CONFIG`` for the service, ``--config`` for
+``aiops watch``) says where Prometheus is, which PromQL query gives each
+watched series, and how each scaled service turns demand into replicas::
+
+    prometheus:
+      url: http://prometheus:9090
+      timeout_s: 10
+    step_s: 10            # the grid windows are read on
+    window_s: 3600        # how much recent data is scored each cycle
+    history_s: 86400      # how much past a live forecast starts from
+    interval_s: 60        # aiops watch: seconds between cycles
+    alertmanager:
+      url: http://alertmanager:9093
+    series:               # aiops watch scores these
+      - service: checkout
+        metric: cpu
+        query: avg(rate(process_cpu_seconds_total{job="checkout"}[1m]))
+    scaling:              # GET /v1/recommendations/{service}/replicas plans these
+      checkout:
+        metric: request_rate
+        query: sum(rate(http_requests_total{job="checkout"}[1m]))
+        capacity_per_replica: 50
+        min_replicas: 2
+        max_replicas: 20
+        current_replicas_query: kube_deployment_status_replicas{deployment="checkout"}
+
+A query must give exactly one series (aggregate with ``sum``/``avg`` where it
+would give several).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from features.prometheus import fetch_window
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class LiveConfigError(ValueError):
+    """A live configuration file that cannot be used; the message names the file and field."""
+
+
+class Endpoint(BaseModel):
+    model_config = _STRICT
+
+    url: str = Field(pattern=r"^https?://", description="Base URL, e.g. http://prometheus:9090")
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+
+
+class WatchedSeries(BaseModel):
+    model_config = _STRICT
+
+    service: Name
+    metric: Name
+    query: str = Field(min_length=1, description="PromQL giving exactly one series")
+
+
+class ScalingTarget(BaseModel):
+    """The fields of ``POST /v1/recommendations``, with the demand read from Prometheus."""
+
+    model_config = _STRICT
+
+    metric: Name = "request_rate"
+    query: str = Field(min_length=1, description="PromQL of the demand, one series")
+    capacity_per_replica: float = Field(gt=0)
+    target_utilisation: float = Field(default=0.7, gt=0, le=1)
+    peak_utilisation: float = Field(default=1.0, gt=0, le=1)
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=100, ge=1)
+    lead_time_s: float = Field(default=120.0, ge=0, le=604_800)
+    stabilisation_s: float = Field(default=300.0, ge=0, le=604_800)
+    priority: int = Field(default=3, ge=1, le=5)
+    horizon: int = Field(default=360, ge=1, le=100_000, description="Steps planned ahead.")
+    current_replicas_query: str | None = Field(
+        default=None, description="PromQL of the replicas running now; without it the "
+        "plan starts from min_replicas (no scale-down hold).")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ScalingTarget:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas={self.min_replicas} is above "
+                             f"max_replicas={self.max_replicas}")
+        if self.peak_utilisation < self.target_utilisation:
+            raise ValueError(f"peak_utilisation={self.peak_utilisation} is below "
+                             f"target_utilisation={self.target_utilisation}")
+        return self
+
+
+class LiveConfig(BaseModel):
+    model_config = _STRICT
+
+    prometheus: Endpoint
+    alertmanager: Endpoint | None = None
+    step_s: float = Field(default=10.0, gt=0, le=86_400)
+    window_s: float = Field(default=3600.0, gt=0, le=7 * 86_400)
+    history_s: float = Field(default=86_400.0, gt=0, le=90 * 86_400)
+    interval_s: float = Field(default=60.0, ge=1, le=86_400)
+    series: list[WatchedSeries] = Field(default_factory=list, max_length=10_000)
+    scaling: dict[Name, ScalingTarget] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _unique(self) -> LiveConfig:
+        seen: set[tuple[str, str]] = set()
+        for i, item in enumerate(self.series):
+            key = (item.service, item.metric)
+            if key in seen:
+                raise ValueError(f"series[{i}] repeats {item.service}/{item.metric}")
+            seen.add(key)
+        return self
+
+    @classmethod
+    def load(cls, path: str | Path) -> LiveConfig:
+        """Read and check ``path``.
+
+        Raises
+        ------
+        LiveConfigError
+            The file is missing, is not YAML, or a field is wrong (named with its path).
+        """
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except OSError as error:
+            raise LiveConfigError(f"cannot read live config {path}: {error.strerror}") from None
+        except yaml.YAMLError as error:
+            raise LiveConfigError(f"live config {path} is not valid YAML: {error}") from None
+        if not isinstance(raw, dict):
+            raise LiveConfigError(f"live config {path} must be a mapping at the top level")
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'top level'}: {e['msg']}"
+                for e in error.errors())
+            raise LiveConfigError(f"live config {path}: {problems}") from None
+
+    def read(self, query: str, seconds: float, *, end: pd.Timestamp | None = None) -> pd.Series:
+        """The last ``seconds`` of one query's series on the config's grid.
+
+        Raises
+        ------
+        features.prometheus.PrometheusImportError
+            Prometheus failed, or the query gave no series or several.
+        """
+        end = (end or pd.Timestamp.now(tz="UTC")).floor(f"{self.step_s}s")
+        start = end - pd.Timedelta(seconds=seconds - self.step_s)
+        return fetch_window(self.prometheus.url, query, start, end, self.step_s,
+                            timeout_s=self.prometheus.timeout_s)
+
+    def current_replicas(self, target: ScalingTarget, *, end: pd.Timestamp | None = None) -> int:
+        """Replicas running now, from ``current_replicas_query``, else ``min_replicas``."""
+        if target.current_replicas_query is None:
+            return target.min_replicas
+        running = self.read(target.current_replicas_query, 5 * 60, end=end).dropna()
+        if running.empty or not math.isfinite(running.iloc[-1]):
+            return target.min_replicas
+        return max(0, round(float(running.iloc[-1])))

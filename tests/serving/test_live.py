@@ -1,0 +1,129 @@
+"""Live data from a real Prometheus: the KEDA replica endpoint, and the verdicts scraped back."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from features.prometheus import PrometheusImportError
+from serving.app import create_app
+from serving.live import LiveConfig, LiveConfigError
+from tests.serving.conftest import daily_series, window_body
+
+pytestmark = pytest.mark.integration
+
+
+def live_config(url: str, **scaling) -> LiveConfig:
+    target = {"metric": "cpu_ratio", "query": 'node_cpu_ratio{service="checkout"}',
+              "capacity_per_replica": 0.1, "target_utilisation": 0.5, "min_replicas": 1,
+              "max_replicas": 50, "horizon": 60} | scaling
+    return LiveConfig.model_validate({"prometheus": {"url": url, "timeout_s": 5},
+                                      "step_s": 10, "history_s": 4 * 3600,
+                                      "scaling": {"checkout": target}})
+
+
+def test_live_config_file_errors_name_the_file_and_field(tmp_path):
+    path = tmp_path / "live.yaml"
+    path.write_text("prometheus: {url: ftp://x}\nscaling: {web: {query: up}}\n")
+    with pytest.raises(LiveConfigError) as error:
+        LiveConfig.load(path)
+    text = str(error.value)
+    assert str(path) in text and "prometheus.url" in text
+    assert "scaling.web.capacity_per_replica" in text
+    with pytest.raises(LiveConfigError, match="cannot read"):
+        LiveConfig.load(tmp_path / "missing.yaml")
+
+
+def test_a_window_comes_back_on_a_regular_grid_with_gaps_marked(prometheus_history):
+    config = live_config(prometheus_history.url)
+    end = pd.Timestamp(prometheus_history.end, unit="s", tz="UTC")
+    window = config.read('node_cpu_ratio{service="checkout"}', 3600, end=end)
+    assert len(window) == 360 and window.index[-1] == end
+    assert (window.index.to_series().diff().dropna() == pd.Timedelta("10s")).all()
+    t = prometheus_history.end
+    assert window.iloc[-1] == pytest.approx(prometheus_history.value("node_cpu_ratio",
+                                                                     "checkout", t))
+    with pytest.raises(PrometheusImportError, match="expected one series, got 2"):
+        config.read("node_cpu_ratio", 600, end=end)
+
+
+def test_keda_endpoint_answers_one_number_from_live_demand(settings, loaded_model,
+                                                           prometheus_history):
+    live = live_config(prometheus_history.url)
+    client = TestClient(create_app(dataclasses.replace(settings, live=live), loaded_model))
+    response = client.get("/v1/recommendations/checkout/replicas")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    # checkout's CPU ratio swings around 0.6: at 0.05 per replica (0.1 at 50 %) that is
+    # about 12 replicas, and never fewer than the lowest recent demand needs.
+    assert 6 <= body["replicas"] <= 20, body
+    assert body["current_replicas"] == 1 and body["model"]["version"] == "3"
+    # The same answer as POST /v1/recommendations given the same history.
+    demand = live.read(live.scaling["checkout"].query, live.history_s)
+    posted = client.post("/v1/recommendations", json={
+        "service": "checkout", "metric": "cpu_ratio", "capacity_per_replica": 0.1,
+        "target_utilisation": 0.5, "max_replicas": 50, "current_replicas": 1, "horizon": 60,
+        "history": {k: v for k, v in window_body(demand).items()
+                    if k in ("timestamps", "values")}}).json()
+    assert posted["replicas"] == body["replicas"]
+    exported = client.get("/metrics").text
+    assert f'aiops_recommended_replicas{{service="checkout"}} {float(body["replicas"])}' \
+        in exported
+
+
+def test_keda_endpoint_errors_are_clear(settings, loaded_model):
+    dead = live_config("http://127.0.0.1:9")  # nothing listens on the discard port
+    client = TestClient(create_app(dataclasses.replace(settings, live=dead), loaded_model))
+    down = client.get("/v1/recommendations/checkout/replicas")
+    assert down.status_code == 502
+    assert "cannot connect" in down.json()["detail"]
+    unknown = client.get("/v1/recommendations/nope/replicas")
+    assert unknown.status_code == 404 and "['checkout']" in unknown.json()["detail"]
+
+
+def _serve_in_thread(app) -> tuple[str, uvicorn.Server, threading.Thread]:
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return f"http://127.0.0.1:{port}", server, thread
+
+
+def test_prometheus_scrapes_the_exported_verdicts(settings, loaded_model, start_prometheus):
+    url, server, thread = _serve_in_thread(create_app(settings, loaded_model))
+    try:
+        window = daily_series(288 * 6, seed=1).iloc[-120:].copy()
+        window.iloc[-1] += 500
+        scored = httpx.post(f"{url}/v1/score",
+                            json={"series": [window_body(window, "web", "cpu")]}).json()
+        httpx.post(f"{url}/v1/forecast", json={"service": "web", "metric": "cpu",
+                                               "horizon": 24})
+        prometheus = start_prometheus([f"{url}/metrics"])
+        try:
+            got = prometheus.wait_for('aiops_anomaly_score{service="web",metric="cpu"}')
+            assert float(got[0]["value"][1]) == pytest.approx(scored["results"][0]["scores"][-1])
+            quantiles = prometheus.wait_for('aiops_forecast{service="web",horizon="1h"}',
+                                            n_series=3)
+            assert {r["metric"]["quantile"] for r in quantiles} == {"q10", "q50", "q90"}
+        finally:
+            prometheus.stop()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_example_live_config_in_deploy_loads():
+    config = LiveConfig.load(Path(__file__).parents[2] / "deploy" / "live.yaml")
+    assert config.scaling and config.series and config.alertmanager is not None

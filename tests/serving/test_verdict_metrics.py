@@ -1,0 +1,88 @@
+"""The service's answers exported on /metrics: scores, forecast quantiles, replicas."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from serving.app import create_app
+from tests.serving.conftest import daily_series, window_body
+
+
+def samples(client: TestClient, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """Samples of one metric family on /metrics, keyed by their sorted labels."""
+    text = client.get("/metrics").text
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                out[tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+def test_newest_score_of_each_scored_series_is_exported(client):
+    window = daily_series(288 * 6, seed=1).iloc[-120:].copy()
+    window.iloc[-1] = window.iloc[-1] + 500  # the newest point is far out
+    body = {"series": [window_body(window, "web", "cpu"),
+                       window_body(daily_series(288, seed=2).iloc[-60:], "db", "latency")]}
+    response = client.post("/v1/score", json=body).json()
+    exported = samples(client, "aiops_anomaly_score")
+    for result in response["results"]:
+        key = (("metric", result["metric"]), ("service", result["service"]))
+        assert exported[key] == pytest.approx(result["scores"][-1])
+    assert exported[(("metric", "cpu"), ("service", "web"))] > 0.99
+
+
+def test_forecast_quantiles_are_exported_at_fixed_distances_ahead(client):
+    # 5-minute steps: 5 min is row 0, 15 min row 2, 1 h row 11.
+    response = client.post("/v1/forecast", json={"service": "web", "metric": "cpu",
+                                                  "horizon": 24}).json()
+    exported = samples(client, "aiops_forecast")
+    for horizon, row in (("5m", 0), ("15m", 2), ("1h", 11)):
+        for quantile in ("q10", "q50", "q90"):
+            key = (("horizon", horizon), ("metric", "cpu"), ("quantile", quantile),
+                   ("service", "web"))
+            assert exported[key] == pytest.approx(response[quantile][row], abs=1e-5)
+
+
+def test_a_short_forecast_exports_only_the_distances_it_reaches(client):
+    client.post("/v1/forecast", json={"service": "web", "metric": "cpu", "horizon": 3})
+    horizons = {dict(key)["horizon"] for key in samples(client, "aiops_forecast")}
+    assert horizons == {"5m", "15m"}
+
+
+def test_recommended_replicas_are_exported_per_service(client):
+    recent = daily_series(288 * 2, seed=3)
+    body = {"service": "web", "metric": "cpu", "capacity_per_replica": 10,
+            "current_replicas": 2, "horizon": 24,
+            "history": {k: v for k, v in window_body(recent).items()
+                        if k in ("timestamps", "values")}}
+    answer = client.post("/v1/recommendations", json=body).json()
+    assert samples(client, "aiops_recommended_replicas") == {
+        (("service", "web"),): answer["replicas"]}
+
+
+def test_exported_series_are_capped_and_the_rest_counted(settings, loaded_model):
+    client = TestClient(create_app(dataclasses.replace(settings, max_exported_series=2),
+                                   loaded_model))
+    window = daily_series(288, seed=4).iloc[-30:]
+    body = {"series": [window_body(window, f"svc{i}", "cpu") for i in range(5)]}
+    assert client.post("/v1/score", json=body).status_code == 200
+    exported = samples(client, "aiops_anomaly_score")
+    assert {dict(k)["service"] for k in exported} == {"svc0", "svc1"}
+    assert samples(client, "aiops_verdict_series_dropped_total") == {(): 3.0}
+    # A series already exported keeps being updated once the cap is reached.
+    shifted = window.copy()
+    shifted.iloc[-1] += 1000
+    client.post("/v1/score", json={"series": [window_body(shifted, "svc1", "cpu")]})
+    assert samples(client, "aiops_anomaly_score")[(("metric", "cpu"), ("service", "svc1"))] \
+        > exported[(("metric", "cpu"), ("service", "svc1"))]
+
+
+def test_replica_count_without_a_live_config_is_a_clear_404(client):
+    response = client.get("/v1/recommendations/web/replicas")
+    assert response.status_code == 404
+    assert "AIOPS_LIVE_CONFIG" in response.json()["detail"]
