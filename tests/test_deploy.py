@@ -6,6 +6,7 @@ import json
 import shlex
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from training.cli import build_parser
@@ -56,13 +57,19 @@ def test_the_grafana_dashboard_charts_metrics_the_service_exports():
 
     from prometheus_client import generate_latest
 
-    from serving.observability import ServiceMetrics
+    from serving.observability import ServiceMetrics, VerdictMetrics
 
     metrics = ServiceMetrics(lambda: 0.0)
     metrics.set_model("m", "1", "champion")
     metrics.observe_request("/v1/score", "POST", 500, 0.01)
     metrics.scores.observe(0.5)
     metrics.series.inc()
+    verdicts = VerdictMetrics(metrics.registry)
+    verdicts.record_score("web", "cpu", [0.1, 0.2])
+    verdicts.record_replicas("web", 3)
+    frame = pd.DataFrame({"q10": 1.0, "q50": 2.0, "q90": 3.0},
+                         index=pd.date_range("2026-01-01", periods=12, freq="5min", tz="UTC"))
+    verdicts.record_forecast("web", "cpu", frame)
     exported = {line.split("{")[0].split(" ")[0]
                 for line in generate_latest(metrics.registry).decode().splitlines()
                 if line and not line.startswith("#")}
@@ -70,3 +77,46 @@ def test_the_grafana_dashboard_charts_metrics_the_service_exports():
     used = {name for panel in dashboard["panels"] for target in panel["targets"]
             for name in re.findall(r"\baiops_[a-z_]+", target["expr"])}
     assert used and used <= exported, used - exported
+
+
+def _route_exists(path: str, method: str = "GET") -> bool:
+    from serving.app import create_app
+    from serving.settings import Settings
+
+    app = create_app(Settings(tracking_uri="sqlite:///unused.db"))
+    return any(getattr(r, "path", None) == path and method in getattr(r, "methods", ())
+               for r in app.routes)
+
+
+def test_keda_scales_on_the_replica_endpoint_and_reads_its_number():
+    from urllib.parse import urlparse
+
+    from serving.schemas import ReplicaCount
+
+    documents = list(yaml.safe_load_all(
+        (DEPLOY / "autoscaling" / "keda-scaledobject.yaml").read_text()))
+    kinds = {d["kind"]: d for d in documents}
+    scaled = kinds["ScaledObject"]
+    trigger = scaled["spec"]["triggers"][0]
+    assert trigger["type"] == "metrics-api" and trigger["metricType"] == "AverageValue"
+    assert trigger["metadata"]["targetValue"] == "1"
+    path = urlparse(trigger["metadata"]["url"]).path
+    service = path.split("/")[3]
+    assert path == f"/v1/recommendations/{service}/replicas"
+    assert _route_exists("/v1/recommendations/{service}/replicas")
+    assert trigger["metadata"]["valueLocation"] in ReplicaCount.model_fields
+    assert trigger["authenticationRef"]["name"] == kinds["TriggerAuthentication"]["metadata"]["name"]
+
+
+def test_hpa_reads_the_exported_replica_metric_through_the_adapter():
+    from prometheus_client import CollectorRegistry
+
+    from serving.observability import VerdictMetrics
+
+    documents = list(yaml.safe_load_all(
+        (DEPLOY / "autoscaling" / "hpa-external-metric.yaml").read_text()))
+    kinds = {d["kind"]: d for d in documents}
+    metric = kinds["HorizontalPodAutoscaler"]["spec"]["metrics"][0]["external"]["metric"]
+    assert metric["name"] == VerdictMetrics(CollectorRegistry()).replicas._name
+    adapter = yaml.safe_load(kinds["ConfigMap"]["data"]["config.yaml"])
+    assert metric["name"] in adapter["externalRules"][0]["seriesQuery"]
