@@ -351,20 +351,40 @@ class AlertmanagerServer(RunningServer):
 
 
 @pytest.fixture(scope="session")
-def alertmanager_server(tmp_path_factory) -> Iterator[AlertmanagerServer]:
-    """Alertmanager with a null receiver; its alerts are at ``{url}/api/v2/alerts``."""
+def start_alertmanager(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., AlertmanagerServer]]:
+    """A factory of Alertmanagers, all stopped at the end of the session.
+
+    ``start_alertmanager(config=None)``: ``config`` is Alertmanager's configuration
+    as a dict (default: every alert to a null receiver).
+    """
     binary = _require("prometheus-alertmanager", "alertmanager")
-    workdir = tmp_path_factory.mktemp("alertmanager")
-    config_path = workdir / "alertmanager.yml"
-    config_path.write_text(json.dumps({"route": {"receiver": "null"},
-                                       "receivers": [{"name": "null"}]}, indent=2))
+    started: list[AlertmanagerServer] = []
 
-    def command(port: int) -> list[str]:
-        return [binary, f"--config.file={config_path}", f"--storage.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
-                "--log.level=warn"]
+    def start(config: Mapping | None = None) -> AlertmanagerServer:
+        workdir = tmp_path_factory.mktemp("alertmanager")
+        config_path = workdir / "alertmanager.yml"
+        config = config or {"route": {"receiver": "null"}, "receivers": [{"name": "null"}]}
+        config_path.write_text(json.dumps(config, indent=2))
 
-    server = _start("alertmanager", workdir, command, AlertmanagerServer,
-                    config_path=config_path)
-    yield server
-    server.stop()
+        def command(port: int) -> list[str]:
+            return [binary, f"--config.file={config_path}",
+                    f"--storage.path={workdir / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
+                    "--log.level=warn"]
+
+        server = _start("alertmanager", workdir, command, AlertmanagerServer,
+                        config_path=config_path)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def alertmanager_server(start_alertmanager) -> AlertmanagerServer:
+    """Alertmanager with a null receiver; its alerts are at ``{url}/api/v2/alerts``."""
+    return start_alertmanager()

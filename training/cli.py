@@ -379,6 +379,62 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    from serving.live import LiveConfig
+    from serving.loader import ModelHolder, ModelWatcher, start_model
+    from serving.settings import Settings
+    from serving.watch import Watcher
+
+    config = LiveConfig.load(args.config)
+    data = config.model_dump()
+    if args.prometheus:
+        data["prometheus"]["url"] = args.prometheus
+    if args.interval is not None:
+        data["interval_s"] = args.interval
+    config = LiveConfig.model_validate(data)
+    settings = Settings.from_env(model_name=args.model_name, model_alias=args.alias)
+    holder = ModelHolder(start_model(settings))
+    model = holder.require()
+    print(f"watching {len(config.series)} series every {config.interval_s:g} s with "
+          f"{model.name} version {model.version} ({model.source})", flush=True)
+    post = None
+    if args.dry_run:
+        def post(alerts):
+            for alert in alerts:
+                print(json.dumps(alert.model_dump(mode="json")), flush=True)
+    watcher = Watcher(config, holder, settings, alertmanager_url=args.alertmanager, post=post)
+    # A new champion is picked up between cycles, as the service does.
+    follower = ModelWatcher(settings, holder)
+    follower.start()
+    stop = threading.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: stop.set())
+    done = 0
+    failures = 0
+    while not stop.is_set() and (args.cycles is None or done < args.cycles):
+        started = time.monotonic()
+        report = watcher.cycle()
+        print(report.summary(), flush=True)
+        for name, reason in report.failed.items():
+            print(f"  {name}: {reason}", flush=True)
+        failures += bool(report.post_error)
+        done += 1
+        if args.cycles is None or done < args.cycles:
+            stop.wait(max(0.0, config.interval_s - (time.monotonic() - started)))
+    follower.stop()
+    return 1 if args.cycles is not None and failures == done else 0
+
+
 def _cmd_token(args: argparse.Namespace) -> int:
     from serving.security import new_token
 
@@ -523,6 +579,22 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--name", required=True, help="who or what uses it, e.g. alerting-engine")
     tn.add_argument("--roles", required=True, help="comma-separated: score, forecast, admin")
     tn.set_defaults(func=_cmd_token)
+
+    wa = commands.add_parser(
+        "watch", help="score live windows from Prometheus and post alerts to Alertmanager",
+        description="Every interval, read the configured series' last window from Prometheus, "
+                    "score it with the champion and post firing and resolved alerts to "
+                    "Alertmanager's /api/v2/alerts, each change once (see serving/watch.py).")
+    wa.add_argument("--config", required=True, help="live config YAML (deploy/live.yaml)")
+    wa.add_argument("--prometheus", help="Prometheus base URL (overrides the config's)")
+    wa.add_argument("--alertmanager", help="Alertmanager base URL (overrides the config's)")
+    wa.add_argument("--interval", type=float, help="seconds between cycles (overrides; >= 1)")
+    wa.add_argument("--cycles", type=_positive_int, help="stop after this many cycles")
+    wa.add_argument("--dry-run", action="store_true",
+                    help="print the alerts as JSON lines instead of posting them")
+    wa.add_argument("--model-name")
+    wa.add_argument("--alias")
+    wa.set_defaults(func=_cmd_watch)
 
     se = commands.add_parser("serve", help="serve the champion model over HTTP with Ray Serve")
     se.add_argument("--host", default="127.0.0.1")

@@ -1,0 +1,226 @@
+"""``aiops watch``: score live windows from Prometheus and keep Alertmanager up to date.
+
+Every cycle (``interval_s`` of the live config, :mod:`serving.live`):
+
+1. each configured series' last ``window_s`` is read from Prometheus on the
+   ``step_s`` grid (a series Prometheus fails on is skipped this cycle and
+   reported; the others go on);
+2. the windows are scored with the served model, in one request as
+   ``POST /v1/score`` would, which gives Alertmanager-shaped alerts;
+3. Alertmanager hears only what changed: an alert firing for the first time is
+   posted, one that stopped firing (resolved in the window, or gone from it) is
+   posted once as resolved, and one still firing is re-posted only when its
+   ``endsAt`` comes near (every ``2 × interval_s``), so that Alertmanager keeps
+   it open but nothing is announced twice.
+
+A firing alert is posted with ``endsAt`` four intervals ahead, as Prometheus
+does: if the watcher stops, Alertmanager resolves its alerts by itself. The
+state is in memory; a restarted watcher re-posts what is firing, and
+Alertmanager, which identifies an alert by its labels, takes it as the same
+alert, not a new one. A failed post is retried on the next cycle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import time
+import urllib.parse
+from collections.abc import Callable
+
+import httpx
+import pandas as pd
+
+from features.prometheus import PrometheusImportError
+from serving.alerts import OPEN_END
+from serving.app import score_request
+from serving.live import LiveConfig
+from serving.loader import ModelHolder
+from serving.schemas import AlertOut, ScoreRequest, SeriesWindow
+from serving.settings import Settings
+
+_log = logging.getLogger(__name__)
+
+ALERTS_PATH = "/api/v2/alerts"
+#: A firing alert stays open this many intervals after it was last posted.
+VALIDITY_INTERVALS = 4
+#: ... and is re-posted once this many intervals have passed since.
+RESEND_INTERVALS = 2
+
+
+class AlertmanagerError(RuntimeError):
+    """Alertmanager could not be reached or refused the alerts."""
+
+
+@dataclasses.dataclass
+class _Sent:
+    alert: AlertOut
+    posted_at: dt.datetime
+
+
+@dataclasses.dataclass
+class CycleReport:
+    """What one cycle did."""
+
+    at: dt.datetime
+    scored: list[str]
+    failed: dict[str, str]
+    fired: list[str]
+    resolved: list[str]
+    kept_open: list[str]
+    post_error: str | None = None
+
+    def summary(self) -> str:
+        text = (f"{self.at.isoformat()}: scored {len(self.scored)} series"
+                f"{f', {len(self.failed)} failed' if self.failed else ''}; alerts: "
+                f"{len(self.fired)} fired, {len(self.resolved)} resolved, "
+                f"{len(self.kept_open)} kept open")
+        if self.post_error:
+            text += f"; NOT POSTED, retried next cycle: {self.post_error}"
+        return text
+
+
+def post_alerts(url: str, alerts: list[AlertOut], *, timeout_s: float,
+                client: httpx.Client | None = None) -> None:
+    """POST ``alerts`` to Alertmanager's ``/api/v2/alerts``.
+
+    Raises
+    ------
+    AlertmanagerError
+        Alertmanager is unreachable, slow, or answered with an error status.
+    """
+    body = [{"labels": a.labels, "annotations": a.annotations,
+             "startsAt": a.startsAt.isoformat(), "endsAt": a.endsAt.isoformat(),
+             "generatorURL": a.generatorURL} for a in alerts]
+    endpoint = url.rstrip("/") + ALERTS_PATH
+    try:
+        response = (client or httpx).post(endpoint, json=body, timeout=timeout_s)
+    except httpx.HTTPError as error:
+        raise AlertmanagerError(f"cannot post to Alertmanager at {endpoint}: "
+                                f"{type(error).__name__}: {error}") from None
+    if response.status_code >= 300:
+        raise AlertmanagerError(f"Alertmanager at {endpoint} answered HTTP "
+                                f"{response.status_code}: {response.text[:300].strip()}")
+
+
+class Watcher:
+    """The watch loop's state: what Alertmanager was last told, per alert fingerprint."""
+
+    def __init__(self, config: LiveConfig, holder: ModelHolder, settings: Settings, *,
+                 alertmanager_url: str | None = None,
+                 post: Callable[[list[AlertOut]], None] | None = None) -> None:
+        if post is None:
+            url = alertmanager_url or (config.alertmanager.url if config.alertmanager else None)
+            if url is None:
+                raise ValueError("no Alertmanager to post to: set alertmanager.url in the live "
+                                 "config or pass --alertmanager (or --dry-run)")
+            timeout = config.alertmanager.timeout_s if config.alertmanager else 10.0
+            post = lambda alerts: post_alerts(url, alerts, timeout_s=timeout)  # noqa: E731
+        if not config.series:
+            raise ValueError("the live config lists no series to watch (series: [...])")
+        self.config = config
+        self.holder = holder
+        self.settings = settings
+        self.post = post
+        self.open: dict[str, _Sent] = {}
+
+    def _windows(self, end: pd.Timestamp) -> tuple[list[SeriesWindow], dict[str, str]]:
+        windows, failed = [], {}
+        for item in self.config.series:
+            name = f"{item.service}/{item.metric}"
+            try:
+                values = self.config.read(item.query, self.config.window_s, end=end)
+            except PrometheusImportError as error:
+                failed[name] = str(error)
+                _log.warning("skipping %s this cycle: %s", name, error)
+                continue
+            if values.notna().sum() == 0:
+                failed[name] = "no samples in the window"
+                continue
+            windows.append(SeriesWindow(
+                service=item.service, metric=item.metric,
+                timestamps=list(values.index.to_pydatetime()),
+                values=[None if v != v else v for v in values.tolist()]))
+        return windows, failed
+
+    def _generator_url(self) -> str:
+        return self.config.prometheus.url.rstrip("/") + "/graph?" + urllib.parse.urlencode(
+            {f"g{i}.expr": s.query for i, s in enumerate(self.config.series[:10])})
+
+    def cycle(self, end: dt.datetime | None = None) -> CycleReport:
+        """Read, score, and tell Alertmanager what changed.
+
+        ``end`` is the windows' end (default now: a replay or a test may look at the
+        past). Alertmanager's own times (``endsAt`` of a firing alert, when to re-post)
+        always follow the wall clock, which is what Alertmanager judges them by.
+        """
+        now = dt.datetime.now(dt.UTC)
+        end = end or now
+        windows, failed = self._windows(pd.Timestamp(end))
+        alerts: list[AlertOut] = []
+        if windows:
+            response = score_request(ScoreRequest(series=windows), self.holder.require(),
+                                     self.settings, self._generator_url())
+            alerts = response.alerts
+        firing = {a.fingerprint: a for a in alerts if a.status == "firing"}
+        resolved_in_window = {a.fingerprint: a for a in alerts if a.status == "resolved"}
+        # Series that could not be read this cycle keep their alerts as they were.
+        unread = {tuple(name.split("/", 1)) for name in failed}
+
+        validity = dt.timedelta(seconds=VALIDITY_INTERVALS * self.config.interval_s)
+        resend = dt.timedelta(seconds=RESEND_INTERVALS * self.config.interval_s)
+        to_post: list[AlertOut] = []
+        fired, kept, gone = [], [], []
+        for fp, alert in firing.items():
+            sent = self.open.get(fp)
+            if sent is None or now - sent.posted_at >= resend:
+                to_post.append(alert.model_copy(update={"endsAt": now + validity}))
+                (fired if sent is None else kept).append(fp)
+        for fp, sent in self.open.items():
+            labels = sent.alert.labels
+            if fp in firing or (labels.get("service"), labels.get("metric")) in unread:
+                continue
+            ended = resolved_in_window.get(fp)
+            ends = ended.endsAt if ended is not None and ended.endsAt != OPEN_END else now
+            to_post.append(sent.alert.model_copy(update={"status": "resolved",
+                                                         "endsAt": min(ends, now)}))
+            gone.append(fp)
+        def names(fps: list[str]) -> list[str]:
+            return [_name(firing[fp] if fp in firing else self.open[fp].alert) for fp in fps]
+
+        report = CycleReport(at=end, scored=[f"{w.service}/{w.metric}" for w in windows],
+                             failed=failed, fired=names(fired), resolved=names(gone),
+                             kept_open=names(kept))
+        if to_post:
+            try:
+                self.post(to_post)
+            except AlertmanagerError as error:
+                report.post_error = str(error)
+                _log.error("%s", error)
+                return report
+        for fp in fired + kept:
+            self.open[fp] = _Sent(firing[fp], now)
+        for fp in gone:
+            del self.open[fp]
+        return report
+
+    def run(self, cycles: int | None = None, *,
+            on_cycle: Callable[[CycleReport], None] | None = None) -> None:
+        """Run ``cycles`` cycles (None: until interrupted), ``interval_s`` apart."""
+        done = 0
+        while cycles is None or done < cycles:
+            started = time.monotonic()
+            report = self.cycle()
+            if on_cycle is not None:
+                on_cycle(report)
+            done += 1
+            if cycles is not None and done >= cycles:
+                break
+            time.sleep(max(0.0, self.config.interval_s - (time.monotonic() - started)))
+
+
+def _name(alert: AlertOut) -> str:
+    labels = alert.labels
+    return (f"{labels.get('alertname')} {labels.get('service')}/{labels.get('metric')} "
+            f"{labels.get('severity')}")
