@@ -13,7 +13,7 @@ import pytest
 from features.store import write_dataset
 from features.synth import FleetConfig, generate_fleet
 
-pytest_plugins = ["tests.servers"]
+pytest_plugins = ["tests.servers", "tests.postgres"]
 
 # Progress bars from MLflow's artifact downloads only clutter test output.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

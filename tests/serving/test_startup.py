@@ -17,15 +17,16 @@ from tests.serving.conftest import daily_series, window_body
 
 
 @pytest.fixture
-def registered(loaded_model, mlflow_store, tmp_path) -> Settings:
-    """The conftest bundle registered as version 1, alias champion, in a real SQLite store."""
+def registered(loaded_model, mlflow_backend_store, tmp_path) -> Settings:
+    """The conftest bundle registered as version 1, alias champion, in a real store
+    (SQLite, and PostgreSQL when it is installed)."""
     source = tmp_path / "model"
     loaded_model.bundle.save(source / "artifacts" / "bundle")
-    client = MlflowClient(tracking_uri=mlflow_store, registry_uri=mlflow_store)
+    client = MlflowClient(tracking_uri=mlflow_backend_store, registry_uri=mlflow_backend_store)
     client.create_registered_model("startup-test")
     client.create_model_version("startup-test", source=str(source))
     client.set_registered_model_alias("startup-test", "champion", "1")
-    return Settings(model_name="startup-test", tracking_uri=mlflow_store,
+    return Settings(model_name="startup-test", tracking_uri=mlflow_backend_store,
                     cache_dir=tmp_path / "cache")
 
 
@@ -63,8 +64,8 @@ def test_without_a_cache_the_service_starts_on_the_window_baseline(tmp_path, unr
     assert result["known_series"] is False and len(result["scores"]) == 60
 
 
-def test_a_reachable_registry_without_the_model_is_still_an_error(mlflow_store, tmp_path):
-    settings = Settings(model_name="never-trained", tracking_uri=mlflow_store,
+def test_a_reachable_registry_without_the_model_is_still_an_error(mlflow_backend_store, tmp_path):
+    settings = Settings(model_name="never-trained", tracking_uri=mlflow_backend_store,
                         cache_dir=tmp_path / "cache")
     with pytest.raises(ModelUnavailableError, match="run `aiops train"):
         start_model(settings)
