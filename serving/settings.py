@@ -64,6 +64,10 @@ class Settings:
     max_exported_series
         At most this many series' (and services') verdicts are exported on ``/metrics``
         (``AIOPS_MAX_EXPORTED_SERIES``).
+    ingress
+        What takes HTTP in front of the Serve replicas (``AIOPS_SERVE_INGRESS``):
+        ``haproxy`` (default; Ray Serve's throughput-optimised mode, see
+        :func:`serving.deployment.ingress_environment`) or ``proxy`` (Ray's Python proxy).
     live
         Where live data comes from (``AIOPS_LIVE_CONFIG``, see :mod:`serving.live`); needed
         by ``GET /v1/recommendations/{service}/replicas``.
@@ -85,6 +89,7 @@ class Settings:
     max_body_bytes: int = 20_000_000
     alarm_policy: AlarmPolicy = dataclasses.field(default_factory=AlarmPolicy)
     max_exported_series: int = 1_000
+    ingress: str = "haproxy"
     live: LiveConfig | None = None
 
     def __post_init__(self) -> None:
@@ -95,6 +100,8 @@ class Settings:
             raise ValueError(f"port={self.port} must lie in [1, 65535]")
         if not 0 <= self.reload_interval_s <= 86_400:
             raise ValueError(f"reload_interval_s={self.reload_interval_s} must lie in [0, 86400]")
+        if self.ingress not in ("haproxy", "proxy"):
+            raise ValueError(f"ingress={self.ingress!r} must be 'haproxy' or 'proxy'")
         if self.num_replicas < 0:
             raise ValueError(f"num_replicas={self.num_replicas} must be >= 0 (0: autoscale)")
         for name in ("max_points_per_series", "max_series_per_request", "max_replicas",
@@ -115,6 +122,7 @@ class Settings:
             "reload_interval_s": _env_int("AIOPS_RELOAD_INTERVAL_S", int(cls.reload_interval_s)),
             "max_body_bytes": _env_int("AIOPS_MAX_BODY_BYTES", cls.max_body_bytes),
             "num_replicas": _env_int("AIOPS_NUM_REPLICAS", cls.num_replicas),
+            "ingress": os.environ.get("AIOPS_SERVE_INGRESS", cls.ingress),
             "max_replicas": _env_int("AIOPS_MAX_REPLICAS", cls.max_replicas),
             "tokens": TokenStore.from_sources(os.environ.get("AIOPS_TOKENS_FILE"),
                                               os.environ.get("AIOPS_TOKENS")),

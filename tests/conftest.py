@@ -42,11 +42,19 @@ def fleet_dataset(small_fleet: pd.DataFrame, tmp_path_factory: pytest.TempPathFa
 
 
 @pytest.fixture(scope="session")
-def ray_session() -> Iterator[None]:
-    """One local Ray for every test that needs it (training fan-out, Serve)."""
+def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One local Ray for every test that needs it (training fan-out, Serve).
+
+    Serve runs behind HAProxy, as ``aiops serve`` does: Ray reads that when it starts.
+    """
     import ray
 
+    from serving.deployment import configure_ingress
+    from serving.settings import Settings
+
     if not ray.is_initialized():
+        configure_ingress(Settings(cache_dir=tmp_path_factory.mktemp("serve"),
+                                   tracking_uri="sqlite:///unused.db"))
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     from ray import serve

@@ -348,7 +348,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import ray
     from ray import serve
 
-    from serving.deployment import run
+    from serving.deployment import configure_ingress, run
     from serving.loader import start_model
     from serving.settings import Settings
 
@@ -356,11 +356,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                                  model_alias=args.alias)
     # Fail here, with a clear message, rather than inside a replica that Serve keeps restarting.
     loaded = start_model(settings)
+    ingress = "HAProxy" if configure_ingress(settings) else "Ray's Python proxy"
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
     run(settings)
     url = f"http://{settings.host}:{settings.port}"
     print(f"NovaEvo AIOps ready at {url} serving {loaded.name} version {loaded.version} "
-          f"({len(loaded.bundle.series)} series)", flush=True)
+          f"({len(loaded.bundle.series)} series; ingress: {ingress})", flush=True)
     if loaded.source != "registry":
         print(f"  warning: {loaded.source}", flush=True)
     if args.sample_request:

@@ -127,12 +127,12 @@ def _uvicorn(bundle_dir: str, port: int) -> None:
                 host="127.0.0.1", port=port, log_level="warning")
 
 
-def start_serve(bundle_dir: Path, scratch: Path, replicas: int) -> str:
+def start_serve(bundle_dir: Path, scratch: Path, replicas: int, ingress: str = "haproxy") -> str:
     """Register the bundle in a throwaway MLflow store and serve it with Ray Serve; its URL."""
     import ray
     from mlflow.tracking import MlflowClient
 
-    from serving.deployment import run
+    from serving.deployment import configure_ingress, run
     from serving.settings import Settings
 
     uri = f"sqlite:///{scratch / 'mlflow.db'}"
@@ -141,9 +141,12 @@ def start_serve(bundle_dir: Path, scratch: Path, replicas: int) -> str:
     client.create_model_version("bench", source=str(bundle_dir.parents[1]))
     client.set_registered_model_alias("bench", "champion", "1")
     port = _free_port()
+    settings = Settings(model_name="bench", tracking_uri=uri, cache_dir=scratch / "cache",
+                        port=port, max_series_per_request=100, reload_interval_s=0,
+                        num_replicas=replicas, ingress=ingress)
+    print(f"ingress: {'HAProxy' if configure_ingress(settings) else 'Ray Serve proxy'}", flush=True)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    run(Settings(model_name="bench", tracking_uri=uri, cache_dir=scratch / "cache", port=port,
-                 max_series_per_request=100, reload_interval_s=0, num_replicas=replicas))
+    run(settings)
     return f"http://127.0.0.1:{port}"
 
 
@@ -163,6 +166,8 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=0,
                         help="Serve replicas; 0 (default) autoscales between 1 and 2")
     parser.add_argument("--servers", default="ray_serve,uvicorn")
+    parser.add_argument("--ingress", default="haproxy", choices=["haproxy", "proxy"],
+                        help="what takes HTTP in front of the Serve replicas")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -178,7 +183,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    serve_url = start_serve(bundle_dir, scratch, args.replicas)
+    serve_url = start_serve(bundle_dir, scratch, args.replicas, args.ingress)
     plain_port = _free_port()
     plain = multiprocessing.get_context("spawn").Process(
         target=_uvicorn, args=(str(bundle_dir), plain_port), daemon=True)
