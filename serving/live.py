@@ -41,6 +41,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from features.prometheus import fetch_window
+from serving.schemas import ScalingFields
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 Name = Annotated[str, Field(min_length=1, max_length=200)]
@@ -65,35 +66,17 @@ class WatchedSeries(BaseModel):
     query: str = Field(min_length=1, description="PromQL giving exactly one series")
 
 
-class ScalingTarget(BaseModel):
+class ScalingTarget(ScalingFields):
     """The fields of ``POST /v1/recommendations``, with the demand read from Prometheus."""
 
     model_config = _STRICT
 
     metric: Name = "request_rate"
     query: str = Field(min_length=1, description="PromQL of the demand, one series")
-    capacity_per_replica: float = Field(gt=0)
-    target_utilisation: float = Field(default=0.7, gt=0, le=1)
-    peak_utilisation: float = Field(default=1.0, gt=0, le=1)
-    min_replicas: int = Field(default=1, ge=0)
-    max_replicas: int = Field(default=100, ge=1)
-    lead_time_s: float = Field(default=120.0, ge=0, le=604_800)
-    stabilisation_s: float = Field(default=300.0, ge=0, le=604_800)
-    priority: int = Field(default=3, ge=1, le=5)
     horizon: int = Field(default=360, ge=1, le=100_000, description="Steps planned ahead.")
     current_replicas_query: str | None = Field(
         default=None, description="PromQL of the replicas running now; without it the "
         "plan starts from min_replicas (no scale-down hold).")
-
-    @model_validator(mode="after")
-    def _bounds(self) -> ScalingTarget:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError(f"min_replicas={self.min_replicas} is above "
-                             f"max_replicas={self.max_replicas}")
-        if self.peak_utilisation < self.target_utilisation:
-            raise ValueError(f"peak_utilisation={self.peak_utilisation} is below "
-                             f"target_utilisation={self.target_utilisation}")
-        return self
 
 
 class LiveConfig(BaseModel):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -246,7 +246,36 @@ class ScheduledEventIn(BaseModel):
         return self
 
 
-class RecommendationRequest(BaseModel):
+class ScalingFields(BaseModel):
+    """How demand becomes replicas: shared by ``POST /v1/recommendations`` and the live config."""
+
+    capacity_per_replica: float = Field(gt=0, description="Demand one replica serves at 100 %.")
+    target_utilisation: float = Field(default=0.7, gt=0, le=1,
+                                      description="Utilisation the median forecast runs at.")
+    peak_utilisation: float = Field(
+        default=1.0, gt=0, le=1, description="Highest utilisation the priority tier's forecast "
+        "quantile (q90 for tiers 1-3) may reach; at least target_utilisation.")
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=100, ge=1)
+    lead_time_s: float = Field(default=120.0, ge=0, le=604_800,
+                               description="Seconds a new replica takes to be ready.")
+    stabilisation_s: float = Field(default=300.0, ge=0, le=604_800)
+    priority: int = Field(default=3, ge=1, le=5, description="1 critical client functions, "
+                          "2 financial transactions, 3 interactive user services, "
+                          "4 background processing, 5 analytics and reporting.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Self:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas={self.min_replicas} is above "
+                             f"max_replicas={self.max_replicas}")
+        if self.peak_utilisation < self.target_utilisation:
+            raise ValueError(f"peak_utilisation={self.peak_utilisation} is below "
+                             f"target_utilisation={self.target_utilisation}")
+        return self
+
+
+class RecommendationRequest(ScalingFields):
     """How many replicas one service should run, now and over the horizon."""
 
     model_config = REQUEST
@@ -256,32 +285,8 @@ class RecommendationRequest(BaseModel):
                         description="The demand metric (request rate or CPU).")
     history: History | None = Field(default=None, description="Recent demand; see /v1/forecast.")
     horizon: int = Field(default=288, ge=1, le=100_000, description="Steps to plan for.")
-    capacity_per_replica: float = Field(gt=0, description="Demand one replica serves at 100 %.")
-    target_utilisation: float = Field(default=0.7, gt=0, le=1,
-                                      description="Utilisation the median forecast runs at.")
-    peak_utilisation: float = Field(
-        default=1.0, gt=0, le=1, description="Highest utilisation the priority tier's forecast "
-        "quantile (q90 for tiers 1-3) may reach; at least target_utilisation.")
-    min_replicas: int = Field(default=1, ge=0)
-    max_replicas: int = Field(default=100, ge=1)
     current_replicas: int = Field(ge=0)
-    lead_time_s: float = Field(default=120.0, ge=0, le=604_800,
-                               description="Seconds a new replica takes to be ready.")
-    stabilisation_s: float = Field(default=300.0, ge=0, le=604_800)
-    priority: int = Field(default=3, ge=1, le=5, description="1 critical client functions, "
-                          "2 financial transactions, 3 interactive user services, "
-                          "4 background processing, 5 analytics and reporting.")
     events: list[ScheduledEventIn] = Field(default_factory=list, max_length=100)
-
-    @model_validator(mode="after")
-    def _bounds(self) -> RecommendationRequest:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError(f"min_replicas={self.min_replicas} is above "
-                             f"max_replicas={self.max_replicas}")
-        if self.peak_utilisation < self.target_utilisation:
-            raise ValueError(f"peak_utilisation={self.peak_utilisation} is below "
-                             f"target_utilisation={self.target_utilisation}")
-        return self
 
 
 class ScheduleStep(BaseModel):

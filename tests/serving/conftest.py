@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -62,3 +63,15 @@ def settings(tmp_path) -> Settings:
 @pytest.fixture
 def client(settings: Settings, loaded_model: LoadedModel) -> TestClient:
     return TestClient(create_app(settings, loaded_model), raise_server_exceptions=False)
+
+
+def register_champion(bundle: DetectorBundle, store_uri: str, name: str, folder: Path) -> None:
+    """Register ``bundle`` as version 1 of ``name`` with alias champion in a real store."""
+    from mlflow.tracking import MlflowClient
+
+    source = folder / "model"
+    bundle.save(source / "artifacts" / "bundle")
+    client = MlflowClient(tracking_uri=store_uri, registry_uri=store_uri)
+    client.create_registered_model(name)
+    client.create_model_version(name, source=str(source))
+    client.set_registered_model_alias(name, "champion", "1")

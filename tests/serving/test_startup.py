@@ -7,25 +7,19 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from mlflow.tracking import MlflowClient
 
 from serving.app import create_app
 from serving.loader import ModelUnavailableError, start_model
 from serving.settings import Settings
 from tests.conftest import free_port
-from tests.serving.conftest import daily_series, window_body
+from tests.serving.conftest import daily_series, register_champion, window_body
 
 
 @pytest.fixture
 def registered(loaded_model, mlflow_backend_store, tmp_path) -> Settings:
     """The conftest bundle registered as version 1, alias champion, in a real store
     (SQLite, and PostgreSQL when it is installed)."""
-    source = tmp_path / "model"
-    loaded_model.bundle.save(source / "artifacts" / "bundle")
-    client = MlflowClient(tracking_uri=mlflow_backend_store, registry_uri=mlflow_backend_store)
-    client.create_registered_model("startup-test")
-    client.create_model_version("startup-test", source=str(source))
-    client.set_registered_model_alias("startup-test", "champion", "1")
+    register_champion(loaded_model.bundle, mlflow_backend_store, "startup-test", tmp_path)
     return Settings(model_name="startup-test", tracking_uri=mlflow_backend_store,
                     cache_dir=tmp_path / "cache")
 

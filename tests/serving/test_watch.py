@@ -20,6 +20,7 @@ from serving.live import LiveConfig
 from serving.loader import ModelHolder
 from serving.watch import Watcher, post_alerts
 from tests.servers import _require
+from tests.serving.conftest import register_champion
 
 pytestmark = pytest.mark.integration
 
@@ -186,16 +187,10 @@ def test_cli_watch_runs_cycles_and_explains_bad_setups(spiky_prometheus, loaded_
                                                        mlflow_store, tmp_path, monkeypatch,
                                                        capsys):
     import yaml
-    from mlflow.tracking import MlflowClient
 
     from training.cli import main
 
-    source = tmp_path / "model"
-    loaded_model.bundle.save(source / "artifacts" / "bundle")
-    client = MlflowClient(tracking_uri=mlflow_store, registry_uri=mlflow_store)
-    client.create_registered_model("watch-test")
-    client.create_model_version("watch-test", source=str(source))
-    client.set_registered_model_alias("watch-test", "champion", "1")
+    register_champion(loaded_model.bundle, mlflow_store, "watch-test", tmp_path)
     monkeypatch.setenv("AIOPS_CACHE_DIR", str(tmp_path / "cache"))
     prometheus, _ = spiky_prometheus
     config = live(prometheus.url).model_dump()
