@@ -35,7 +35,7 @@ DEFAULT_OUT = Path("benchmarks/results/serving_soak.json")
 
 
 def serve_processes() -> dict[int, str]:
-    """pid → role of the Serve replica and proxy processes on this machine."""
+    """pid → role of the Serve replica, proxy and HAProxy processes on this machine."""
     found = {}
     for process in psutil.process_iter(["pid", "cmdline"]):
         line = " ".join(process.info["cmdline"] or [])
@@ -43,6 +43,8 @@ def serve_processes() -> dict[int, str]:
             found[process.info["pid"]] = "replica"
         elif "ProxyActor" in line:
             found[process.info["pid"]] = "proxy"
+        elif process.info["cmdline"] and process.info["cmdline"][0].endswith("/haproxy"):
+            found[process.info["pid"]] = "haproxy"
     return found
 
 
