@@ -43,7 +43,7 @@ from models.forecast import FORECAST_COLUMNS
 from serving import registry
 from serving.alerts import series_alerts, service_alerts
 from serving.loader import LoadedModel, ModelHolder, ModelWatcher
-from serving.observability import ServiceMetrics, VerdictMetrics
+from serving.observability import ServiceMetrics, VerdictMetrics, VerdictRecorder, VerdictSink
 from serving.schemas import (
     AdminModelsResponse,
     AdminPromoteRequest,
@@ -195,7 +195,7 @@ def _forecast(service: str, metric: str, horizon: int, history: History | None,
 
 
 def forecast_request(request: ForecastRequest, model: LoadedModel,
-                     settings: Settings, verdicts: VerdictMetrics | None = None) -> ForecastResponse:
+                     settings: Settings, verdicts: VerdictRecorder | None = None) -> ForecastResponse:
     result = _forecast(request.service, request.metric, request.horizon, request.history,
                        model, settings)
     if verdicts is not None:
@@ -213,7 +213,7 @@ def forecast_request(request: ForecastRequest, model: LoadedModel,
 
 
 def recommend(request: RecommendationRequest, model: LoadedModel,
-              settings: Settings, verdicts: VerdictMetrics | None = None) -> RecommendationResponse:
+              settings: Settings, verdicts: VerdictRecorder | None = None) -> RecommendationResponse:
     policy = ScalingPolicy(
         capacity_per_replica=request.capacity_per_replica,
         target_utilisation=request.target_utilisation,
@@ -453,12 +453,15 @@ BatchScorer = Callable[[ScoreRequest, str], Awaitable[ScoreResponse]]
 def create_app(settings: Settings, model: LoadedModel | None = None,
                holder: ModelHolder | None = None,
                watcher: ModelWatcher | None = None,
-               batch_scorer: BatchScorer | None = None) -> FastAPI:
+               batch_scorer: BatchScorer | None = None,
+               verdict_sink: VerdictSink | None = None) -> FastAPI:
     """The API over ``model`` (or over whatever ``holder`` holds, for hot swaps).
 
     ``watcher`` serves ``POST /v1/admin/reload``; without one, a reload is a 409.
     ``batch_scorer`` scores ``/v1/score`` requests (the Serve deployment groups
     concurrent ones with ``@serve.batch``); without one, each is scored in a thread.
+    ``verdict_sink`` keeps the verdicts ``/metrics`` exports (the Serve deployment passes
+    one shared by its replicas); without one, this app keeps its own.
     """
     holder = holder or ModelHolder(model)
     app = FastAPI(
@@ -472,7 +475,7 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
     metrics = ServiceMetrics(
         lambda: time.time() - holder.model.loaded_at if holder.model else float("nan"))
     app.state.metrics = metrics
-    verdicts = VerdictMetrics(metrics.registry, settings.max_exported_series)
+    verdicts = VerdictRecorder(verdict_sink or VerdictMetrics(settings.max_exported_series))
     audit = AuditLog(settings.audit_log)
     if settings.tokens is None:
         _log.warning("no tokens configured (AIOPS_TOKENS_FILE, AIOPS_TOKENS): the API is open")
@@ -642,7 +645,7 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
     @app.get("/metrics", summary="The service's own metrics, Prometheus text format",
              response_class=PlainTextResponse)
     def prometheus_metrics() -> PlainTextResponse:
-        return PlainTextResponse(generate_latest(metrics.registry),
+        return PlainTextResponse(generate_latest(metrics.registry) + verdicts.sink.render(),
                                  media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/admin/reload", response_model=AdminReloadResponse,

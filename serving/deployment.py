@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -10,16 +11,78 @@ import socket
 import tempfile
 from pathlib import Path
 
+import ray
 from ray import serve
 from ray.serve import Application
+from ray.serve.config import DeploymentActorConfig
 
 from serving.app import create_app, score_request
 from serving.loader import ModelHolder, ModelWatcher, start_model
-from serving.observability import configure_logging
+from serving.observability import VerdictMetrics, configure_logging
 from serving.schemas import ScoreRequest, ScoreResponse
 from serving.settings import Settings
 
 _log = logging.getLogger(__name__)
+
+
+#: Name of the deployment-scoped actor that keeps the verdicts of all replicas.
+VERDICTS_ACTOR = "verdicts"
+
+
+@ray.remote
+class VerdictBoard:
+    """One :class:`VerdictMetrics` for every replica of the deployment.
+
+    Each replica exports its own request metrics, but a verdict (the newest score of a
+    series, the replicas recommended for a service) must not depend on which replica a
+    scrape reaches: behind HAProxy, consecutive scrapes reach replicas at random. The
+    replicas send their verdicts here (fire and forget, in order per replica) and every
+    ``/metrics`` answer renders this one board. Ray Serve starts it with the deployment,
+    restarts it if it dies and removes it with the application.
+    """
+
+    def __init__(self, max_series: int) -> None:
+        self.metrics = VerdictMetrics(max_series)
+
+    def set_score(self, service: str, metric: str, value: float) -> None:
+        self.metrics.set_score(service, metric, value)
+
+    def set_forecast(self, service: str, metric: str,
+                     points: dict[str, dict[str, float]]) -> None:
+        self.metrics.set_forecast(service, metric, points)
+
+    def set_replicas(self, service: str, replicas: int) -> None:
+        self.metrics.set_replicas(service, replicas)
+
+    def render(self) -> bytes:
+        return self.metrics.render()
+
+
+class SharedVerdicts:
+    """A replica's side of the :class:`VerdictBoard` (a :class:`VerdictSink`)."""
+
+    def __init__(self) -> None:
+        self._board = serve.get_deployment_actor(VERDICTS_ACTOR)
+
+    def set_score(self, service: str, metric: str, value: float) -> None:
+        self._board.set_score.remote(service, metric, value)
+
+    def set_forecast(self, service: str, metric: str,
+                     points: dict[str, dict[str, float]]) -> None:
+        self._board.set_forecast.remote(service, metric, points)
+
+    def set_replicas(self, service: str, replicas: int) -> None:
+        self._board.set_replicas.remote(service, replicas)
+
+    def render(self) -> bytes:
+        try:
+            return ray.get(self._board.render.remote(), timeout=5)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError, ValueError) as error:
+            # Serve recreates a dead board; take a new handle for the next scrape.
+            _log.warning("verdicts unavailable for this scrape: %s", error)
+            with contextlib.suppress(ValueError):  # not recreated yet: try next time
+                self._board = serve.get_deployment_actor(VERDICTS_ACTOR)
+            return b""
 
 
 @serve.deployment(name="aiops", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64)
@@ -37,7 +100,7 @@ class AiopsIngress:
 
     def __serve_build_asgi_app__(self):
         return create_app(self.settings, holder=self.holder, watcher=self.watcher,
-                          batch_scorer=self.score)
+                          batch_scorer=self.score, verdict_sink=SharedVerdicts())
 
     async def score(self, request: ScoreRequest, url: str) -> ScoreResponse:
         """One request, scored in a batch with those that arrive within a few milliseconds."""
@@ -67,9 +130,13 @@ class AiopsIngress:
 
 def build_app(settings: Settings) -> Application:
     """The Serve application for ``serve.run``."""
+    board = DeploymentActorConfig(name=VERDICTS_ACTOR, actor_class=VerdictBoard,
+                                  init_kwargs={"max_series": settings.max_exported_series},
+                                  actor_options={"num_cpus": 0})
+    deployment = AiopsIngress.options(deployment_actors=[board])
     if settings.num_replicas:
-        return AiopsIngress.options(num_replicas=settings.num_replicas).bind(settings)
-    return AiopsIngress.options(autoscaling_config=autoscaling_config(settings)).bind(settings)
+        return deployment.options(num_replicas=settings.num_replicas).bind(settings)
+    return deployment.options(autoscaling_config=autoscaling_config(settings)).bind(settings)
 
 
 def autoscaling_config(settings: Settings) -> dict[str, object]:

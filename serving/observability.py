@@ -16,9 +16,10 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import pandas as pd
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from serving.security import ScrubFilter
 
@@ -89,8 +90,11 @@ class VerdictMetrics:
     cannot blow up the scrape.
     """
 
-    def __init__(self, registry: CollectorRegistry, max_series: int = 1_000) -> None:
+    def __init__(self, max_series: int = 1_000,
+                 registry: CollectorRegistry | None = None) -> None:
         self.max_series = max_series
+        self.registry = registry or CollectorRegistry()
+        registry = self.registry
         self.score = Gauge("aiops_anomaly_score",
                            "Score in [0, 1] of the newest point of the last scored window",
                            ["service", "metric"], registry=registry)
@@ -121,29 +125,78 @@ class VerdictMetrics:
             known.add(key)
             return True
 
-    def record_score(self, service: str, metric: str, scores: Sequence[float | None]) -> None:
-        newest = next((s for s in reversed(scores) if s is not None), None)
-        if newest is not None and self._admit(service, metric):
-            self.score.labels(service, metric).set(newest)
+    def set_score(self, service: str, metric: str, value: float) -> None:
+        if self._admit(service, metric):
+            self.score.labels(service, metric).set(value)
 
-    def record_forecast(self, service: str, metric: str, frame: pd.DataFrame) -> None:
-        """``frame``: the forecast, indexed by timestamp on a regular grid, with quantile columns."""
-        # One row gives no step, so no distance ahead to label it with.
-        if len(frame) < 2 or not self._admit(service, metric):
-            return
-        step_s = (frame.index[1] - frame.index[0]).total_seconds()
-        for horizon, seconds in FORECAST_HORIZONS_S.items():
-            # Row k forecasts (k + 1) steps after the last observation.
-            position = math.ceil(seconds / step_s) - 1
-            if position >= len(frame):
-                continue
-            for quantile in FORECAST_QUANTILES:
-                value = float(frame[quantile].iloc[position])
-                self.forecast.labels(service, metric, quantile, horizon).set(value)
+    def set_forecast(self, service: str, metric: str,
+                     points: dict[str, dict[str, float]]) -> None:
+        """``points``: horizon label → quantile → value (see :func:`forecast_points`)."""
+        if points and self._admit(service, metric):
+            for horizon, by_quantile in points.items():
+                for quantile, value in by_quantile.items():
+                    self.forecast.labels(service, metric, quantile, horizon).set(value)
 
-    def record_replicas(self, service: str, replicas: int) -> None:
+    def set_replicas(self, service: str, replicas: int) -> None:
         if self._admit(service):
             self.replicas.labels(service).set(replicas)
+
+    def render(self) -> bytes:
+        """The verdicts in Prometheus' text format."""
+        return generate_latest(self.registry)
+
+
+def newest_score(scores: Sequence[float | None]) -> float | None:
+    """The score of the newest point that has one."""
+    return next((s for s in reversed(scores) if s is not None), None)
+
+
+def forecast_points(frame: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """A forecast's quantiles at :data:`FORECAST_HORIZONS_S` after its last observation.
+
+    ``frame`` is indexed by timestamp on a regular grid; one row gives no step, so no
+    distance ahead to label it with, and nothing.
+    """
+    if len(frame) < 2:
+        return {}
+    step_s = (frame.index[1] - frame.index[0]).total_seconds()
+    points = {}
+    for horizon, seconds in FORECAST_HORIZONS_S.items():
+        # Row k forecasts (k + 1) steps after the last observation.
+        position = math.ceil(seconds / step_s) - 1
+        if position < len(frame):
+            points[horizon] = {q: float(frame[q].iloc[position]) for q in FORECAST_QUANTILES}
+    return points
+
+
+class VerdictSink(Protocol):
+    """Where verdicts go: a :class:`VerdictMetrics` here, or one shared by all replicas."""
+
+    def set_score(self, service: str, metric: str, value: float) -> None: ...
+    def set_forecast(self, service: str, metric: str,
+                     points: dict[str, dict[str, float]]) -> None: ...
+    def set_replicas(self, service: str, replicas: int) -> None: ...
+    def render(self) -> bytes: ...
+
+
+class VerdictRecorder:
+    """Turns the service's answers into verdicts for a :class:`VerdictSink`."""
+
+    def __init__(self, sink: VerdictSink) -> None:
+        self.sink = sink
+
+    def record_score(self, service: str, metric: str, scores: Sequence[float | None]) -> None:
+        newest = newest_score(scores)
+        if newest is not None:
+            self.sink.set_score(service, metric, newest)
+
+    def record_forecast(self, service: str, metric: str, frame: pd.DataFrame) -> None:
+        points = forecast_points(frame)
+        if points:
+            self.sink.set_forecast(service, metric, points)
+
+    def record_replicas(self, service: str, replicas: int) -> None:
+        self.sink.set_replicas(service, replicas)
 
 
 class JsonFormatter(logging.Formatter):

@@ -57,14 +57,14 @@ def test_the_grafana_dashboard_charts_metrics_the_service_exports():
 
     from prometheus_client import generate_latest
 
-    from serving.observability import ServiceMetrics, VerdictMetrics
+    from serving.observability import ServiceMetrics, VerdictMetrics, VerdictRecorder
 
     metrics = ServiceMetrics(lambda: 0.0)
     metrics.set_model("m", "1", "champion")
     metrics.observe_request("/v1/score", "POST", 500, 0.01)
     metrics.scores.observe(0.5)
     metrics.series.inc()
-    verdicts = VerdictMetrics(metrics.registry)
+    verdicts = VerdictRecorder(VerdictMetrics(registry=metrics.registry))
     verdicts.record_score("web", "cpu", [0.1, 0.2])
     verdicts.record_replicas("web", 3)
     frame = pd.DataFrame({"q10": 1.0, "q50": 2.0, "q90": 3.0},
@@ -117,6 +117,6 @@ def test_hpa_reads_the_exported_replica_metric_through_the_adapter():
         (DEPLOY / "autoscaling" / "hpa-external-metric.yaml").read_text()))
     kinds = {d["kind"]: d for d in documents}
     metric = kinds["HorizontalPodAutoscaler"]["spec"]["metrics"][0]["external"]["metric"]
-    assert metric["name"] == VerdictMetrics(CollectorRegistry()).replicas._name
+    assert metric["name"] == VerdictMetrics(registry=CollectorRegistry()).replicas._name
     adapter = yaml.safe_load(kinds["ConfigMap"]["data"]["config.yaml"])
     assert metric["name"] in adapter["externalRules"][0]["seriesQuery"]

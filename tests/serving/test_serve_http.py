@@ -128,6 +128,34 @@ def test_unknown_series_is_answered_not_failed(served):
     assert result["anomalies"][0]["timestamp"].startswith("2026-02-01T01:40")
 
 
+def test_every_scrape_shows_the_same_verdicts_whichever_replica_answers(served, small_fleet):
+    """Two replicas behind HAProxy: the verdicts live on one board that both render."""
+    service = small_fleet["service"].iloc[0]
+    rows = small_fleet[(small_fleet.service == service) & (small_fleet.metric == "error_rate")]
+    window = to_series(rows.tail(120))
+    scored = []
+    for shift in (0.0, 50.0):  # two requests, likely on different replicas; the last one wins
+        moved = window.copy()
+        moved.iloc[-1] += shift
+        body = {"series": [window_body(moved, service=service, metric="error_rate")]}
+        scored.append(httpx.post(f"{served}/v1/score", json=body, timeout=30).json())
+    newest = scored[-1]["results"][0]["scores"][-1]
+    line = f'aiops_anomaly_score{{metric="error_rate",service="{service}"}}'
+    deadline = time.monotonic() + 10
+    seen: list[float | None] = []
+    while time.monotonic() < deadline:  # the board takes the replicas' updates asynchronously
+        seen = []
+        for _ in range(10):
+            text = httpx.get(f"{served}/metrics", timeout=10).text
+            values = [float(row.split()[-1]) for row in text.splitlines()
+                      if row.startswith(line)]
+            seen.append(values[0] if values else None)
+        if seen == [pytest.approx(newest)] * 10:
+            break
+        time.sleep(0.2)
+    assert seen == [pytest.approx(newest)] * 10, (newest, seen)
+
+
 def test_a_new_champion_is_served_under_load_without_a_failed_request(served, store_uri,
                                                                      fleet_dataset, small_fleet):
     """Runs last in this module: afterwards the app serves version 2."""
