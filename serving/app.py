@@ -159,6 +159,12 @@ def to_pandas(window: History) -> pd.Series:
     return pd.Series(values, index=index)
 
 
+def from_pandas(series: pd.Series) -> dict[str, list]:
+    """The ``timestamps`` and ``values`` of a request window (NaN as ``null``)."""
+    return {"timestamps": list(series.index.to_pydatetime()),
+            "values": [None if v != v else v for v in series.tolist()]}
+
+
 def check_limits(request: ScoreRequest, settings: Settings) -> None:
     if len(request.series) > settings.max_series_per_request:
         raise PayloadTooLargeError(
@@ -619,8 +625,7 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
             current = live.current_replicas(target)
         except PrometheusImportError as error:
             raise HTTPException(502, f"cannot read {service}'s live data: {error}") from None
-        history = History(timestamps=list(demand.index.to_pydatetime()),
-                          values=[None if v != v else v for v in demand.tolist()])
+        history = History(**from_pandas(demand))
         fields = target.model_dump(exclude={"query", "current_replicas_query"})
         answer = recommend(RecommendationRequest(service=service, history=history,
                                                  current_replicas=current, **fields),

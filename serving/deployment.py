@@ -29,37 +29,17 @@ _log = logging.getLogger(__name__)
 VERDICTS_ACTOR = "verdicts"
 
 
-@ray.remote
-class VerdictBoard:
-    """One :class:`VerdictMetrics` for every replica of the deployment.
+class SharedVerdicts:
+    """The verdicts of every replica of the deployment, on one board (a ``VerdictSink``).
 
     Each replica exports its own request metrics, but a verdict (the newest score of a
     series, the replicas recommended for a service) must not depend on which replica a
     scrape reaches: behind HAProxy, consecutive scrapes reach replicas at random. The
-    replicas send their verdicts here (fire and forget, in order per replica) and every
-    ``/metrics`` answer renders this one board. Ray Serve starts it with the deployment,
-    restarts it if it dies and removes it with the application.
+    board is one :class:`VerdictMetrics` in a deployment-scoped actor, which Ray Serve
+    starts with the deployment, restarts if it dies and removes with the application.
+    The replicas send it their verdicts (fire and forget, in order per replica), and every
+    ``/metrics`` answer renders it.
     """
-
-    def __init__(self, max_series: int) -> None:
-        self.metrics = VerdictMetrics(max_series)
-
-    def set_score(self, service: str, metric: str, value: float) -> None:
-        self.metrics.set_score(service, metric, value)
-
-    def set_forecast(self, service: str, metric: str,
-                     points: dict[str, dict[str, float]]) -> None:
-        self.metrics.set_forecast(service, metric, points)
-
-    def set_replicas(self, service: str, replicas: int) -> None:
-        self.metrics.set_replicas(service, replicas)
-
-    def render(self) -> bytes:
-        return self.metrics.render()
-
-
-class SharedVerdicts:
-    """A replica's side of the :class:`VerdictBoard` (a :class:`VerdictSink`)."""
 
     def __init__(self) -> None:
         self._board = serve.get_deployment_actor(VERDICTS_ACTOR)
@@ -130,7 +110,7 @@ class AiopsIngress:
 
 def build_app(settings: Settings) -> Application:
     """The Serve application for ``serve.run``."""
-    board = DeploymentActorConfig(name=VERDICTS_ACTOR, actor_class=VerdictBoard,
+    board = DeploymentActorConfig(name=VERDICTS_ACTOR, actor_class=ray.remote(VerdictMetrics),
                                   init_kwargs={"max_series": settings.max_exported_series},
                                   actor_options={"num_cpus": 0})
     deployment = AiopsIngress.options(deployment_actors=[board])

@@ -123,15 +123,14 @@ class Settings:
             "max_body_bytes": _env_int("AIOPS_MAX_BODY_BYTES", cls.max_body_bytes),
             "num_replicas": _env_int("AIOPS_NUM_REPLICAS", cls.num_replicas),
             "ingress": os.environ.get("AIOPS_SERVE_INGRESS", cls.ingress),
+            "max_exported_series": _env_int("AIOPS_MAX_EXPORTED_SERIES",
+                                            cls.max_exported_series),
             "max_replicas": _env_int("AIOPS_MAX_REPLICAS", cls.max_replicas),
             "tokens": TokenStore.from_sources(os.environ.get("AIOPS_TOKENS_FILE"),
                                               os.environ.get("AIOPS_TOKENS")),
         }
         if os.environ.get("AIOPS_AUDIT_LOG"):
             values["audit_log"] = Path(os.environ["AIOPS_AUDIT_LOG"])
-        if os.environ.get("AIOPS_MAX_EXPORTED_SERIES"):
-            values["max_exported_series"] = _env_int("AIOPS_MAX_EXPORTED_SERIES",
-                                                     cls.max_exported_series)
         if os.environ.get("AIOPS_LIVE_CONFIG"):
             values["live"] = LiveConfig.load(os.environ["AIOPS_LIVE_CONFIG"])
         policy_file = os.environ.get("AIOPS_ALARM_POLICY")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -34,7 +35,7 @@ import pandas as pd
 
 from features.prometheus import PrometheusImportError
 from serving.alerts import OPEN_END
-from serving.app import score_request
+from serving.app import from_pandas, score_request
 from serving.live import LiveConfig
 from serving.loader import ModelHolder
 from serving.schemas import AlertOut, ScoreRequest, SeriesWindow
@@ -125,23 +126,22 @@ class Watcher:
         self.post = post
         self.open: dict[str, _Sent] = {}
 
-    def _windows(self, end: pd.Timestamp) -> tuple[list[SeriesWindow], dict[str, str]]:
+    def _windows(self, end: pd.Timestamp
+                 ) -> tuple[list[SeriesWindow], dict[tuple[str, str], str]]:
         windows, failed = [], {}
         for item in self.config.series:
-            name = f"{item.service}/{item.metric}"
+            key = (item.service, item.metric)
             try:
                 values = self.config.read(item.query, self.config.window_s, end=end)
             except PrometheusImportError as error:
-                failed[name] = str(error)
-                _log.warning("skipping %s this cycle: %s", name, error)
+                failed[key] = str(error)
+                _log.warning("skipping %s/%s this cycle: %s", *key, error)
                 continue
             if values.notna().sum() == 0:
-                failed[name] = "no samples in the window"
+                failed[key] = "no samples in the window"
                 continue
-            windows.append(SeriesWindow(
-                service=item.service, metric=item.metric,
-                timestamps=list(values.index.to_pydatetime()),
-                values=[None if v != v else v for v in values.tolist()]))
+            windows.append(SeriesWindow(service=item.service, metric=item.metric,
+                                        **from_pandas(values)))
         return windows, failed
 
     def _generator_url(self) -> str:
@@ -165,8 +165,6 @@ class Watcher:
             alerts = response.alerts
         firing = {a.fingerprint: a for a in alerts if a.status == "firing"}
         resolved_in_window = {a.fingerprint: a for a in alerts if a.status == "resolved"}
-        # Series that could not be read this cycle keep their alerts as they were.
-        unread = {tuple(name.split("/", 1)) for name in failed}
 
         validity = dt.timedelta(seconds=VALIDITY_INTERVALS * self.config.interval_s)
         resend = dt.timedelta(seconds=RESEND_INTERVALS * self.config.interval_s)
@@ -179,18 +177,21 @@ class Watcher:
                 (fired if sent is None else kept).append(fp)
         for fp, sent in self.open.items():
             labels = sent.alert.labels
-            if fp in firing or (labels.get("service"), labels.get("metric")) in unread:
+            # A series that could not be read this cycle keeps its alerts as they were.
+            if fp in firing or (labels.get("service"), labels.get("metric")) in failed:
                 continue
             ended = resolved_in_window.get(fp)
             ends = ended.endsAt if ended is not None and ended.endsAt != OPEN_END else now
             to_post.append(sent.alert.model_copy(update={"status": "resolved",
                                                          "endsAt": min(ends, now)}))
             gone.append(fp)
+
         def names(fps: list[str]) -> list[str]:
             return [_name(firing[fp] if fp in firing else self.open[fp].alert) for fp in fps]
 
         report = CycleReport(at=end, scored=[f"{w.service}/{w.metric}" for w in windows],
-                             failed=failed, fired=names(fired), resolved=names(gone),
+                             failed={f"{k[0]}/{k[1]}": v for k, v in failed.items()},
+                             fired=names(fired), resolved=names(gone),
                              kept_open=names(kept))
         if to_post:
             try:
@@ -206,18 +207,19 @@ class Watcher:
         return report
 
     def run(self, cycles: int | None = None, *,
-            on_cycle: Callable[[CycleReport], None] | None = None) -> None:
-        """Run ``cycles`` cycles (None: until interrupted), ``interval_s`` apart."""
-        done = 0
-        while cycles is None or done < cycles:
+            on_cycle: Callable[[CycleReport], None] | None = None,
+            stop: threading.Event | None = None) -> list[CycleReport]:
+        """Run ``cycles`` cycles (None: until ``stop`` is set), ``interval_s`` apart."""
+        stop = stop or threading.Event()
+        reports: list[CycleReport] = []
+        while not stop.is_set() and (cycles is None or len(reports) < cycles):
             started = time.monotonic()
-            report = self.cycle()
+            reports.append(self.cycle())
             if on_cycle is not None:
-                on_cycle(report)
-            done += 1
-            if cycles is not None and done >= cycles:
-                break
-            time.sleep(max(0.0, self.config.interval_s - (time.monotonic() - started)))
+                on_cycle(reports[-1])
+            if cycles is None or len(reports) < cycles:
+                stop.wait(max(0.0, self.config.interval_s - (time.monotonic() - started)))
+        return reports
 
 
 def _name(alert: AlertOut) -> str:

@@ -181,6 +181,19 @@ def _scrape_configs(targets: Sequence[ScrapeTarget]) -> list[dict]:
     return configs
 
 
+def _stopped_at_end(start: Callable[..., RunningServer]) -> Iterator[Callable[..., RunningServer]]:
+    """``start``, remembering what it starts; all of it is stopped when the fixture ends."""
+    started: list[RunningServer] = []
+
+    def tracked(*args, **kwargs) -> RunningServer:
+        started.append(start(*args, **kwargs))
+        return started[-1]
+
+    yield tracked
+    for server in started:
+        server.stop()
+
+
 # -- the synthetic exporter ----------------------------------------------------------------
 #: (metric, service) -> value served by the synthetic exporter.
 EXPORTED = {
@@ -235,7 +248,6 @@ def start_prometheus(
     server to stop it earlier.
     """
     binary = _require("prometheus")
-    started: list[PrometheusServer] = []
 
     def start(targets: Sequence[str | ScrapeTarget] = (), *, data_dir: Path | None = None,
               scrape_interval: str = "1s") -> PrometheusServer:
@@ -253,14 +265,10 @@ def start_prometheus(
             return [binary, f"--config.file={config_path}", f"--storage.tsdb.path={tsdb}",
                     f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]
 
-        server = _start("prometheus", workdir, command, PrometheusServer, data_dir=tsdb,
-                        config_path=config_path, targets=scrape)
-        started.append(server)
-        return server
+        return _start("prometheus", workdir, command, PrometheusServer, data_dir=tsdb,
+                      config_path=config_path, targets=scrape)
 
-    yield start
-    for server in started:
-        server.stop()
+    yield from _stopped_at_end(start)
 
 
 @pytest.fixture(scope="session")
@@ -360,7 +368,6 @@ def start_alertmanager(
     as a dict (default: every alert to a null receiver).
     """
     binary = _require("prometheus-alertmanager", "alertmanager")
-    started: list[AlertmanagerServer] = []
 
     def start(config: Mapping | None = None) -> AlertmanagerServer:
         workdir = tmp_path_factory.mktemp("alertmanager")
@@ -374,14 +381,10 @@ def start_alertmanager(
                     f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
                     "--log.level=warn"]
 
-        server = _start("alertmanager", workdir, command, AlertmanagerServer,
-                        config_path=config_path)
-        started.append(server)
-        return server
+        return _start("alertmanager", workdir, command, AlertmanagerServer,
+                      config_path=config_path)
 
-    yield start
-    for server in started:
-        server.stop()
+    yield from _stopped_at_end(start)
 
 
 @pytest.fixture(scope="session")
