@@ -43,7 +43,13 @@ from models.forecast import FORECAST_COLUMNS
 from serving import registry
 from serving.alerts import series_alerts, service_alerts
 from serving.loader import LoadedModel, ModelHolder, ModelWatcher
-from serving.observability import ServiceMetrics, VerdictMetrics, VerdictRecorder, VerdictSink
+from serving.observability import (
+    BodyLimit,
+    ServiceMetrics,
+    VerdictMetrics,
+    VerdictRecorder,
+    VerdictSink,
+)
 from serving.schemas import (
     AdminModelsResponse,
     AdminPromoteRequest,
@@ -486,6 +492,8 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
     if settings.tokens is None:
         _log.warning("no tokens configured (AIOPS_TOKENS_FILE, AIOPS_TOKENS): the API is open")
 
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+
     @app.middleware("http")
     async def _request_id(request: Request, call_next: Callable):
         request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
@@ -547,6 +555,9 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
     @app.get("/readyz", summary="A model is loaded and requests can be scored",
              responses=_problems(503))
     def readyz() -> dict[str, object]:
+        if settings.drain_file is not None and settings.drain_file.exists():
+            raise HTTPException(503, "stopping: draining the requests in flight; send new "
+                                     "ones elsewhere")
         loaded = holder.require()
         return {
             "status": "ready",

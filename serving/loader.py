@@ -14,6 +14,14 @@ its cache with a pointer file per alias), or — without one — from no
 trained model at all, scoring every series with the window baseline (its
 own recent past); ``/readyz`` names the source. The watcher keeps asking
 the registry and swaps the registry's version in once it answers.
+
+Every registry request is bounded (:func:`registry_client`): at most
+``settings.registry_timeout_s`` per request and one retry, so a registry that
+does not answer costs seconds, not MLflow's default minutes. Reading never
+creates a registry: a SQLite store whose file is missing is unreachable, not
+empty. Whatever the store raises (MLflow, SQLAlchemy, HTTP, the file system)
+becomes a :class:`ModelUnavailableError` here, so the callers fall back on
+the cache.
 """
 
 from __future__ import annotations
@@ -21,19 +29,29 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
+import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import mlflow
+import requests
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from sqlalchemy.exc import SQLAlchemyError
 
 from models.base import NotFittedError
 from models.bundle import DetectorBundle
 from serving.settings import Settings
 
 _log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+#: What a registry (SQL database, tracking server, artifact store) raises when it is down.
+REGISTRY_ERRORS = (MlflowException, SQLAlchemyError, requests.RequestException, OSError)
 
 
 class ModelUnavailableError(LookupError):
@@ -60,6 +78,55 @@ class LoadedModel:
     source: str = "registry"
 
 
+def registry_client(settings: Settings) -> MlflowClient:
+    """A client of ``settings.tracking_uri`` whose requests are bounded in time.
+
+    MLflow's HTTP client and libpq read their limits from the environment; values
+    already set there (``MLFLOW_HTTP_REQUEST_TIMEOUT``, ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``,
+    ``PGCONNECT_TIMEOUT``) win.
+
+    Raises
+    ------
+    ModelUnavailableError
+        The store is a SQLite file that does not exist (MLflow would create an empty one);
+        ``missing`` when no model is cached for the alias either.
+    """
+    seconds = str(max(1, math.ceil(settings.registry_timeout_s)))
+    for name, value in (("MLFLOW_HTTP_REQUEST_TIMEOUT", seconds),
+                        ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1"),
+                        ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
+                        ("PGCONNECT_TIMEOUT", seconds)):
+        os.environ.setdefault(name, value)
+    uri = settings.tracking_uri
+    if uri.startswith("sqlite:///"):
+        database = Path(uri.removeprefix("sqlite:///"))
+        if not database.is_file():
+            # Without a cached model either, nothing was ever trained against this store.
+            raise ModelUnavailableError(
+                f"{database} does not exist (moved or deleted?), so the registry at {uri} "
+                f"cannot be read; run `aiops train --data DIR` first, or set "
+                f"MLFLOW_TRACKING_URI to the registry", missing=not _pointer(settings).is_file())
+    return _ask(settings, "connect", lambda: MlflowClient(tracking_uri=uri, registry_uri=uri))
+
+
+def _ask(settings: Settings, what: str, call: Callable[[], _T]) -> _T:
+    """``call()`` against the registry, its failures as :class:`ModelUnavailableError`."""
+    try:
+        return call()
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise ModelUnavailableError(
+                f"no version of model {settings.model_name!r} has alias "
+                f"{settings.model_alias!r} in {settings.tracking_uri}; run `aiops train "
+                f"--data DIR` first ({error.message})", missing=True) from error
+        raise ModelUnavailableError(f"the registry at {settings.tracking_uri} cannot be "
+                                    f"read ({what}): {error.message}") from error
+    except REGISTRY_ERRORS as error:
+        detail = str(error).splitlines()[0][:300] if str(error) else ""
+        raise ModelUnavailableError(f"the registry at {settings.tracking_uri} cannot be "
+                                    f"read ({what}): {type(error).__name__}: {detail}") from error
+
+
 def load_model(settings: Settings) -> LoadedModel:
     """Resolve ``models:/<name>@<alias>``, download it once into the cache and load the bundle.
 
@@ -68,25 +135,18 @@ def load_model(settings: Settings) -> LoadedModel:
     ModelUnavailableError
         The alias is not set, the model does not exist or the store is unreachable.
     """
-    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
-    try:
-        version = client.get_model_version_by_alias(settings.model_name, settings.model_alias)
-    except MlflowException as error:
-        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise ModelUnavailableError(f"the registry at {settings.tracking_uri} cannot be "
-                                        f"read: {error.message}") from error
-        raise ModelUnavailableError(
-            f"no version of model {settings.model_name!r} has alias {settings.model_alias!r} in "
-            f"{settings.tracking_uri}; run `aiops train --data DIR` first ({error.message})",
-            missing=True) from error
+    client = registry_client(settings)
+    version = _ask(settings, "alias", lambda: client.get_model_version_by_alias(
+        settings.model_name, settings.model_alias))
     target = Path(settings.cache_dir) / settings.model_name / str(version.version)
     if not _find_bundle(target):
         target.mkdir(parents=True, exist_ok=True)
         # The version's own artifact location, read through this client: no global MLflow
         # state (tracking or registry URI) decides which store is read.
-        source = client.get_model_version_download_uri(settings.model_name, version.version)
-        mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(target),
-                                            tracking_uri=settings.tracking_uri)
+        source = _ask(settings, "download", lambda: client.get_model_version_download_uri(
+            settings.model_name, version.version))
+        _ask(settings, "download", lambda: mlflow.artifacts.download_artifacts(
+            artifact_uri=source, dst_path=str(target), tracking_uri=settings.tracking_uri))
     bundle_dir = _find_bundle(target)
     if bundle_dir is None:
         raise ModelUnavailableError(f"version {version.version} of {settings.model_name!r} holds "
@@ -115,16 +175,25 @@ def start_model(settings: Settings) -> LoadedModel:
     """The model to start serving: the registry's, else the cached one, else none.
 
     Only an unreachable or broken registry falls back; an alias that is not set in a
-    reachable registry is still an error (nothing was ever trained).
+    reachable registry is still an error (nothing was ever trained). With
+    ``settings.start_from_cache`` the registry is not asked.
     """
-    try:
-        return load_model(settings)
-    except ModelUnavailableError as error:
-        if error.missing:
-            raise
-        reason = str(error)
-    except (MlflowException, OSError) as error:
-        reason = f"{type(error).__name__}: {error}"
+    if settings.start_from_cache:
+        reason = "not asked at start-up: it failed the service moments ago"
+    else:
+        try:
+            return load_model(settings)
+        except ModelUnavailableError as error:
+            if error.missing:
+                raise
+            reason = str(error)
+        except OSError as error:  # the cache itself
+            reason = f"{type(error).__name__}: {error}"
+    return cached_model(settings, reason)
+
+
+def cached_model(settings: Settings, reason: str) -> LoadedModel:
+    """The version last loaded for the alias, from the cache; else the window baseline."""
     pointer = _pointer(settings)
     try:
         cached = json.loads(pointer.read_text())
@@ -143,13 +212,9 @@ def start_model(settings: Settings) -> LoadedModel:
 
 def alias_target(settings: Settings) -> str:
     """The version the served alias points at now (one registry query)."""
-    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
-    try:
-        return str(client.get_model_version_by_alias(settings.model_name,
-                                                     settings.model_alias).version)
-    except MlflowException as error:
-        raise ModelUnavailableError(f"cannot resolve {settings.model_name}@"
-                                    f"{settings.model_alias}: {error.message}") from error
+    client = registry_client(settings)
+    return str(_ask(settings, "alias", lambda: client.get_model_version_by_alias(
+        settings.model_name, settings.model_alias)).version)
 
 
 class ModelHolder:
@@ -184,7 +249,7 @@ class ModelWatcher:
                 self.holder.last_error = None
                 return False
             loaded = load_model(self.settings)
-        except (ModelUnavailableError, MlflowException, OSError, ValueError) as error:
+        except (ModelUnavailableError, OSError, ValueError) as error:
             self.holder.last_error = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}: {error}"
             _log.warning("model reload failed; still serving the loaded version: %s", error)
             return False

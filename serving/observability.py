@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, TextIO
 
 import pandas as pd
+from fastapi import HTTPException
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from serving.security import ScrubFilter
@@ -215,9 +217,49 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """JSON lines on stderr, scrubbed of tokens and personal-looking values."""
-    handler = logging.StreamHandler()
+class BodyLimit:
+    """ASGI middleware: a request body is read up to ``max_bytes`` bytes, then refused (413).
+
+    The bytes are counted as they arrive, so a chunked body, which announces no length,
+    is stopped as soon as it passes the limit instead of being read into memory whole.
+    A ``Content-Length`` above the limit is refused before the app runs (see
+    :func:`serving.app.create_app`).
+    """
+
+    def __init__(self, app: Callable, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        read = 0
+
+        async def counted() -> dict:
+            nonlocal read
+            message = await receive()
+            if message["type"] == "http.request":
+                read += len(message.get("body", b""))
+                if read > self.max_bytes:
+                    # FastAPI lets an HTTPException from reading the body through to the
+                    # app's handlers, which answer it like any other 413.
+                    raise HTTPException(413, f"request body over {self.max_bytes} bytes "
+                                             f"(read so far: {read}); at most "
+                                             f"{self.max_bytes} accepted")
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def configure_logging(level: int = logging.INFO, stream: TextIO | None = None) -> None:
+    """JSON lines on ``stream`` (default stderr), scrubbed of tokens and personal values.
+
+    Each line is written as it is logged. A Serve replica passes its real stderr
+    (``sys.__stderr__``, its worker's ``.err`` file): Ray Serve's ``sys.stderr`` is a
+    logger of its own that holds up to 1,000 lines in memory.
+    """
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
     handler.addFilter(ScrubFilter())
     root = logging.getLogger()
@@ -227,3 +269,18 @@ def configure_logging(level: int = logging.INFO) -> None:
     root.addHandler(handler)
     logging.getLogger("serving").setLevel(level)
     logging.getLogger("aiops").setLevel(level)
+
+
+def flush_buffered_logs(logger_name: str = "ray.serve", *,
+                        flush_level: int | None = logging.WARNING) -> None:
+    """Write out what ``logger_name``'s buffering handlers hold; hold no warning from now on.
+
+    Ray Serve's throughput-optimised mode buffers each replica's log in a
+    :class:`logging.handlers.MemoryHandler` until 1,000 lines or an error; whatever it
+    holds when the replica stops is lost unless flushed.
+    """
+    for handler in logging.getLogger(logger_name).handlers:
+        if isinstance(handler, logging.handlers.MemoryHandler):
+            if flush_level is not None:
+                handler.flushLevel = min(handler.flushLevel, flush_level)
+            handler.flush()

@@ -22,6 +22,16 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not a number") from None
+
+
 def load_alarm_policy(path: Path) -> AlarmPolicy:
     """An :class:`AlarmPolicy` from a JSON file such as
     ``{"threshold": 0.995, "merge_gap_s": 900, "criticality": {"payments_latency": 1}}``."""
@@ -71,6 +81,20 @@ class Settings:
     live
         Where live data comes from (``AIOPS_LIVE_CONFIG``, see :mod:`serving.live`); needed
         by ``GET /v1/recommendations/{service}/replicas``.
+    admin_host
+        Where HAProxy's stats page and metrics listen (``AIOPS_ADMIN_HOST``; loopback).
+    drain_s
+        On SIGTERM, seconds the service keeps serving after ``/readyz`` turned 503, so that
+        a load balancer stops sending to it first (``AIOPS_DRAIN_S``, 0 to 20).
+    drain_file
+        While this file exists, ``/readyz`` answers 503 (``AIOPS_DRAIN_FILE``): ``aiops
+        serve`` creates one of its own on SIGTERM; a Kubernetes ``preStop`` hook may too.
+    registry_timeout_s
+        Seconds each registry request may take (``AIOPS_REGISTRY_TIMEOUT_S``); a failed
+        one is tried once more, then the service runs on its cache.
+    start_from_cache
+        Start replicas from the cached version without asking the registry first (set by
+        ``aiops serve`` when the registry just failed it; the watcher keeps asking).
     """
 
     model_name: str = "novaevo-detectors"
@@ -91,6 +115,11 @@ class Settings:
     max_exported_series: int = 1_000
     ingress: str = "haproxy"
     live: LiveConfig | None = None
+    admin_host: str = "127.0.0.1"
+    drain_s: float = 5.0
+    drain_file: Path | None = None
+    registry_timeout_s: float = 3.0
+    start_from_cache: bool = False
 
     def __post_init__(self) -> None:
         if not self.tracking_uri:
@@ -102,6 +131,12 @@ class Settings:
             raise ValueError(f"reload_interval_s={self.reload_interval_s} must lie in [0, 86400]")
         if self.ingress not in ("haproxy", "proxy"):
             raise ValueError(f"ingress={self.ingress!r} must be 'haproxy' or 'proxy'")
+        if not 0 <= self.drain_s <= 20:
+            raise ValueError(f"drain_s={self.drain_s} must lie in [0, 20]: the whole stop must "
+                             "fit Kubernetes' 30 s grace period")
+        if not 0.1 <= self.registry_timeout_s <= 60:
+            raise ValueError(f"registry_timeout_s={self.registry_timeout_s} must lie in "
+                             "[0.1, 60]")
         if self.num_replicas < 0:
             raise ValueError(f"num_replicas={self.num_replicas} must be >= 0 (0: autoscale)")
         for name in ("max_points_per_series", "max_series_per_request", "max_replicas",
@@ -126,11 +161,17 @@ class Settings:
             "max_exported_series": _env_int("AIOPS_MAX_EXPORTED_SERIES",
                                             cls.max_exported_series),
             "max_replicas": _env_int("AIOPS_MAX_REPLICAS", cls.max_replicas),
+            "admin_host": os.environ.get("AIOPS_ADMIN_HOST") or cls.admin_host,
+            "drain_s": _env_float("AIOPS_DRAIN_S", cls.drain_s),
+            "registry_timeout_s": _env_float("AIOPS_REGISTRY_TIMEOUT_S",
+                                             cls.registry_timeout_s),
             "tokens": TokenStore.from_sources(os.environ.get("AIOPS_TOKENS_FILE"),
                                               os.environ.get("AIOPS_TOKENS")),
         }
         if os.environ.get("AIOPS_AUDIT_LOG"):
             values["audit_log"] = Path(os.environ["AIOPS_AUDIT_LOG"])
+        if os.environ.get("AIOPS_DRAIN_FILE"):
+            values["drain_file"] = Path(os.environ["AIOPS_DRAIN_FILE"])
         if os.environ.get("AIOPS_LIVE_CONFIG"):
             values["live"] = LiveConfig.load(os.environ["AIOPS_LIVE_CONFIG"])
         policy_file = os.environ.get("AIOPS_ALARM_POLICY")

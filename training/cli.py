@@ -7,6 +7,7 @@ is wrong, with exit code 1 (bad input or state) or 2 (bad usage).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -344,40 +345,101 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
 
 
 # -- serve --------------------------------------------------------------------------------
-def _cmd_serve(args: argparse.Namespace) -> int:
-    import ray
-    from ray import serve
+#: Seconds from SIGTERM to the end of the process, at most: within Kubernetes' default 30 s
+#: grace period (drain, replicas finishing their requests, Serve and Ray stopping).
+STOP_DEADLINE_S = 28.0
 
-    from serving.deployment import configure_ingress, run
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import shutil
+
+    import ray
+
+    from serving.deployment import configure_ingress, run, runtime_folder
     from serving.loader import start_model
     from serving.settings import Settings
 
-    settings = Settings.from_env(host=args.host, port=args.port, model_name=args.model_name,
-                                 model_alias=args.alias)
-    # Fail here, with a clear message, rather than inside a replica that Serve keeps restarting.
-    loaded = start_model(settings)
-    ingress = "HAProxy" if configure_ingress(settings) else "Ray's Python proxy"
-    ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
-    run(settings)
-    url = f"http://{settings.host}:{settings.port}"
-    print(f"NovaEvo AIOps ready at {url} serving {loaded.name} version {loaded.version} "
-          f"({len(loaded.bundle.series)} series; ingress: {ingress})", flush=True)
-    if loaded.source != "registry":
-        print(f"  warning: {loaded.source}", flush=True)
-    if args.sample_request:
-        print(f"  try: curl -s -X POST {url}/v1/score -H 'content-type: application/json' "
-              f"-d @{args.sample_request}", flush=True)
-    print(f"  docs: {url}/docs   health: {url}/healthz   stop: Ctrl-C", flush=True)
-    # Ray installs handlers of its own; ours go last so that Ctrl-C and SIGTERM stop cleanly.
-    stop = threading.Event()
-    for number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(number, lambda *_: stop.set())
-    while not stop.wait(0.5):
-        pass
-    print("stopping the service", flush=True)
-    serve.shutdown()
-    ray.shutdown()
-    return 0
+    folder = runtime_folder()
+    try:
+        settings = Settings.from_env(host=args.host, port=args.port, model_name=args.model_name,
+                                     model_alias=args.alias, drain_file=folder / "draining")
+        if settings.tokens is None and not _is_loopback(settings.host) and not args.insecure_open:
+            raise ValueError(
+                f"refusing to serve an open API on {settings.host}: no tokens are configured, "
+                f"so anyone who reaches the port could score, promote and reload. Set "
+                f"AIOPS_TOKENS_FILE (see `aiops token new`), serve on 127.0.0.1, or pass "
+                f"--insecure-open if the network in front of it authenticates callers")
+        # Fail here, with a clear message, rather than inside a replica that Serve keeps
+        # restarting; when the registry failed here, the replicas start from the cache.
+        loaded = start_model(settings)
+        if loaded.source != "registry":
+            settings = dataclasses.replace(settings, start_from_cache=True)
+        ingress = "HAProxy" if configure_ingress(settings, folder) else "Ray's Python proxy"
+        stopping, hurry = threading.Event(), threading.Event()
+
+        def on_signal(*_) -> None:
+            (hurry if stopping.is_set() else stopping).set()
+
+        ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
+        # Ray installs handlers of its own; ours go after, so SIGTERM and Ctrl-C drain.
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, on_signal)
+        if not stopping.is_set():
+            run(settings)
+            url = f"http://{settings.host}:{settings.port}"
+            print(f"NovaEvo AIOps ready at {url} serving {loaded.name} version "
+                  f"{loaded.version} ({len(loaded.bundle.series)} series; ingress: {ingress})",
+                  flush=True)
+            if loaded.source != "registry":
+                print(f"  warning: {loaded.source}", flush=True)
+            if settings.tokens is None:
+                print("  warning: no tokens configured: the API is open to whoever reaches "
+                      "the port", flush=True)
+            if args.sample_request:
+                print(f"  try: curl -s -X POST {url}/v1/score -H 'content-type: "
+                      f"application/json' -d @{args.sample_request}", flush=True)
+            print(f"  docs: {url}/docs   health: {url}/healthz   stop: Ctrl-C", flush=True)
+            stopping.wait()
+        _stop_within_deadline(settings, hurry)
+        return 0
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _stop_within_deadline(settings, hurry: threading.Event) -> None:
+    """Drain and stop (:func:`serving.deployment.stop`); past the deadline, exit at once.
+
+    A second SIGTERM or Ctrl-C ends the drain early. Exiting hard loses nothing the
+    kernel does not clean: Ray's processes and HAProxy die with this one.
+    """
+    from serving.deployment import stop
+
+    started = time.monotonic()
+    print(f"stopping: /readyz answers 503; serving {settings.drain_s:g} s more, then "
+          f"finishing the requests in flight", flush=True)
+
+    def overdue() -> None:
+        print(f"stopping took over {STOP_DEADLINE_S:g} s: exiting now", file=sys.stderr,
+              flush=True)
+        os._exit(1)
+
+    timer = threading.Timer(STOP_DEADLINE_S, overdue)
+    timer.daemon = True
+    timer.start()
+    stop(settings, skip_drain=hurry)
+    timer.cancel()
+    print(f"stopped in {time.monotonic() - started:.1f} s", flush=True)
 
 
 def _positive_int(text: str) -> int:
@@ -600,6 +662,8 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--alias")
     se.add_argument("--num-cpus", type=int, default=None)
     se.add_argument("--sample-request", help="request body file to show in the ready line")
+    se.add_argument("--insecure-open", action="store_true",
+                    help="serve without tokens on a non-loopback host (refused otherwise)")
     se.set_defaults(func=_cmd_serve)
     return parser
 

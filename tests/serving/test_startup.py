@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,87 @@ def test_a_reachable_registry_without_the_model_is_still_an_error(mlflow_backend
     with pytest.raises(ModelUnavailableError, match="run `aiops train"):
         start_model(settings)
     assert not Path(tmp_path / "cache").exists() or not any(Path(tmp_path / "cache").rglob("*.json"))
+
+
+@pytest.fixture
+def cached(loaded_model, mlflow_store, tmp_path) -> Settings:
+    """Version 1 registered in a SQLite store and loaded once, so the cache holds it."""
+    register_champion(loaded_model.bundle, mlflow_store, "startup-test", tmp_path)
+    settings = Settings(model_name="startup-test", tracking_uri=mlflow_store,
+                        cache_dir=tmp_path / "cache")
+    assert start_model(settings).source == "registry"
+    return settings
+
+
+def _no_answer_server() -> tuple[socket.socket, str]:
+    """A TCP port that accepts connections and never answers (a registry that hangs)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    return server, f"http://127.0.0.1:{server.getsockname()[1]}"
+
+
+def _start_timed(settings: Settings):
+    started = time.monotonic()
+    model = start_model(settings)
+    return model, time.monotonic() - started
+
+
+def test_a_moved_sqlite_registry_starts_from_the_cache_and_is_not_recreated(cached):
+    database = Path(cached.tracking_uri.removeprefix("sqlite:///"))
+    database.rename(database.with_name("moved.db"))
+    model, seconds = _start_timed(cached)
+    assert model.version == "1" and model.source.startswith("cache: registry unreachable")
+    assert "does not exist" in model.source
+    assert not database.exists(), "reading the registry must not create an empty one"
+    assert seconds < 30
+
+
+@pytest.mark.parametrize("damage", ["header", "pages"])
+def test_a_corrupt_sqlite_registry_starts_from_the_cache(cached, damage):
+    """A copy under a new name, so that the process opens it afresh, as a new service does."""
+    original = Path(cached.tracking_uri.removeprefix("sqlite:///")).read_bytes()
+    broken = (b"x" * 100 + original[100:] if damage == "header"
+              else original[:8192] + bytes(len(original) - 16384) + original[-8192:])
+    database = Path(cached.tracking_uri.removeprefix("sqlite:///")).with_name("broken.db")
+    database.write_bytes(broken)
+    model, seconds = _start_timed(dataclasses.replace(cached,
+                                                      tracking_uri=f"sqlite:///{database}"))
+    assert model.version == "1" and model.source.startswith("cache: registry unreachable")
+    assert "DatabaseError" in model.source
+    assert seconds < 30
+
+
+@pytest.mark.parametrize("registry", ["refused", "no answer"])
+def test_an_unreachable_http_registry_starts_from_the_cache_in_seconds(cached, registry):
+    """With the shipped limits (no MLflow variables set): MLflow's own retries took minutes."""
+    hanging = None
+    if registry == "refused":
+        uri = f"http://127.0.0.1:{free_port()}"
+    else:
+        hanging, uri = _no_answer_server()
+    try:
+        model, seconds = _start_timed(dataclasses.replace(cached, tracking_uri=uri))
+    finally:
+        if hanging is not None:
+            hanging.close()
+    assert model.version == "1" and model.source.startswith("cache: registry unreachable")
+    # One request and one retry, each at most registry_timeout_s, and a second between.
+    assert seconds < 2 * cached.registry_timeout_s + 3
+
+
+def test_reload_with_the_registry_down_answers_503_in_seconds(cached):
+    from serving.loader import ModelHolder, ModelWatcher
+
+    hanging, uri = _no_answer_server()
+    try:
+        down = dataclasses.replace(cached, tracking_uri=uri)
+        holder = ModelHolder(start_model(cached))
+        client = TestClient(create_app(down, holder=holder, watcher=ModelWatcher(down, holder)))
+        started = time.monotonic()
+        response = client.post("/v1/admin/reload")
+        seconds = time.monotonic() - started
+    finally:
+        hanging.close()
+    assert response.status_code == 503 and "still serving 1" in response.json()["detail"]
+    assert seconds < 2 * down.registry_timeout_s + 3
