@@ -481,7 +481,8 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
     metrics = ServiceMetrics(
         lambda: time.time() - holder.model.loaded_at if holder.model else float("nan"))
     app.state.metrics = metrics
-    verdicts = VerdictRecorder(verdict_sink or VerdictMetrics(settings.max_exported_series))
+    verdicts = VerdictRecorder(verdict_sink or VerdictMetrics(
+        settings.max_exported_series, settings.max_exported_series_per_caller))
     audit = AuditLog(settings.audit_log)
     if settings.tokens is None:
         _log.warning("no tokens configured (AIOPS_TOKENS_FILE, AIOPS_TOKENS): the API is open")
@@ -568,16 +569,17 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
         responses=_problems(400, 401, 403, 413, 422, 503),
     )
     async def score(request: ScoreRequest, http_request: Request,
-                    _: ScoreCaller) -> ScoreResponse:
+                    who: ScoreCaller) -> ScoreResponse:
         url = str(http_request.url_for("score"))
         if batch_scorer is not None:
             response = await batch_scorer(request, url)
         else:
             response = await run_in_threadpool(score_request, request, holder.require(),
                                                settings, url)
+        recorder = verdicts.bound(who.name, holder.require().bundle)
         for result in response.results:
             metrics.scores.observe(max((s for s in result.scores if s is not None), default=0.0))
-            verdicts.record_score(result.service, result.metric, result.scores)
+            recorder.record_score(result.service, result.metric, result.scores)
         metrics.series.inc(len(response.results))
         return response
 
@@ -587,8 +589,9 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
         summary="Forecast one series, with an 80 % interval",
         responses=_problems(400, 401, 403, 413, 422, 503),
     )
-    def forecast(request: ForecastRequest, _: ForecastCaller) -> ForecastResponse:
-        return forecast_request(request, holder.require(), settings, verdicts)
+    def forecast(request: ForecastRequest, who: ForecastCaller) -> ForecastResponse:
+        model = holder.require()
+        return forecast_request(request, model, settings, verdicts.bound(who.name, model.bundle))
 
     @app.post(
         "/v1/recommendations",
@@ -597,8 +600,9 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
         responses=_problems(400, 401, 403, 413, 422, 503),
     )
     def recommendations(request: RecommendationRequest,
-                        _: ForecastCaller) -> RecommendationResponse:
-        return recommend(request, holder.require(), settings, verdicts)
+                        who: ForecastCaller) -> RecommendationResponse:
+        model = holder.require()
+        return recommend(request, model, settings, verdicts.bound(who.name, model.bundle))
 
     @app.get(
         "/v1/recommendations/{service}/replicas",
@@ -610,7 +614,7 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
                     "(valueLocation: replicas).",
         responses=_problems(401, 403, 404, 502, 503),
     )
-    def replica_count(service: str, _: ForecastCaller) -> ReplicaCount:
+    def replica_count(service: str, who: ForecastCaller) -> ReplicaCount:
         live = settings.live
         if live is None:
             raise HTTPException(404, "no live config: set AIOPS_LIVE_CONFIG to a file with a "
@@ -629,7 +633,7 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
         fields = target.model_dump(exclude={"query", "current_replicas_query"})
         answer = recommend(RecommendationRequest(service=service, history=history,
                                                  current_replicas=current, **fields),
-                           model, settings, verdicts)
+                           model, settings, verdicts.bound(who.name, model.bundle))
         return ReplicaCount(service=service, replicas=answer.replicas, reason=answer.reason,
                             current_replicas=current, model=answer.model)
 
