@@ -12,7 +12,6 @@ import dataclasses
 import datetime as dt
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -72,7 +71,7 @@ from serving.schemas import (
     SeriesWindow,
     ServiceIncidentOut,
 )
-from serving.security import ANONYMOUS, AuditLog, Principal
+from serving.security import ANONYMOUS, AuditLog, Principal, request_id
 from serving.settings import Settings
 
 _log = logging.getLogger(__name__)
@@ -415,25 +414,40 @@ def _validation_details(error: RequestValidationError) -> list[str]:
 
 
 def _authorizer(role: str) -> Callable[..., Principal]:
-    """A FastAPI dependency: the caller, who must hold ``role`` (401 / 403 otherwise)."""
+    """A FastAPI dependency: the caller, who must hold ``role`` (401 / 403 otherwise).
+
+    The caller's name (``anonymous`` without a token, ``unknown token`` for one not
+    configured) goes on the access-log line; a refused admin action is also audited.
+    """
+
+    def refuse(request: Request, who: str, status: int, detail: str,
+               headers: dict[str, str] | None = None) -> HTTPException:
+        request.state.principal = who
+        if role == "admin":
+            route = request.scope.get("route")
+            request.app.state.audit.record(
+                who, getattr(route, "name", request.url.path), f"refused ({status}): {detail}",
+                method=request.method, path=request.url.path)
+        return HTTPException(status, detail, headers=headers)
 
     def authorize(request: Request,
                   credentials: Annotated[HTTPAuthorizationCredentials | None,
                                          Depends(_bearer)]) -> Principal:
         tokens = request.app.state.settings.tokens
+        challenge = {"WWW-Authenticate": "Bearer"}
         if tokens is None:
             principal = ANONYMOUS
         else:
             if credentials is None:
-                raise HTTPException(401, "a bearer token is required",
-                                    headers={"WWW-Authenticate": "Bearer"})
+                raise refuse(request, "anonymous", 401, "a bearer token is required", challenge)
             found = tokens.authenticate(credentials.credentials)
             if found is None:
-                raise HTTPException(401, "the bearer token is not known",
-                                    headers={"WWW-Authenticate": "Bearer"})
+                raise refuse(request, "unknown token", 401, "the bearer token is not known",
+                             challenge)
             if role not in found.roles:
-                raise HTTPException(403, f"token {found.name!r} lacks the role {role!r} this "
-                                         f"endpoint needs (it has: {', '.join(sorted(found.roles))})")
+                raise refuse(request, found.name, 403,
+                             f"token {found.name!r} lacks the role {role!r} this endpoint "
+                             f"needs (it has: {', '.join(sorted(found.roles))})")
             principal = found
         request.state.principal = principal.name
         return principal
@@ -483,13 +497,13 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
     app.state.metrics = metrics
     verdicts = VerdictRecorder(verdict_sink or VerdictMetrics(
         settings.max_exported_series, settings.max_exported_series_per_caller))
-    audit = AuditLog(settings.audit_log)
+    audit = app.state.audit = AuditLog(settings.audit_log)
     if settings.tokens is None:
         _log.warning("no tokens configured (AIOPS_TOKENS_FILE, AIOPS_TOKENS): the API is open")
 
     @app.middleware("http")
     async def _request_id(request: Request, call_next: Callable):
-        request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request.state.request_id = request_id(request.headers.get("x-request-id"))
         started = time.perf_counter()
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):

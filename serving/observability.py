@@ -305,7 +305,7 @@ class JsonFormatter(logging.Formatter):
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
         if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info)
+            entry["error"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry)
 
 
