@@ -12,7 +12,6 @@ import dataclasses
 import datetime as dt
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -78,7 +77,7 @@ from serving.schemas import (
     SeriesWindow,
     ServiceIncidentOut,
 )
-from serving.security import ANONYMOUS, AuditLog, Principal
+from serving.security import ANONYMOUS, AuditLog, Principal, request_id
 from serving.settings import Settings
 
 _log = logging.getLogger(__name__)
@@ -421,25 +420,40 @@ def _validation_details(error: RequestValidationError) -> list[str]:
 
 
 def _authorizer(role: str) -> Callable[..., Principal]:
-    """A FastAPI dependency: the caller, who must hold ``role`` (401 / 403 otherwise)."""
+    """A FastAPI dependency: the caller, who must hold ``role`` (401 / 403 otherwise).
+
+    The caller's name (``anonymous`` without a token, ``unknown token`` for one not
+    configured) goes on the access-log line; a refused admin action is also audited.
+    """
+
+    def refuse(request: Request, who: str, status: int, detail: str,
+               headers: dict[str, str] | None = None) -> HTTPException:
+        request.state.principal = who
+        if role == "admin":
+            route = request.scope.get("route")
+            request.app.state.audit.record(
+                who, getattr(route, "name", request.url.path), f"refused ({status}): {detail}",
+                method=request.method, path=request.url.path)
+        return HTTPException(status, detail, headers=headers)
 
     def authorize(request: Request,
                   credentials: Annotated[HTTPAuthorizationCredentials | None,
                                          Depends(_bearer)]) -> Principal:
         tokens = request.app.state.settings.tokens
+        challenge = {"WWW-Authenticate": "Bearer"}
         if tokens is None:
             principal = ANONYMOUS
         else:
             if credentials is None:
-                raise HTTPException(401, "a bearer token is required",
-                                    headers={"WWW-Authenticate": "Bearer"})
+                raise refuse(request, "anonymous", 401, "a bearer token is required", challenge)
             found = tokens.authenticate(credentials.credentials)
             if found is None:
-                raise HTTPException(401, "the bearer token is not known",
-                                    headers={"WWW-Authenticate": "Bearer"})
+                raise refuse(request, "unknown token", 401, "the bearer token is not known",
+                             challenge)
             if role not in found.roles:
-                raise HTTPException(403, f"token {found.name!r} lacks the role {role!r} this "
-                                         f"endpoint needs (it has: {', '.join(sorted(found.roles))})")
+                raise refuse(request, found.name, 403,
+                             f"token {found.name!r} lacks the role {role!r} this endpoint "
+                             f"needs (it has: {', '.join(sorted(found.roles))})")
             principal = found
         request.state.principal = principal.name
         return principal
@@ -487,8 +501,9 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
     metrics = ServiceMetrics(
         lambda: time.time() - holder.model.loaded_at if holder.model else float("nan"))
     app.state.metrics = metrics
-    verdicts = VerdictRecorder(verdict_sink or VerdictMetrics(settings.max_exported_series))
-    audit = AuditLog(settings.audit_log)
+    verdicts = VerdictRecorder(verdict_sink or VerdictMetrics(
+        settings.max_exported_series, settings.max_exported_series_per_caller))
+    audit = app.state.audit = AuditLog(settings.audit_log)
     if settings.tokens is None:
         _log.warning("no tokens configured (AIOPS_TOKENS_FILE, AIOPS_TOKENS): the API is open")
 
@@ -496,7 +511,7 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
 
     @app.middleware("http")
     async def _request_id(request: Request, call_next: Callable):
-        request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request.state.request_id = request_id(request.headers.get("x-request-id"))
         started = time.perf_counter()
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
@@ -579,16 +594,17 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
         responses=_problems(400, 401, 403, 413, 422, 503),
     )
     async def score(request: ScoreRequest, http_request: Request,
-                    _: ScoreCaller) -> ScoreResponse:
+                    who: ScoreCaller) -> ScoreResponse:
         url = str(http_request.url_for("score"))
         if batch_scorer is not None:
             response = await batch_scorer(request, url)
         else:
             response = await run_in_threadpool(score_request, request, holder.require(),
                                                settings, url)
+        recorder = verdicts.bound(who.name, holder.require().bundle)
         for result in response.results:
             metrics.scores.observe(max((s for s in result.scores if s is not None), default=0.0))
-            verdicts.record_score(result.service, result.metric, result.scores)
+            recorder.record_score(result.service, result.metric, result.scores)
         metrics.series.inc(len(response.results))
         return response
 
@@ -598,8 +614,9 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
         summary="Forecast one series, with an 80 % interval",
         responses=_problems(400, 401, 403, 413, 422, 503),
     )
-    def forecast(request: ForecastRequest, _: ForecastCaller) -> ForecastResponse:
-        return forecast_request(request, holder.require(), settings, verdicts)
+    def forecast(request: ForecastRequest, who: ForecastCaller) -> ForecastResponse:
+        model = holder.require()
+        return forecast_request(request, model, settings, verdicts.bound(who.name, model.bundle))
 
     @app.post(
         "/v1/recommendations",
@@ -608,8 +625,9 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
         responses=_problems(400, 401, 403, 413, 422, 503),
     )
     def recommendations(request: RecommendationRequest,
-                        _: ForecastCaller) -> RecommendationResponse:
-        return recommend(request, holder.require(), settings, verdicts)
+                        who: ForecastCaller) -> RecommendationResponse:
+        model = holder.require()
+        return recommend(request, model, settings, verdicts.bound(who.name, model.bundle))
 
     @app.get(
         "/v1/recommendations/{service}/replicas",
@@ -621,7 +639,7 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
                     "(valueLocation: replicas).",
         responses=_problems(401, 403, 404, 502, 503),
     )
-    def replica_count(service: str, _: ForecastCaller) -> ReplicaCount:
+    def replica_count(service: str, who: ForecastCaller) -> ReplicaCount:
         live = settings.live
         if live is None:
             raise HTTPException(404, "no live config: set AIOPS_LIVE_CONFIG to a file with a "
@@ -640,7 +658,7 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
         fields = target.model_dump(exclude={"query", "current_replicas_query"})
         answer = recommend(RecommendationRequest(service=service, history=history,
                                                  current_replicas=current, **fields),
-                           model, settings, verdicts)
+                           model, settings, verdicts.bound(who.name, model.bundle))
         return ReplicaCount(service=service, replicas=answer.replicas, reason=answer.reason,
                             current_replicas=current, model=answer.model)
 

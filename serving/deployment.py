@@ -50,15 +50,17 @@ class SharedVerdicts:
     def __init__(self) -> None:
         self._board = serve.get_deployment_actor(VERDICTS_ACTOR)
 
-    def set_score(self, service: str, metric: str, value: float) -> None:
-        self._board.set_score.remote(service, metric, value)
+    def set_score(self, service: str, metric: str, value: float, *,
+                  trained: bool, caller: str) -> None:
+        self._board.set_score.remote(service, metric, value, trained=trained, caller=caller)
 
-    def set_forecast(self, service: str, metric: str,
-                     points: dict[str, dict[str, float]]) -> None:
-        self._board.set_forecast.remote(service, metric, points)
+    def set_forecast(self, service: str, metric: str, points: dict[str, dict[str, float]], *,
+                     trained: bool, caller: str) -> None:
+        self._board.set_forecast.remote(service, metric, points, trained=trained,
+                                        caller=caller)
 
-    def set_replicas(self, service: str, replicas: int) -> None:
-        self._board.set_replicas.remote(service, replicas)
+    def set_replicas(self, service: str, replicas: int, *, trained: bool, caller: str) -> None:
+        self._board.set_replicas.remote(service, replicas, trained=trained, caller=caller)
 
     def render(self) -> bytes:
         try:
@@ -126,7 +128,9 @@ class AiopsIngress:
 def build_app(settings: Settings) -> Application:
     """The Serve application for ``serve.run``."""
     board = DeploymentActorConfig(name=VERDICTS_ACTOR, actor_class=ray.remote(VerdictMetrics),
-                                  init_kwargs={"max_series": settings.max_exported_series},
+                                  init_kwargs={"max_series": settings.max_exported_series,
+                                               "max_series_per_caller":
+                                                   settings.max_exported_series_per_caller},
                                   actor_options={"num_cpus": 0})
     deployment = AiopsIngress.options(deployment_actors=[board],
                                       graceful_shutdown_timeout_s=GRACEFUL_SHUTDOWN_S,

@@ -16,13 +16,15 @@ import logging.handlers
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from typing import Protocol, TextIO
 
 import pandas as pd
 from fastapi import HTTPException
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from models.bundle import DetectorBundle
 from serving.security import ScrubFilter
 
 #: Latency buckets (seconds): scoring takes milliseconds, a cold forecast up to a second.
@@ -75,6 +77,65 @@ FORECAST_HORIZONS_S: dict[str, int] = {"5m": 300, "15m": 900, "1h": 3600}
 FORECAST_QUANTILES = ("q10", "q50", "q90")
 
 
+class ExportSlots:
+    """Which label keys (series or services) are exported, within ``capacity``.
+
+    Trained keys (those in the served bundle) come first: they take the slot of the least
+    recently updated untrained key when all are taken, and no untrained key ever takes
+    theirs. Untrained keys are evicted by age: when all slots are taken, or when their
+    caller (the principal that last updated them) already holds ``per_caller`` of them, the
+    least recently updated one (of that caller, in the second case) makes room. An
+    untrained key is refused only when trained keys fill every slot; a trained one, never
+    (the least recently updated trained key makes room).
+    """
+
+    def __init__(self, capacity: int, per_caller: int) -> None:
+        self.capacity, self.per_caller = capacity, per_caller
+        # Least recently updated first.
+        self._trained: OrderedDict[Hashable, None] = OrderedDict()
+        self._untrained: OrderedDict[Hashable, str] = OrderedDict()
+        self._by_caller: dict[str, OrderedDict[Hashable, None]] = {}
+
+    def admit(self, key: Hashable, trained: bool, caller: str) -> tuple[bool, list[Hashable]]:
+        """Whether ``key`` is exported now, and the keys evicted to make room for it."""
+        present = self._discard(key)
+        evicted = []
+        if not trained:
+            held = self._by_caller.get(caller, {})
+            while len(held) >= self.per_caller:
+                evicted.append(self._evict(next(iter(held))))
+        if len(self._trained) + len(self._untrained) >= self.capacity:
+            if self._untrained:
+                evicted.append(self._evict(next(iter(self._untrained))))
+            elif trained:
+                evicted.append(self._evict(next(iter(self._trained))))
+            else:
+                return False, [*evicted, key] if present else evicted
+        if trained:
+            self._trained[key] = None
+        else:
+            self._untrained[key] = caller
+            self._by_caller.setdefault(caller, OrderedDict())[key] = None
+        return True, evicted
+
+    def _evict(self, key: Hashable) -> Hashable:
+        self._discard(key)
+        return key
+
+    def _discard(self, key: Hashable) -> bool:
+        if key in self._trained:
+            del self._trained[key]
+            return True
+        caller = self._untrained.pop(key, None)
+        if caller is None:
+            return False
+        held = self._by_caller[caller]
+        del held[key]
+        if not held:
+            del self._by_caller[caller]
+        return True
+
+
 class VerdictMetrics:
     """The service's answers as metrics, for recording and alerting rules and Grafana panels.
 
@@ -87,14 +148,16 @@ class VerdictMetrics:
       recommendation.
 
     Labels stay bounded: at most ``max_series`` service/metric pairs (and as many
-    services) are exported; later ones are counted in
-    ``aiops_verdict_series_dropped_total`` and left out, so a caller that invents names
-    cannot blow up the scrape.
+    services) are exported, trained ones first, at most ``max_series_per_caller``
+    untrained ones per caller, the rest evicted by age (see :class:`ExportSlots`), so a
+    caller that invents names can neither blow up the scrape nor hide trained series or
+    other callers' verdicts. Evicted label sets are removed from the gauges and counted in
+    ``aiops_verdict_series_evicted_total``; verdicts refused because trained series fill
+    every slot, in ``aiops_verdict_series_dropped_total``.
     """
 
-    def __init__(self, max_series: int = 1_000,
+    def __init__(self, max_series: int = 1_000, max_series_per_caller: int = 100,
                  registry: CollectorRegistry | None = None) -> None:
-        self.max_series = max_series
         self.registry = registry or CollectorRegistry()
         registry = self.registry
         self.score = Gauge("aiops_anomaly_score",
@@ -107,41 +170,51 @@ class VerdictMetrics:
                               "Replicas to run now, from the last recommendation",
                               ["service"], registry=registry)
         self.dropped = Counter("aiops_verdict_series_dropped",
-                               "Verdicts not exported because max_series series were exported",
+                               "Verdicts not exported because trained series fill every slot",
                                registry=registry)
-        self._series: set[tuple[str, str]] = set()
-        self._services: set[str] = set()
+        self.evicted = Counter("aiops_verdict_series_evicted",
+                               "Series (or services) no longer exported, to make room for "
+                               "newer or trained ones", registry=registry)
+        self._series = ExportSlots(max_series, max_series_per_caller)
+        self._services = ExportSlots(max_series, max_series_per_caller)
         self._lock = threading.Lock()
 
-    def _admit(self, service: str, metric: str | None = None) -> bool:
-        with self._lock:
-            if metric is None:
-                known, key = self._services, service
+    def _admit(self, slots: ExportSlots, key: Hashable, trained: bool, caller: str) -> bool:
+        """Whether ``key`` is exported; under the lock, evicted label sets are removed."""
+        admitted, evicted = slots.admit(key, trained, caller)
+        for old in evicted:
+            if slots is self._services:
+                self.replicas.remove(old)
             else:
-                known, key = self._series, (service, metric)
-            if key in known:
-                return True
-            if len(known) >= self.max_series:
-                self.dropped.inc()
-                return False
-            known.add(key)
-            return True
+                self.score.remove(*old)
+                for horizon in FORECAST_HORIZONS_S:
+                    for quantile in FORECAST_QUANTILES:
+                        self.forecast.remove(*old, quantile, horizon)
+            if old != key:
+                self.evicted.inc()
+        if not admitted:
+            self.dropped.inc()
+        return admitted
 
-    def set_score(self, service: str, metric: str, value: float) -> None:
-        if self._admit(service, metric):
-            self.score.labels(service, metric).set(value)
+    def set_score(self, service: str, metric: str, value: float, *,
+                  trained: bool, caller: str) -> None:
+        with self._lock:
+            if self._admit(self._series, (service, metric), trained, caller):
+                self.score.labels(service, metric).set(value)
 
-    def set_forecast(self, service: str, metric: str,
-                     points: dict[str, dict[str, float]]) -> None:
+    def set_forecast(self, service: str, metric: str, points: dict[str, dict[str, float]], *,
+                     trained: bool, caller: str) -> None:
         """``points``: horizon label → quantile → value (see :func:`forecast_points`)."""
-        if points and self._admit(service, metric):
-            for horizon, by_quantile in points.items():
-                for quantile, value in by_quantile.items():
-                    self.forecast.labels(service, metric, quantile, horizon).set(value)
+        with self._lock:
+            if points and self._admit(self._series, (service, metric), trained, caller):
+                for horizon, by_quantile in points.items():
+                    for quantile, value in by_quantile.items():
+                        self.forecast.labels(service, metric, quantile, horizon).set(value)
 
-    def set_replicas(self, service: str, replicas: int) -> None:
-        if self._admit(service):
-            self.replicas.labels(service).set(replicas)
+    def set_replicas(self, service: str, replicas: int, *, trained: bool, caller: str) -> None:
+        with self._lock:
+            if self._admit(self._services, service, trained, caller):
+                self.replicas.labels(service).set(replicas)
 
     def render(self) -> bytes:
         """The verdicts in Prometheus' text format."""
@@ -174,31 +247,52 @@ def forecast_points(frame: pd.DataFrame) -> dict[str, dict[str, float]]:
 class VerdictSink(Protocol):
     """Where verdicts go: a :class:`VerdictMetrics` here, or one shared by all replicas."""
 
-    def set_score(self, service: str, metric: str, value: float) -> None: ...
-    def set_forecast(self, service: str, metric: str,
-                     points: dict[str, dict[str, float]]) -> None: ...
-    def set_replicas(self, service: str, replicas: int) -> None: ...
+    def set_score(self, service: str, metric: str, value: float, *,
+                  trained: bool, caller: str) -> None: ...
+    def set_forecast(self, service: str, metric: str, points: dict[str, dict[str, float]], *,
+                     trained: bool, caller: str) -> None: ...
+    def set_replicas(self, service: str, replicas: int, *,
+                     trained: bool, caller: str) -> None: ...
     def render(self) -> bytes: ...
 
 
 class VerdictRecorder:
-    """Turns the service's answers into verdicts for a :class:`VerdictSink`."""
+    """Turns the service's answers into verdicts for a :class:`VerdictSink`.
 
-    def __init__(self, sink: VerdictSink) -> None:
-        self.sink = sink
+    ``caller`` is the principal's name; a series is trained when it is in ``bundle`` (the
+    served model's), and a service when one of its series is.
+    """
+
+    def __init__(self, sink: VerdictSink, caller: str = "anonymous",
+                 bundle: DetectorBundle | None = None) -> None:
+        self.sink, self.caller, self.bundle = sink, caller, bundle
+
+    def bound(self, caller: str, bundle: DetectorBundle) -> VerdictRecorder:
+        """A recorder for one request: its caller and the bundle that answered it."""
+        return VerdictRecorder(self.sink, caller, bundle)
+
+    def _trained(self, service: str, metric: str | None = None) -> bool:
+        if self.bundle is None:
+            return False
+        if metric is not None:
+            return (service, metric) in self.bundle
+        return any(known == service for known, _ in self.bundle.detectors)
 
     def record_score(self, service: str, metric: str, scores: Sequence[float | None]) -> None:
         newest = newest_score(scores)
         if newest is not None:
-            self.sink.set_score(service, metric, newest)
+            self.sink.set_score(service, metric, newest, trained=self._trained(service, metric),
+                                caller=self.caller)
 
     def record_forecast(self, service: str, metric: str, frame: pd.DataFrame) -> None:
         points = forecast_points(frame)
         if points:
-            self.sink.set_forecast(service, metric, points)
+            self.sink.set_forecast(service, metric, points,
+                                   trained=self._trained(service, metric), caller=self.caller)
 
     def record_replicas(self, service: str, replicas: int) -> None:
-        self.sink.set_replicas(service, replicas)
+        self.sink.set_replicas(service, replicas, trained=self._trained(service),
+                               caller=self.caller)
 
 
 class JsonFormatter(logging.Formatter):
@@ -213,7 +307,7 @@ class JsonFormatter(logging.Formatter):
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
         if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info)
+            entry["error"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry)
 
 

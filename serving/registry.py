@@ -18,6 +18,8 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from serving.security import scrub
+
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 #: The registered model's tag holding the moves of the champion alias, newest last.
@@ -59,8 +61,9 @@ def champion_history(model_name: str, client: MlflowClient | None = None) -> lis
 
 def set_champion(model_name: str, version: str, *, action: str, reason: str,
                  by: str | None = None, client: MlflowClient | None = None) -> AliasMove:
-    """Point ``champion`` at ``version`` and record who, when and why."""
+    """Point ``champion`` at ``version`` and record who, when and why (``reason`` scrubbed)."""
     client = client or MlflowClient()
+    reason = scrub(reason)
     try:
         client.get_model_version(model_name, version)
     except MlflowException as error:

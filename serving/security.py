@@ -16,10 +16,11 @@ reload, list models, promote). No token → 401; a token without the role →
 403. With no tokens configured the service runs open and says so in its log
 and on ``/readyz`` (for a laptop; never in production).
 
-Admin actions are appended to the audit log (``AIOPS_AUDIT_LOG``, JSON
-lines): who, when, what, the result. Log lines never carry a token, and
-label values that look personal (e-mail addresses, IP addresses, user ids)
-are replaced by a short keyed hash before they are logged.
+Admin actions, performed or refused, are appended to the audit log
+(``AIOPS_AUDIT_LOG``, JSON lines): who, when, what, the result. Log lines,
+audit entries and promotion reasons never carry a token, and values that look
+personal (e-mail addresses, IP addresses, user ids) are replaced by a short
+keyed hash before they are logged or recorded.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import logging
 import re
 import secrets
 import threading
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -134,8 +136,11 @@ class AuditLog:
         self._logger = logging.getLogger("aiops.audit")
 
     def record(self, who: str, action: str, result: str, **detail: Any) -> dict[str, Any]:
+        """Append one entry; its free text (``result``, ``detail``) passes through :func:`scrub`."""
         entry = {"at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), "who": who,
-                 "action": action, "result": result, "detail": detail}
+                 "action": action, "result": scrub(result),
+                 "detail": {key: scrub(value) if isinstance(value, str) else value
+                            for key, value in detail.items()}}
         line = json.dumps(entry, default=str)
         self._logger.info(line)
         if self.path is not None:
@@ -176,11 +181,31 @@ def looks_personal(value: str) -> bool:
 
 
 class ScrubFilter(logging.Filter):
-    """Applies :func:`scrub` to every record's message (install on the handlers)."""
+    """Applies :func:`scrub` to every record's message and traceback (install on the handlers)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         cleaned = scrub(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = scrub(record.exc_text)
         return True
+
+
+#: The ``X-Request-Id`` values taken as they come; any other gets a new id.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+def request_id(sent: str | None) -> str:
+    """``sent`` if it is a plain id, else a new random one.
+
+    A plain id has at most 128 characters of ``A-Z a-z 0-9 . _ -`` and holds nothing that
+    :func:`scrub` would change (a token, an address, a user id), so it can be echoed and
+    logged as it is.
+    """
+    if sent and _REQUEST_ID.fullmatch(sent) and scrub(sent) == sent:
+        return sent
+    return uuid.uuid4().hex

@@ -71,9 +71,12 @@ class Settings:
     alarm_policy
         How alarmed points group into incidents and get a severity;
         ``AIOPS_ALARM_POLICY`` names a JSON file that overrides the defaults.
-    max_exported_series
-        At most this many series' (and services') verdicts are exported on ``/metrics``
-        (``AIOPS_MAX_EXPORTED_SERIES``).
+    max_exported_series, max_exported_series_per_caller
+        At most ``max_exported_series`` series' (and services') verdicts are exported on
+        ``/metrics`` (``AIOPS_MAX_EXPORTED_SERIES``), trained series first; of the series
+        not in the served bundle, at most ``max_exported_series_per_caller`` per caller
+        (``AIOPS_MAX_EXPORTED_SERIES_PER_CALLER``), the least recently updated making room
+        (see :class:`serving.observability.VerdictMetrics`).
     ingress
         What takes HTTP in front of the Serve replicas (``AIOPS_SERVE_INGRESS``):
         ``haproxy`` (default; Ray Serve's throughput-optimised mode, see
@@ -113,6 +116,7 @@ class Settings:
     max_body_bytes: int = 20_000_000
     alarm_policy: AlarmPolicy = dataclasses.field(default_factory=AlarmPolicy)
     max_exported_series: int = 1_000
+    max_exported_series_per_caller: int = 100
     ingress: str = "haproxy"
     live: LiveConfig | None = None
     admin_host: str = "127.0.0.1"
@@ -140,7 +144,7 @@ class Settings:
         if self.num_replicas < 0:
             raise ValueError(f"num_replicas={self.num_replicas} must be >= 0 (0: autoscale)")
         for name in ("max_points_per_series", "max_series_per_request", "max_replicas",
-                     "max_body_bytes", "max_exported_series"):
+                     "max_body_bytes", "max_exported_series", "max_exported_series_per_caller"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
 
@@ -160,6 +164,8 @@ class Settings:
             "ingress": os.environ.get("AIOPS_SERVE_INGRESS", cls.ingress),
             "max_exported_series": _env_int("AIOPS_MAX_EXPORTED_SERIES",
                                             cls.max_exported_series),
+            "max_exported_series_per_caller": _env_int("AIOPS_MAX_EXPORTED_SERIES_PER_CALLER",
+                                                       cls.max_exported_series_per_caller),
             "max_replicas": _env_int("AIOPS_MAX_REPLICAS", cls.max_replicas),
             "admin_host": os.environ.get("AIOPS_ADMIN_HOST") or cls.admin_host,
             "drain_s": _env_float("AIOPS_DRAIN_S", cls.drain_s),

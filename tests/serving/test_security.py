@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
+import re
 
 import pytest
 from fastapi.testclient import TestClient
 from mlflow.tracking import MlflowClient
 
 from serving.app import create_app
+from serving.observability import configure_logging
 from serving.security import ScrubFilter, TokenConfigError, TokenStore, new_token, scrub
 from tests.serving.conftest import daily_series, window_body
 
@@ -80,10 +83,12 @@ def test_admin_actions_are_audited(secured, settings, tmp_path, mlflow_store):
 
     lines = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert [(e["who"], e["action"]) for e in lines] == [
-        ("ana", "list_models"), ("ana", "promote"), ("ana", "promote"), ("ana", "reload")]
-    assert lines[1]["result"] == "champion None -> 2"
-    assert lines[1]["detail"] == {"version": "2", "reason": "better on the weekend"}
-    assert lines[2]["result"].startswith("refused")
+        ("alerting", "list_models"), ("ana", "list_models"), ("ana", "promote"),
+        ("ana", "promote"), ("ana", "reload")]
+    assert lines[0]["result"].startswith("refused (403)")
+    assert lines[2]["result"] == "champion None -> 2"
+    assert lines[2]["detail"] == {"version": "2", "reason": "better on the weekend"}
+    assert lines[3]["result"].startswith("refused")
     assert all(e["at"].endswith("+00:00") for e in lines)
 
 
@@ -134,3 +139,83 @@ def test_logs_carry_no_tokens_and_no_personal_values(caplog):
         caplog.handler.addFilter(ScrubFilter())
         logger.info("series labels %s", {"user": "jane.doe@example.com"})
     assert "jane.doe@example.com" not in caplog.text and "anon-" in caplog.text
+
+
+def audit_lines(tmp_path) -> list[dict]:
+    path = tmp_path / "audit.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_refused_admin_attempts_are_audited_with_who_tried(secured, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="serving.access"):
+        assert secured.get("/v1/admin/models").status_code == 401
+        assert secured.post("/v1/admin/reload",
+                            headers=bearer("nva_" + "x" * 40)).status_code == 401
+        assert secured.post("/v1/admin/promote", headers=bearer(SCORE_TOKEN),
+                            json={"version": "1", "reason": "r"}).status_code == 403
+        assert secured.post("/v1/score", json={"series": []},
+                            headers=bearer(FORECAST_TOKEN)).status_code == 403
+    lines = audit_lines(tmp_path)
+    assert [(e["who"], e["action"]) for e in lines] == [
+        ("anonymous", "list_models"), ("unknown token", "reload"), ("alerting", "promote")]
+    assert all(e["result"].startswith("refused") for e in lines)
+    assert lines[0]["detail"] == {"method": "GET", "path": "/v1/admin/models"}
+    assert "lacks the role 'admin'" in lines[2]["result"]
+    text = (tmp_path / "audit.jsonl").read_text()
+    assert SCORE_TOKEN not in text and "x" * 40 not in text
+    # The access log names the caller wherever it is known.
+    assert [r.principal for r in caplog.records if r.name == "serving.access"] == [
+        "anonymous", "unknown token", "alerting", "autoscaler"]
+
+
+def test_a_reason_holding_a_token_is_recorded_without_it(secured, settings, tmp_path,
+                                                         mlflow_store):
+    client = MlflowClient(tracking_uri=mlflow_store, registry_uri=mlflow_store)
+    client.create_registered_model(settings.model_name)
+    client.create_model_version(settings.model_name, source=str(tmp_path))
+    reason = f"approved; my token is {ADMIN_TOKEN}, header Authorization: Bearer abc.def~1"
+    assert secured.post("/v1/admin/promote", headers=bearer(ADMIN_TOKEN),
+                        json={"version": "1", "reason": reason}).status_code == 200
+    recorded = [(tmp_path / "audit.jsonl").read_text(),
+                client.get_model_version(settings.model_name, "1").tags["champion.reason"],
+                client.get_registered_model(settings.model_name).tags["champion_history"]]
+    for text in recorded:
+        assert ADMIN_TOKEN not in text and "abc.def~1" not in text
+        assert "approved; my token is [redacted-token]" in text
+
+
+@pytest.mark.parametrize("sent", [SCORE_TOKEN, f"Bearer {SCORE_TOKEN}", "a" * 129, 'x"y',
+                                  "jane.doe@example.com", "user_id_7", "10.2.3.4"],
+                         ids=["token", "bearer", "long", "quote", "e-mail", "user-id", "ip"])
+def test_a_request_id_that_is_not_a_plain_short_id_is_replaced(client, caplog, sent):
+    with caplog.at_level(logging.INFO):
+        response = client.get("/v1/recommendations/web/replicas",
+                              headers={"x-request-id": sent})
+    echoed = response.headers["x-request-id"]
+    assert echoed != sent and re.fullmatch(r"[0-9a-f]{32}", echoed)
+    assert response.json()["request_id"] == echoed
+    logged = [r.request_id for r in caplog.records if hasattr(r, "request_id")]
+    assert logged == [echoed]
+    assert sent not in caplog.text
+
+
+def test_a_plain_request_id_is_kept(client):
+    sent = "trace-01H.x_" + "9" * 100
+    response = client.get("/v1/recommendations/web/replicas", headers={"x-request-id": sent})
+    assert response.headers["x-request-id"] == sent == response.json()["request_id"]
+
+
+def test_logged_tracebacks_carry_no_tokens():
+    configure_logging()
+    handler = next(h for h in logging.getLogger().handlers if getattr(h, "_aiops", False))
+    stream = io.StringIO()
+    previous = handler.setStream(stream)
+    try:
+        try:
+            raise ValueError(f"bad header Authorization: Bearer {SCORE_TOKEN}")
+        except ValueError:
+            logging.getLogger("serving.test-traceback").exception("request failed")
+    finally:
+        handler.setStream(previous)
+    entry = json.loads(stream.getvalue())
+    assert "ValueError" in entry["error"] and SCORE_TOKEN not in stream.getvalue()

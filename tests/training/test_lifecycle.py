@@ -23,6 +23,7 @@ from filelock import FileLock
 from mlflow.tracking import MlflowClient
 
 from features.schema import DataValidationError
+from serving.security import new_token
 from training.cli import main
 from training.nightly import NightlyLockedError, retrain_nightly
 from training.promotion import GateRule, champion_history
@@ -90,8 +91,15 @@ def test_people_promote_and_roll_back_with_a_record(fleet_dataset, mlflow_backen
     assert tags["champion.by"] == "ana" and tags["champion.reason"] == "fixes the weekend dip"
     assert dt.datetime.fromisoformat(tags["champion.at"]).tzinfo is not None
 
-    assert main(["rollback", "--model-name", MODEL, "--reason", "2 pages too much"]) == 0
+    capsys.readouterr()
+    token, _ = new_token("ana", ["admin"])  # pasted into a reason by mistake
+    assert main(["rollback", "--model-name", MODEL, "--reason",
+                 f"2 pages too much ({token})"]) == 0
     assert alias_version(MODEL, CHAMPION) == "3"
+    recorded = [capsys.readouterr().out, MlflowClient().get_model_version(MODEL, "3").tags[
+        "champion.reason"], json.dumps(champion_history(MODEL))]
+    assert all(token not in text and "2 pages too much ([redacted-token])" in text
+               for text in recorded), recorded
     # Rollbacks stack: the next one goes to what 3 replaced, not back to 2.
     assert main(["rollback", "--model-name", MODEL, "--reason", "back to the start"]) == 0
     assert alias_version(MODEL, CHAMPION) == "1"
