@@ -222,6 +222,10 @@ def _train_options(args: argparse.Namespace):
     )
 
 
+#: Short-history notes printed after a training run; the run's JSON artifacts hold them all.
+_MAX_NOTES = 10
+
+
 def _print_result(result, seconds: float) -> None:
     print(f"run {result.run_id}: registered {result.model_name} version {result.version}"
           f"{' as champion' if result.champion else ' as challenger'} in {seconds:.1f}s")
@@ -230,8 +234,12 @@ def _print_result(result, seconds: float) -> None:
                       if k.endswith("event_f1") or (k.startswith("holdout.forecast.")
                                                     and "mase" in k)):
         print(f"  {key} = {result.metrics[key]:.3f}")
-    if result.failures:
-        print(f"  {len(result.failures)} series could not be fitted (see failures.json in the run)")
+    notes = [*result.failures.values(), *result.partial.values()]
+    for note in notes[:_MAX_NOTES]:
+        print(f"  {note}")
+    if len(notes) > _MAX_NOTES:
+        print(f"  ... and {len(notes) - _MAX_NOTES} more series with too short a history (see "
+              f"failures.json and partial.json in the run)")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
