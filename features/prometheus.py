@@ -73,6 +73,9 @@ _NAME = r"[A-Za-z_:][A-Za-z0-9_:]*"
 # "name=expr": an identifier, "=", and anything but "=" or "~" next (PromQL's "==" and "=~").
 _NAMED_QUERY = re.compile(rf"^\s*({_NAME})\s*=(?![=~])\s*(\S.*)$", re.DOTALL)
 _DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+#: "now", "now-1h", "now + 15m", or "-1h30m" (now is implied before a minus).
+_RELATIVE_TIME = re.compile(rf"(?P<now>now)?\s*(?:(?P<sign>[+-])\s*"
+                            rf"(?P<duration>(?:{_DURATION_PART.pattern})+))?")
 _DURATION_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000,
                 "w": 7 * 86_400_000, "y": 365 * 86_400_000}
 
@@ -313,8 +316,14 @@ def parse_step(text: str | float | int) -> float:
     return seconds
 
 
-def parse_time(text: str | float | int | pd.Timestamp, *, name: str = "time") -> pd.Timestamp:
-    """A UTC timestamp from RFC 3339 text (with an offset), Unix seconds, or ``"now"``."""
+def parse_time(text: str | float | int | pd.Timestamp, *, name: str = "time",
+               now: pd.Timestamp | None = None) -> pd.Timestamp:
+    """A UTC timestamp from RFC 3339 text (with an offset), Unix seconds, or a time relative to now.
+
+    Relative times are written as Prometheus' and Grafana's tools write them: ``"now"``,
+    ``"now-1h"``, ``"now+15m"``, or ``"-1h30m"`` (before now). A bare number, even
+    negative, is Unix seconds. ``now`` defaults to the current time.
+    """
     if isinstance(text, pd.Timestamp):
         stamp = text
     elif isinstance(text, bool):
@@ -323,8 +332,13 @@ def parse_time(text: str | float | int | pd.Timestamp, *, name: str = "time") ->
         stamp = pd.Timestamp(float(text), unit="s", tz="UTC")
     else:
         raw = str(text).strip()
-        if raw.lower() == "now":
-            return pd.Timestamp.now(tz="UTC")
+        relative = _RELATIVE_TIME.fullmatch(raw.lower())
+        if relative and (relative["now"] or relative["sign"] == "-"):
+            now = pd.Timestamp.now(tz="UTC") if now is None else now.tz_convert("UTC")
+            if not relative["duration"]:
+                return now
+            offset = pd.Timedelta(parse_step(relative["duration"]), unit="s")
+            return now + offset if relative["sign"] == "+" else now - offset
         try:
             seconds = float(raw)
         except ValueError:
@@ -336,8 +350,8 @@ def parse_time(text: str | float | int | pd.Timestamp, *, name: str = "time") ->
         try:
             stamp = pd.Timestamp(raw)
         except ValueError:
-            raise ValueError(f"{name} {text!r} is neither RFC 3339 (2026-11-27T12:00:00Z) nor "
-                             f"Unix seconds") from None
+            raise ValueError(f"{name} {text!r} is neither RFC 3339 (2026-11-27T12:00:00Z), Unix "
+                             f"seconds nor a time relative to now (now, now-1h, -30m)") from None
     if stamp is pd.NaT or pd.isna(stamp):
         raise ValueError(f"{name} {text!r} is not a time")
     if stamp.tzinfo is None:
@@ -544,7 +558,8 @@ def import_prometheus(
     queries
         :class:`PromQuery` objects or text, ``"PROMQL"`` or ``"NAME=PROMQL"``.
     start, end
-        RFC 3339 text, Unix seconds or aware timestamps; ``end`` defaults to now.
+        RFC 3339 text, Unix seconds, aware timestamps or times relative to now
+        (``"-1h"``, ``"now-1h"``, see :func:`parse_time`); ``end`` defaults to now.
     step
         The resolution: ``"10s"``, ``"1m"`` or seconds.
     client
@@ -570,8 +585,9 @@ def import_prometheus(
     if not (isinstance(timeout_s, int | float) and timeout_s > 0):
         raise ValueError(f"timeout_s={timeout_s!r} must be a positive number of seconds")
     step_ms = round(parse_step(step) * 1000)
-    start_ts = parse_time(start, name="start")
-    end_ts = parse_time("now" if end is None else end, name="end")
+    now = pd.Timestamp.now(tz="UTC")  # one "now" for a relative start and end
+    start_ts = parse_time(start, name="start", now=now)
+    end_ts = parse_time("now" if end is None else end, name="end", now=now)
     start_ms = _ms(start_ts)
     start_ms = -(-start_ms // step_ms) * step_ms  # up to the step grid
     end_ms = _ms(end_ts)

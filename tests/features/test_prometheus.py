@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -74,6 +75,20 @@ def test_steps_and_times_parse_as_documented():
         parse_time("2026-11-27 12:00", name="--start")
     with pytest.raises(ValueError, match="--end 'soon' is neither RFC 3339"):
         parse_time("soon", name="--end")
+
+
+def test_times_relative_to_now_read_as_prometheus_tools_write_them():
+    now = pd.Timestamp("2026-11-27T12:00:00Z")
+    assert parse_time("now", now=now) == now
+    assert parse_time(" NOW ", now=now) == now
+    for text, offset in [("-1h", "-1h"), ("now-1h", "-1h"), ("now-1h30m", "-90min"),
+                         ("-2d", "-2D"), ("now+15m", "15min"), ("now - 5m", "-5min")]:
+        assert parse_time(text, now=now) == now + pd.Timedelta(offset), text
+    assert parse_time("-3600", now=now) == pd.Timestamp(-3600, unit="s", tz="UTC")  # Unix s
+    for bad in ("-1x", "now-", "now-1h-", "now*2", "-h"):
+        with pytest.raises(ValueError, match=rf"--start '{re.escape(bad)}' is neither RFC 3339 "
+                                             r".* nor a time relative to now"):
+            parse_time(bad, name="--start", now=now)
 
 
 def test_chunks_hold_at_most_11000_points_and_cover_the_range_once():
