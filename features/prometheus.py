@@ -19,8 +19,9 @@ What a run does, for every PromQL query it is given:
    kept in the store's optional ``labels`` map column with ``keep_labels``.
    A series without a service or a metric, or two series that land on the
    same ``service``/``metric``, are a :class:`LabelRuleError` naming the query
-   and the labels (aggregate in PromQL, e.g. ``sum by (service) (...)``, or
-   change the rule).
+   and the labels, with advice from the labels seen: the labels that differ,
+   ``sum by (<the label that named the service>) (...)``, a matcher, or a rule
+   whose ``service_labels`` tell the series apart.
 4. **Values.** Prometheus sends values as text. ``"NaN"`` is stored as NaN,
    which is the store's gap marker (:mod:`features.validation`); nothing
    becomes a zero. The store would take ``±Inf``, but no detector or
@@ -174,7 +175,8 @@ class LabelRule:
         LabelRuleError
             No service label is present, or the metric has no name.
         """
-        service = next((labels[x] for x in self.service_labels if labels.get(x)), None)
+        service_label = self.service_label(labels)
+        service = None if service_label is None else labels[service_label]
         metric = query.name or labels.get(self.metric_label) or None
         if service is None or metric is None:
             missing = []
@@ -186,9 +188,30 @@ class LabelRule:
                                f"as NAME=PROMQL)")
             raise LabelRuleError(f"query {query.text!r}: cannot tell {' nor '.join(missing)} "
                                  f"of series {_labels_text(labels)}")
-        used = {self.metric_label, "__name__"}
-        used.add(next(x for x in self.service_labels if labels.get(x)))
+        used = {self.metric_label, "__name__", service_label}
         return service, metric, {k: v for k, v in labels.items() if k not in used}
+
+    def service_label(self, labels: Mapping[str, str]) -> str | None:
+        """The label that names the service of a series with ``labels`` (None: none is set)."""
+        return next((x for x in self.service_labels if labels.get(x)), None)
+
+    def collision_advice(self, first: Mapping[str, str], second: Mapping[str, str],
+                         query: PromQuery) -> str:
+        """How to make two series of ``query`` that land on one service/metric one, or two.
+
+        Aggregate by the label that names their service (the one label every series of the
+        result keeps), select one with a matcher on the labels that differ, or, when a single
+        label differs, make it the service.
+        """
+        differ = sorted(k for k in set(first) | set(second) if first.get(k) != second.get(k))
+        by = self.service_label(first)
+        advice = [f"they differ in {', '.join(differ)}; aggregate them to one per service "
+                  f"(label {by}): `sum by ({by}) ({query.expr})`",
+                  f"select one with a matcher on {', '.join(differ)}"]
+        if len(differ) == 1:
+            advice.append(f"keep one series per {differ[0]} with a labels config of "
+                          f"service_labels: [{differ[0]}]")
+        return ", or ".join(advice)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -657,11 +680,11 @@ def _add_series(collected: dict[tuple[str, str], _Collected], item: Mapping[str,
         got = collected[key] = _Collected(query, labels, service, metric,
                                           other if rule.keep_labels else None)
     elif got.labels != labels or got.query != query:
+        advice = (rule.collision_advice(got.labels, labels, query) if got.query == query
+                  else "name the queries apart (NAME=PROMQL) or change the label rule")
         raise LabelRuleError(
             f"two series land on {service}/{metric}: {_labels_text(got.labels)} of query "
-            f"{got.query.text!r} and {_labels_text(labels)} of query {query.text!r}; aggregate "
-            f"them in PromQL (e.g. sum by (service) (...)), name the queries apart, or change "
-            f"the label rule")
+            f"{got.query.text!r} and {_labels_text(labels)} of query {query.text!r}; {advice}")
     got.stamps.append(stamps)
     got.values.append(values)
 

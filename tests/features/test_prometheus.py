@@ -33,7 +33,7 @@ from features.prometheus import (
     parse_time,
 )
 from features.store import list_series, read_dataset
-from tests.servers import EXPORTED, HISTORY_INF_AT_S, HISTORY_NAN_AT_S
+from tests.servers import EXPORTED, HISTORY_INF_AT_S, HISTORY_NAN_AT_S, ScrapeTarget
 
 #: Starts a real Prometheus (or another local server).
 integration = pytest.mark.integration
@@ -187,10 +187,46 @@ def test_two_series_on_one_service_and_metric_are_refused(tmp_path):
     client = fake_prometheus([series({"__name__": "up", "job": "api", "instance": "a"}, (60, "1")),
                               series({"__name__": "up", "job": "api", "instance": "b"}, (60, "1"))])
     with pytest.raises(LabelRuleError, match=r"two series land on api/up: .*instance=\"a\".*"
-                                             r"instance=\"b\".*sum by \(service\)"):
+                                             r"instance=\"b\".*differ in instance"):
         import_prometheus("http://prom", ["up"], tmp_path, start=60, end=60, step=60,
                           client=client)
     assert listing(tmp_path) == {}
+
+
+#: node_exporter's CPU counter on one host: no service label, one series per cpu and mode.
+NODE_CPU = [{"__name__": "node_cpu_seconds_total", "cpu": cpu, "mode": mode, "job": "node",
+             "instance": "db-1:9100"} for cpu in ("0", "1") for mode in ("idle", "user")]
+
+
+def test_the_advice_for_colliding_series_uses_the_labels_they_carry(tmp_path):
+    client = fake_prometheus([series(labels, (60, "1")) for labels in NODE_CPU[::3]])
+    query = "rate(node_cpu_seconds_total[5m])"
+    with pytest.raises(LabelRuleError) as caught:
+        import_prometheus("http://prom", [f"cpu={query}"], tmp_path, start=60, end=60, step=60,
+                          client=client)
+    message = str(caught.value)
+    assert "two series land on node/cpu" in message and "differ in cpu, mode" in message
+    # The rule took the service from job: aggregate by job, not by a service label none has.
+    assert f"`sum by (job) ({query})`" in message and "by (service)" not in message
+    assert "a matcher on cpu, mode" in message
+    assert "service_labels" not in message  # two labels differ: no one of them is the service
+
+    client = fake_prometheus([series(labels, (60, "1")) for labels in NODE_CPU[::2]])
+    rule = LabelRule(service_labels=("instance", "job"))
+    with pytest.raises(LabelRuleError, match=r"land on db-1:9100/cpu: .* differ in cpu; .*"
+                                             r"`sum by \(instance\) \(rate\(node_cpu_seconds_"
+                                             r"total\[5m\]\)\)`.*service_labels: \[cpu\]"):
+        import_prometheus("http://prom", [f"cpu={query}"], tmp_path, start=60, end=60, step=60,
+                          rule=rule, client=client)
+
+
+def test_two_queries_landing_on_one_name_are_told_to_name_the_queries_apart(tmp_path):
+    client = fake_prometheus([series({"job": "api"}, (60, "1"))])
+    with pytest.raises(LabelRuleError, match=r"two series land on api/load: .* of query "
+                                             r"'load=avg\(a\)' and .* of query 'load=avg\(b\)'; "
+                                             r"name the queries apart"):
+        import_prometheus("http://prom", ["load=avg(a)", "load=avg(b)"], tmp_path, start=60,
+                          end=60, step=60, client=client)
 
 
 def test_a_partial_answer_with_warnings_is_an_error(tmp_path):
@@ -392,6 +428,56 @@ def test_a_non_prometheus_answer_is_named(tmp_path):
                                                     r"'<html>Bad Gateway</html>'"):
         import_prometheus("http://proxy/prometheus", ["up"], tmp_path, start=0, end=60,
                           step=60, client=client)
+
+
+@pytest.fixture
+def node_exporters() -> Iterator[list[str]]:
+    """Two exporters shaped like node_exporter on two hosts: ``node_load1`` with no labels."""
+    from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+    started = []
+    for load in (0.5, 1.5):
+        registry = CollectorRegistry()
+        Gauge("node_load1", "1m load average", registry=registry).set(load)
+        started.append(start_http_server(0, addr="127.0.0.1", registry=registry))
+    yield [f"http://127.0.0.1:{httpd.server_address[1]}/metrics" for httpd, _ in started]
+    for httpd, thread in started:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+@integration
+def test_the_advice_for_two_node_exporters_works_on_a_real_prometheus(start_prometheus,
+                                                                      node_exporters, tmp_path):
+    # One job "node", two instances, as a Prometheus scraping node_exporter on two hosts.
+    server = start_prometheus([ScrapeTarget(url, job="node", labels={"job": "node"})
+                               for url in node_exporters])
+    try:
+        server.wait_for("count_over_time(node_load1[1m]) >= 3", n_series=2)
+        now = pd.Timestamp.now(tz="UTC")
+        window = {"start": now - pd.Timedelta(seconds=30), "end": now, "step": "1s"}
+        with pytest.raises(LabelRuleError) as caught:
+            import_prometheus(server.url, ["node_load1"], tmp_path / "refused", **window)
+        message = str(caught.value)
+        assert "two series land on node/node_load1" in message and "differ in instance" in message
+        assert "service_labels: [instance]" in message
+
+        aggregated = re.search(r"`([^`]+)`", message).group(1)
+        assert aggregated == "sum by (job) (node_load1)"
+        report = import_prometheus(server.url, [f"node_load1={aggregated}"], tmp_path / "sum",
+                                   **window)
+        assert [(s.service, s.metric) for s in report.series] == [("node", "node_load1")]
+        summed = read_dataset(tmp_path / "sum")["value"]
+        # Both hosts' loads, once both are scraped (the first scrapes may hold one of them).
+        assert summed.iloc[-1] == 2.0 and set(summed) <= {0.5, 1.5, 2.0}
+
+        report = import_prometheus(server.url, ["node_load1"], tmp_path / "apart",
+                                   rule=LabelRule(service_labels=("instance",)), **window)
+        assert sorted(s.service for s in report.series) == sorted(
+            url.removeprefix("http://").removesuffix("/metrics") for url in node_exporters)
+    finally:
+        server.stop()
 
 
 # -- a real Prometheus scraping the synthetic exporter ---------------------------------------
