@@ -60,6 +60,7 @@ import numpy as np
 import pandas as pd
 
 from features.schema import LABELS, METRIC, SERVICE, TIMESTAMP, VALUE
+from features.series import duration_text
 
 _log = logging.getLogger(__name__)
 
@@ -263,6 +264,9 @@ class SeriesImport:
     last: pd.Timestamp | None
     #: The series' last stored timestamp before this run (None: new series).
     resumed_after: pd.Timestamp | None
+    #: How often the values really change when the step is finer than the data's own
+    #: sampling (each value repeated over several steps, see :func:`sampling_interval_s`).
+    sampled_every_s: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -307,6 +311,9 @@ class ImportReport:
                        else "new series")
             lines.append(f"{s.service}/{s.metric}: {s.n_written} rows written, {skipped}, {span}"
                          + (f" ({', '.join(extra)})" if extra else ""))
+        for s in self.series:
+            if s.sampled_every_s is not None:
+                lines.append(f"warning: {repeated_values_text(s, self.step_s)}")
         for query in self.empty_queries:
             lines.append(f"warning: query {query!r} returned no series")
         lines.append(f"imported {self.n_written} rows of {len(self.series)} series from "
@@ -315,6 +322,49 @@ class ImportReport:
                      f"into {self.root}; "
                      f"{self.n_skipped} skipped as already stored")
         return lines
+
+
+def repeated_values_text(series: SeriesImport, step_s: float) -> str:
+    """What a person is told about a series fetched at a step finer than its sampling."""
+    every = duration_text(series.sampled_every_s)
+    return (f"{series.service}/{series.metric}: each value repeats about "
+            f"{round(series.sampled_every_s / step_s)} times, so the data looks sampled every "
+            f"{every}, finer than the step {step_s:g}s: import with --step {every}")
+
+
+#: Fewest runs of repeated values, between two changes, that can show a sampling cadence.
+_MIN_RUNS = 10
+#: Share of those runs whose length is the cadence (rounded down or up) for it to be even.
+_EVEN_SHARE = 0.9
+
+
+def sampling_interval_s(stamps_ms: np.ndarray, values: np.ndarray, step_ms: int) -> float | None:
+    """How often the values change, when a step finer than the data's sampling repeats them.
+
+    Prometheus answers every evaluation time with the last sample before it, so at a step
+    of 15 s over samples taken every minute each value comes four times in a row. That
+    is told from values that merely repeat (a constant, a gauge that changes seldom, small
+    integers repeating by chance) by the cadence: at least ``_MIN_RUNS`` runs between two
+    changes, two steps long or more on average, and ``_EVEN_SHARE`` of them as long as that
+    average rounded down or up. The first and last runs, cut by the range, do not count;
+    gaps and missing steps end a run. None when the values show no such cadence.
+    """
+    if len(values) < 2:
+        return None
+    observed = np.isfinite(values)
+    breaks = ((values[1:] != values[:-1]) | ~observed[1:] | ~observed[:-1]
+              | (np.diff(stamps_ms) != step_ms))
+    starts = np.flatnonzero(np.r_[True, breaks])
+    lengths = np.diff(np.r_[starts, len(values)])[observed[starts]][1:-1]
+    if lengths.size < _MIN_RUNS:
+        return None
+    mean = float(lengths.mean())
+    if mean < 2:
+        return None
+    if np.isin(lengths, (math.floor(mean), math.ceil(mean))).mean() < _EVEN_SHARE:
+        return None
+    seconds = mean * step_ms / 1000
+    return float(round(seconds)) if seconds >= 1 else round(seconds, 3)
 
 
 # -- parsing of user input ------------------------------------------------------------------
@@ -652,7 +702,7 @@ def import_prometheus(
 
     frames, reports = [], []
     for got in collected.values():
-        frame, report = _new_rows(root, got, on_infinite)
+        frame, report = _new_rows(root, got, on_infinite, step_ms)
         reports.append(report)
         if not frame.empty:
             frames.append(frame)
@@ -689,8 +739,8 @@ def _add_series(collected: dict[tuple[str, str], _Collected], item: Mapping[str,
     got.values.append(values)
 
 
-def _new_rows(root: str | Path, got: _Collected,
-              on_infinite: Literal["gap", "error"]) -> tuple[pd.DataFrame, SeriesImport]:
+def _new_rows(root: str | Path, got: _Collected, on_infinite: Literal["gap", "error"],
+              step_ms: int) -> tuple[pd.DataFrame, SeriesImport]:
     stamps = np.concatenate(got.stamps) if got.stamps else np.array([], dtype=np.int64)
     values = np.concatenate(got.values) if got.values else np.array([], dtype=np.float64)
     order = np.argsort(stamps, kind="stable")
@@ -698,6 +748,7 @@ def _new_rows(root: str | Path, got: _Collected,
     previous = last_stored(root, got.service, got.metric)
     keep = np.ones(len(stamps), dtype=bool) if previous is None else stamps > _ms(previous)
     n_skipped = int((~keep).sum())
+    sampled_every_s = sampling_interval_s(stamps, values, step_ms)
     stamps, values = stamps[keep], values[keep]
     infinite = np.isinf(values)
     if infinite.any():
@@ -723,7 +774,9 @@ def _new_rows(root: str | Path, got: _Collected,
         n_nan=int(np.isnan(values).sum() - infinite.sum()), n_infinite=int(infinite.sum()),
         first=frame[TIMESTAMP].iloc[0] if len(frame) else None,
         last=frame[TIMESTAMP].iloc[-1] if len(frame) else None,
-        resumed_after=previous)
+        resumed_after=previous, sampled_every_s=sampled_every_s)
+    if sampled_every_s is not None:
+        _log.warning("%s", repeated_values_text(report, step_ms / 1000))
     return frame, report
 
 

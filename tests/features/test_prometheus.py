@@ -239,6 +239,64 @@ def test_a_partial_answer_with_warnings_is_an_error(tmp_path):
     assert listing(tmp_path) == {}
 
 
+# -- a step finer than the data's own sampling -----------------------------------------------
+START_S = 1_795_000_020  # on the minute
+
+
+def answer_at_step(step_s: float, sampled_s: float, value, n_points: int = 240,
+                   labels: dict | None = None) -> dict:
+    """A query_range series at ``step_s`` over data sampled every ``sampled_s``, as Prometheus
+    answers it: each evaluation time takes the last sample at or before it."""
+    times = START_S + step_s * np.arange(n_points)
+    samples = START_S + sampled_s * np.floor((times - START_S) / sampled_s)
+    return series(labels or {"__name__": "node_load1", "job": "node"},
+                  *[(float(t), value(float(sample)))
+                    for t, sample in zip(times, samples, strict=True)])
+
+
+def noisy(t: float) -> str:
+    return repr(round(0.5 + 0.3 * math.sin(t / 600) + 0.01 * ((t * 7919) % 13), 6))
+
+
+def import_answer(tmp_path: Path, answer: dict, step_s: float):
+    end = START_S + step_s * (len(answer["values"]) - 1)
+    return import_prometheus("http://prom", ["node_load1"], tmp_path, start=START_S, end=end,
+                             step=step_s, client=fake_prometheus([answer]))
+
+
+def test_a_step_finer_than_the_sampling_is_warned_about_naming_the_fix(tmp_path, caplog):
+    report = import_answer(tmp_path, answer_at_step(15, 60, noisy), 15)
+    (imported,) = report.series
+    assert imported.sampled_every_s == 60 and imported.n_written == 240  # warned, not refused
+    warning = ("warning: node/node_load1: each value repeats about 4 times, so the data looks "
+               "sampled every 1m, finer than the step 15s: import with --step 1m")
+    assert warning in report.summary()
+    assert warning.removeprefix("warning: ") in caplog.text
+
+    # 10 s samples at a 3 s step repeat 3 or 4 times: still an even cadence.
+    assert import_answer(tmp_path / "b", answer_at_step(3, 10, noisy), 3).series[0] \
+        .sampled_every_s == 10
+
+
+FLIPS = np.random.default_rng(5).integers(0, 3, size=1_000)
+
+
+@pytest.mark.parametrize(("step_s", "sampled_s", "value"), [
+    (15, 60, lambda t: "1"),  # constant
+    (60, 60, noisy),  # the step matches the sampling
+    (60, 15, noisy),  # a coarser step
+    # A queue length of 0, 1 or 2 repeats itself by chance, at no even cadence.
+    (15, 15, lambda t: str(FLIPS[int(t - START_S) // 15])),
+    # Replicas: the value holds for long, uneven stretches.
+    (15, 15, lambda t: str(3 + int(((t - START_S) // 15) ** 0.5) % 3)),
+], ids=["constant", "matching step", "coarser step", "integer gauge", "rare changes"])
+def test_series_that_merely_repeat_values_are_not_warned_about(tmp_path, step_s, sampled_s,
+                                                               value):
+    report = import_answer(tmp_path, answer_at_step(step_s, sampled_s, value), step_s)
+    assert report.series[0].sampled_every_s is None
+    assert not any("repeats" in line for line in report.summary())
+
+
 # -- a real Prometheus with 48 hours of history ---------------------------------------------
 @integration
 def test_48_hours_at_10s_come_in_chunks_of_at_most_11000_points(prometheus_history, tmp_path):
@@ -303,6 +361,20 @@ def test_a_second_run_adds_only_new_rows_and_a_third_adds_none(prometheus_histor
         np.testing.assert_array_equal(rows["value"].to_numpy(),
                                       expected(h, "node_cpu_ratio", service, h.start,
                                                second_end)[::6])
+
+
+@integration
+def test_a_step_finer_than_the_10s_samples_is_warned_about(prometheus_history, tmp_path):
+    h = prometheus_history
+    fine = import_prometheus(h.url, ["node_cpu_ratio"], tmp_path / "fine", start=h.start,
+                             end=h.start + 3600, step="2500ms")
+    assert [s.sampled_every_s for s in fine.series] == [10, 10]
+    assert "warning: checkout/node_cpu_ratio: each value repeats about 4 times, so the data " \
+           "looks sampled every 10s, finer than the step 2.5s: import with --step 10s" \
+           in fine.summary()
+    right = import_prometheus(h.url, ["node_cpu_ratio"], tmp_path / "right", start=h.start,
+                              end=h.start + 3600, step="10s")
+    assert [s.sampled_every_s for s in right.series] == [None, None]
 
 
 @integration

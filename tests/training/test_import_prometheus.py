@@ -115,6 +115,18 @@ def test_start_and_end_may_be_relative_to_now(prometheus_history, tmp_path, caps
     assert stamps.max() <= pd.Timestamp(h.end, unit="s", tz="UTC") + pd.Timedelta("5min")
 
 
+def test_a_step_finer_than_the_samples_is_printed_as_a_warning(prometheus_history, tmp_path,
+                                                                capsys):
+    h = prometheus_history  # 10 s samples
+    assert main(["data", "import-prometheus", "--url", h.url, "--query", "node_cpu_ratio",
+                 "--start", str(h.start), "--end", str(h.start + 600), "--step", "2500ms",
+                 "--out", str(tmp_path / "ds")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert ("warning: search/node_cpu_ratio: each value repeats about 4 times, so the data looks "
+            "sampled every 10s, finer than the step 2.5s: import with --step 10s") in printed
+    assert len(read_dataset(tmp_path / "ds")) == 2 * (600 * 4 // 10 + 1)  # imported all the same
+
+
 def test_a_relative_end_before_a_relative_start_is_named(prometheus_history, tmp_path, capsys):
     assert main(["data", "import-prometheus", "--url", prometheus_history.url, "--query", "up",
                  "--start", "-1h", "--end", "-2h", "--step", "1m",
