@@ -19,8 +19,9 @@ What a run does, for every PromQL query it is given:
    kept in the store's optional ``labels`` map column with ``keep_labels``.
    A series without a service or a metric, or two series that land on the
    same ``service``/``metric``, are a :class:`LabelRuleError` naming the query
-   and the labels (aggregate in PromQL, e.g. ``sum by (service) (...)``, or
-   change the rule).
+   and the labels, with advice from the labels seen: the labels that differ,
+   ``sum by (<the label that named the service>) (...)``, a matcher, or a rule
+   whose ``service_labels`` tell the series apart.
 4. **Values.** Prometheus sends values as text. ``"NaN"`` is stored as NaN,
    which is the store's gap marker (:mod:`features.validation`); nothing
    becomes a zero. The store would take ``±Inf``, but no detector or
@@ -59,6 +60,7 @@ import numpy as np
 import pandas as pd
 
 from features.schema import LABELS, METRIC, SERVICE, TIMESTAMP, VALUE
+from features.series import duration_text
 
 _log = logging.getLogger(__name__)
 
@@ -73,6 +75,9 @@ _NAME = r"[A-Za-z_:][A-Za-z0-9_:]*"
 # "name=expr": an identifier, "=", and anything but "=" or "~" next (PromQL's "==" and "=~").
 _NAMED_QUERY = re.compile(rf"^\s*({_NAME})\s*=(?![=~])\s*(\S.*)$", re.DOTALL)
 _DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+#: "now", "now-1h", "now + 15m", or "-1h30m" (now is implied before a minus).
+_RELATIVE_TIME = re.compile(rf"(?P<now>now)?\s*(?:(?P<sign>[+-])\s*"
+                            rf"(?P<duration>(?:{_DURATION_PART.pattern})+))?")
 _DURATION_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000,
                 "w": 7 * 86_400_000, "y": 365 * 86_400_000}
 
@@ -171,7 +176,8 @@ class LabelRule:
         LabelRuleError
             No service label is present, or the metric has no name.
         """
-        service = next((labels[x] for x in self.service_labels if labels.get(x)), None)
+        service_label = self.service_label(labels)
+        service = None if service_label is None else labels[service_label]
         metric = query.name or labels.get(self.metric_label) or None
         if service is None or metric is None:
             missing = []
@@ -183,9 +189,30 @@ class LabelRule:
                                f"as NAME=PROMQL)")
             raise LabelRuleError(f"query {query.text!r}: cannot tell {' nor '.join(missing)} "
                                  f"of series {_labels_text(labels)}")
-        used = {self.metric_label, "__name__"}
-        used.add(next(x for x in self.service_labels if labels.get(x)))
+        used = {self.metric_label, "__name__", service_label}
         return service, metric, {k: v for k, v in labels.items() if k not in used}
+
+    def service_label(self, labels: Mapping[str, str]) -> str | None:
+        """The label that names the service of a series with ``labels`` (None: none is set)."""
+        return next((x for x in self.service_labels if labels.get(x)), None)
+
+    def collision_advice(self, first: Mapping[str, str], second: Mapping[str, str],
+                         query: PromQuery) -> str:
+        """How to make two series of ``query`` that land on one service/metric one, or two.
+
+        Aggregate by the label that names their service (the one label every series of the
+        result keeps), select one with a matcher on the labels that differ, or, when a single
+        label differs, make it the service.
+        """
+        differ = sorted(k for k in set(first) | set(second) if first.get(k) != second.get(k))
+        by = self.service_label(first)
+        advice = [f"they differ in {', '.join(differ)}; aggregate them to one per service "
+                  f"(label {by}): `sum by ({by}) ({query.expr})`",
+                  f"select one with a matcher on {', '.join(differ)}"]
+        if len(differ) == 1:
+            advice.append(f"keep one series per {differ[0]} with a labels config of "
+                          f"service_labels: [{differ[0]}]")
+        return ", or ".join(advice)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,6 +264,9 @@ class SeriesImport:
     last: pd.Timestamp | None
     #: The series' last stored timestamp before this run (None: new series).
     resumed_after: pd.Timestamp | None
+    #: How often the values really change when the step is finer than the data's own
+    #: sampling (each value repeated over several steps, see :func:`sampling_interval_s`).
+    sampled_every_s: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,6 +311,9 @@ class ImportReport:
                        else "new series")
             lines.append(f"{s.service}/{s.metric}: {s.n_written} rows written, {skipped}, {span}"
                          + (f" ({', '.join(extra)})" if extra else ""))
+        for s in self.series:
+            if s.sampled_every_s is not None:
+                lines.append(f"warning: {repeated_values_text(s, self.step_s)}")
         for query in self.empty_queries:
             lines.append(f"warning: query {query!r} returned no series")
         lines.append(f"imported {self.n_written} rows of {len(self.series)} series from "
@@ -289,6 +322,49 @@ class ImportReport:
                      f"into {self.root}; "
                      f"{self.n_skipped} skipped as already stored")
         return lines
+
+
+def repeated_values_text(series: SeriesImport, step_s: float) -> str:
+    """What a person is told about a series fetched at a step finer than its sampling."""
+    every = duration_text(series.sampled_every_s)
+    return (f"{series.service}/{series.metric}: each value repeats about "
+            f"{round(series.sampled_every_s / step_s)} times, so the data looks sampled every "
+            f"{every}, finer than the step {step_s:g}s: import with --step {every}")
+
+
+#: Fewest runs of repeated values, between two changes, that can show a sampling cadence.
+_MIN_RUNS = 10
+#: Share of those runs whose length is the cadence (rounded down or up) for it to be even.
+_EVEN_SHARE = 0.9
+
+
+def sampling_interval_s(stamps_ms: np.ndarray, values: np.ndarray, step_ms: int) -> float | None:
+    """How often the values change, when a step finer than the data's sampling repeats them.
+
+    Prometheus answers every evaluation time with the last sample before it, so at a step
+    of 15 s over samples taken every minute each value comes four times in a row. That
+    is told from values that merely repeat (a constant, a gauge that changes seldom, small
+    integers repeating by chance) by the cadence: at least ``_MIN_RUNS`` runs between two
+    changes, two steps long or more on average, and ``_EVEN_SHARE`` of them as long as that
+    average rounded down or up. The first and last runs, cut by the range, do not count;
+    gaps and missing steps end a run. None when the values show no such cadence.
+    """
+    if len(values) < 2:
+        return None
+    observed = np.isfinite(values)
+    breaks = ((values[1:] != values[:-1]) | ~observed[1:] | ~observed[:-1]
+              | (np.diff(stamps_ms) != step_ms))
+    starts = np.flatnonzero(np.r_[True, breaks])
+    lengths = np.diff(np.r_[starts, len(values)])[observed[starts]][1:-1]
+    if lengths.size < _MIN_RUNS:
+        return None
+    mean = float(lengths.mean())
+    if mean < 2:
+        return None
+    if np.isin(lengths, (math.floor(mean), math.ceil(mean))).mean() < _EVEN_SHARE:
+        return None
+    seconds = mean * step_ms / 1000
+    return float(round(seconds)) if seconds >= 1 else round(seconds, 3)
 
 
 # -- parsing of user input ------------------------------------------------------------------
@@ -313,8 +389,14 @@ def parse_step(text: str | float | int) -> float:
     return seconds
 
 
-def parse_time(text: str | float | int | pd.Timestamp, *, name: str = "time") -> pd.Timestamp:
-    """A UTC timestamp from RFC 3339 text (with an offset), Unix seconds, or ``"now"``."""
+def parse_time(text: str | float | int | pd.Timestamp, *, name: str = "time",
+               now: pd.Timestamp | None = None) -> pd.Timestamp:
+    """A UTC timestamp from RFC 3339 text (with an offset), Unix seconds, or a time relative to now.
+
+    Relative times are written as Prometheus' and Grafana's tools write them: ``"now"``,
+    ``"now-1h"``, ``"now+15m"``, or ``"-1h30m"`` (before now). A bare number, even
+    negative, is Unix seconds. ``now`` defaults to the current time.
+    """
     if isinstance(text, pd.Timestamp):
         stamp = text
     elif isinstance(text, bool):
@@ -323,8 +405,13 @@ def parse_time(text: str | float | int | pd.Timestamp, *, name: str = "time") ->
         stamp = pd.Timestamp(float(text), unit="s", tz="UTC")
     else:
         raw = str(text).strip()
-        if raw.lower() == "now":
-            return pd.Timestamp.now(tz="UTC")
+        relative = _RELATIVE_TIME.fullmatch(raw.lower())
+        if relative and (relative["now"] or relative["sign"] == "-"):
+            now = pd.Timestamp.now(tz="UTC") if now is None else now.tz_convert("UTC")
+            if not relative["duration"]:
+                return now
+            offset = pd.Timedelta(parse_step(relative["duration"]), unit="s")
+            return now + offset if relative["sign"] == "+" else now - offset
         try:
             seconds = float(raw)
         except ValueError:
@@ -336,8 +423,8 @@ def parse_time(text: str | float | int | pd.Timestamp, *, name: str = "time") ->
         try:
             stamp = pd.Timestamp(raw)
         except ValueError:
-            raise ValueError(f"{name} {text!r} is neither RFC 3339 (2026-11-27T12:00:00Z) nor "
-                             f"Unix seconds") from None
+            raise ValueError(f"{name} {text!r} is neither RFC 3339 (2026-11-27T12:00:00Z), Unix "
+                             f"seconds nor a time relative to now (now, now-1h, -30m)") from None
     if stamp is pd.NaT or pd.isna(stamp):
         raise ValueError(f"{name} {text!r} is not a time")
     if stamp.tzinfo is None:
@@ -544,7 +631,8 @@ def import_prometheus(
     queries
         :class:`PromQuery` objects or text, ``"PROMQL"`` or ``"NAME=PROMQL"``.
     start, end
-        RFC 3339 text, Unix seconds or aware timestamps; ``end`` defaults to now.
+        RFC 3339 text, Unix seconds, aware timestamps or times relative to now
+        (``"-1h"``, ``"now-1h"``, see :func:`parse_time`); ``end`` defaults to now.
     step
         The resolution: ``"10s"``, ``"1m"`` or seconds.
     client
@@ -570,8 +658,9 @@ def import_prometheus(
     if not (isinstance(timeout_s, int | float) and timeout_s > 0):
         raise ValueError(f"timeout_s={timeout_s!r} must be a positive number of seconds")
     step_ms = round(parse_step(step) * 1000)
-    start_ts = parse_time(start, name="start")
-    end_ts = parse_time("now" if end is None else end, name="end")
+    now = pd.Timestamp.now(tz="UTC")  # one "now" for a relative start and end
+    start_ts = parse_time(start, name="start", now=now)
+    end_ts = parse_time("now" if end is None else end, name="end", now=now)
     start_ms = _ms(start_ts)
     start_ms = -(-start_ms // step_ms) * step_ms  # up to the step grid
     end_ms = _ms(end_ts)
@@ -613,7 +702,7 @@ def import_prometheus(
 
     frames, reports = [], []
     for got in collected.values():
-        frame, report = _new_rows(root, got, on_infinite)
+        frame, report = _new_rows(root, got, on_infinite, step_ms)
         reports.append(report)
         if not frame.empty:
             frames.append(frame)
@@ -641,17 +730,17 @@ def _add_series(collected: dict[tuple[str, str], _Collected], item: Mapping[str,
         got = collected[key] = _Collected(query, labels, service, metric,
                                           other if rule.keep_labels else None)
     elif got.labels != labels or got.query != query:
+        advice = (rule.collision_advice(got.labels, labels, query) if got.query == query
+                  else "name the queries apart (NAME=PROMQL) or change the label rule")
         raise LabelRuleError(
             f"two series land on {service}/{metric}: {_labels_text(got.labels)} of query "
-            f"{got.query.text!r} and {_labels_text(labels)} of query {query.text!r}; aggregate "
-            f"them in PromQL (e.g. sum by (service) (...)), name the queries apart, or change "
-            f"the label rule")
+            f"{got.query.text!r} and {_labels_text(labels)} of query {query.text!r}; {advice}")
     got.stamps.append(stamps)
     got.values.append(values)
 
 
-def _new_rows(root: str | Path, got: _Collected,
-              on_infinite: Literal["gap", "error"]) -> tuple[pd.DataFrame, SeriesImport]:
+def _new_rows(root: str | Path, got: _Collected, on_infinite: Literal["gap", "error"],
+              step_ms: int) -> tuple[pd.DataFrame, SeriesImport]:
     stamps = np.concatenate(got.stamps) if got.stamps else np.array([], dtype=np.int64)
     values = np.concatenate(got.values) if got.values else np.array([], dtype=np.float64)
     order = np.argsort(stamps, kind="stable")
@@ -659,6 +748,7 @@ def _new_rows(root: str | Path, got: _Collected,
     previous = last_stored(root, got.service, got.metric)
     keep = np.ones(len(stamps), dtype=bool) if previous is None else stamps > _ms(previous)
     n_skipped = int((~keep).sum())
+    sampled_every_s = sampling_interval_s(stamps, values, step_ms)
     stamps, values = stamps[keep], values[keep]
     infinite = np.isinf(values)
     if infinite.any():
@@ -684,7 +774,9 @@ def _new_rows(root: str | Path, got: _Collected,
         n_nan=int(np.isnan(values).sum() - infinite.sum()), n_infinite=int(infinite.sum()),
         first=frame[TIMESTAMP].iloc[0] if len(frame) else None,
         last=frame[TIMESTAMP].iloc[-1] if len(frame) else None,
-        resumed_after=previous)
+        resumed_after=previous, sampled_every_s=sampled_every_s)
+    if sampled_every_s is not None:
+        _log.warning("%s", repeated_values_text(report, step_ms / 1000))
     return frame, report
 
 

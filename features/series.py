@@ -39,6 +39,24 @@ def parse_step(step: str | pd.Timedelta) -> pd.Timedelta:
     return delta
 
 
+_DURATION_UNITS = (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1))
+
+
+def duration_text(seconds: float | pd.Timedelta) -> str:
+    """A duration as Prometheus writes one: ``"1m"``, ``"1h30m"``, ``"15s"``, ``"250ms"``."""
+    if isinstance(seconds, pd.Timedelta):
+        seconds = seconds.total_seconds()
+    left = round(float(seconds) * 1000)
+    if left <= 0:
+        return "0s"
+    parts = []
+    for unit, size in _DURATION_UNITS:
+        if left >= size:
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return "".join(parts)
+
+
 def split_series(frame: pd.DataFrame) -> Iterator[tuple[SeriesKey, pd.DataFrame]]:
     """Yield ``((service, metric), rows)`` for each series of a validated long frame."""
     for (service, metric), rows in frame.groupby([SERVICE, METRIC], sort=True):

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import erf, erfinv
 
+from features.series import infer_step
 from models.calibration import TailCalibrator
 
 FORMAT_VERSION = 2
@@ -147,6 +148,11 @@ def check_series(series: Any, *, name: str, min_length: int = 1) -> pd.Series:
     return values
 
 
+def history_step(index: pd.DatetimeIndex) -> pd.Timedelta | None:
+    """The sampling step of ``index`` (:func:`features.series.infer_step`); None below 2 points."""
+    return infer_step(index) if len(index) >= 2 else None
+
+
 def check_int(name: str, value: Any, low: int, high: int) -> None:
     """Refuse a config field that is not an int in ``[low, high]``, naming field and range."""
     if isinstance(value, bool) or not isinstance(value, int):
@@ -210,12 +216,20 @@ class Detector(ABC):
 
     # -- the contract -----------------------------------------------------------------
     def fit(self, history: pd.Series) -> Self:
-        """Learn what normal looks like from ``history``; returns self."""
-        values = check_series(history, name="history", min_length=self.min_history_length)
-        if values.notna().sum() < self.min_history_length:
+        """Learn what normal looks like from ``history``; returns self.
+
+        Raises
+        ------
+        ValueError
+            ``history`` holds fewer non-missing points than :meth:`min_history_points`.
+        """
+        values = check_series(history, name="history")
+        needed = self.min_history_points(history_step(values.index))
+        n_observed = int(values.notna().sum())
+        if n_observed < needed:
             raise ValueError(
-                f"history has {int(values.notna().sum())} non-missing points; "
-                f"{type(self).__name__} needs at least {self.min_history_length}"
+                f"history has {n_observed} non-missing points; {type(self).__name__} "
+                f"({self.name}) needs at least {needed}"
             )
         self._fit(values)
         self.calibrator_ = None
@@ -263,7 +277,17 @@ class Detector(ABC):
         values = check_series(window, name="window")
         return self._expected_range(values, self.raw_threshold())
 
+    def min_history_points(self, step: pd.Timedelta | None = None) -> int:
+        """Fewest non-missing history points ``fit`` accepts with this config.
+
+        ``step`` is the series' sampling step, for a model whose need is a span of
+        time (None: not known). The count holds for a history without gaps; where
+        gaps cut a model's context short, its fit may ask for more and says so.
+        """
+        return self.min_history_length
+
     # -- what subclasses provide --------------------------------------------------------
+    #: The need :meth:`min_history_points` declares, for a class whose need is one number.
     min_history_length: ClassVar[int] = 2
 
     @abstractmethod

@@ -23,6 +23,8 @@ from models.base import (
     Detector,
     NotFittedError,
     check_format,
+    check_series,
+    history_step,
     make_detector,
     package_version,
     read_json,
@@ -124,6 +126,83 @@ def fit_series(
         name: make_detector(name, **dict(configs.get(name, {}))).fit(history)
         for name in detector_names
     }
+
+
+#: Fewest detectors a series is trained with when its history is too short for some of the
+#: ones asked for (unless fewer were asked): a detector alone is its own ensemble, so one fitted
+#: on a few minutes of history would page on every value those minutes did not hold.
+MIN_PARTIAL_DETECTORS = 2
+
+
+@dataclasses.dataclass
+class SeriesFit:
+    """The detectors :func:`fit_available` fitted on one series, and why the others were not.
+
+    ``needs`` holds every asked detector's :meth:`~models.base.Detector.min_history_points`
+    at the series' ``step`` (None below two points); ``n_points`` counts the history's
+    non-missing points; ``errors`` are the fit errors of detectors that had enough points
+    (gaps can still cut their contexts short). ``detectors`` is empty when the series is
+    not trained.
+    """
+
+    detectors: dict[str, Detector]
+    needs: dict[str, int]
+    errors: dict[str, str]
+    n_points: int
+    step: pd.Timedelta | None
+
+    @property
+    def trained(self) -> bool:
+        return bool(self.detectors)
+
+    @property
+    def short(self) -> list[str]:
+        """The asked detectors this history is too short for, by name."""
+        return sorted(name for name, need in self.needs.items() if self.n_points < need)
+
+    @property
+    def n_required(self) -> int:
+        """Fitted detectors a series needs to be trained (see ``MIN_PARTIAL_DETECTORS``)."""
+        return min(MIN_PARTIAL_DETECTORS, len(self.needs))
+
+
+def fit_available(
+    history: pd.Series,
+    detector_names: Sequence[str] = DEFAULT_DETECTORS,
+    configs: Mapping[str, Mapping[str, Any]] | None = None,
+) -> SeriesFit:
+    """Fit, on one series' history, every named detector it holds enough points for.
+
+    A new series is trained with a partial set as soon as ``MIN_PARTIAL_DETECTORS`` of the
+    detectors (or all of them, when fewer are asked) can be fitted, and gets the others
+    when a later training run has the points they need; until then it is not trained and
+    the bundle scores it with the window baseline, as any unseen series.
+
+    Raises
+    ------
+    TypeError, ValueError
+        ``history`` is not a valid series (see :func:`models.base.check_series`).
+    """
+    values = check_series(history, name="history")
+    step = history_step(values.index)
+    n_points = int(values.notna().sum())
+    configs = configs or {}
+    unfitted = {name: make_detector(name, **dict(configs.get(name, {})))
+                for name in detector_names}
+    needs = {name: detector.min_history_points(step) for name, detector in unfitted.items()}
+    fit = SeriesFit({}, needs, {}, n_points, step)
+    if sum(n_points >= need for need in needs.values()) < fit.n_required:
+        return fit
+    for name, detector in unfitted.items():
+        if n_points < needs[name]:
+            continue
+        try:
+            fit.detectors[name] = detector.fit(values)
+        except ValueError as error:
+            fit.errors[name] = str(error)
+    if len(fit.detectors) < fit.n_required:
+        fit.detectors.clear()
+    return fit
 
 
 class DetectorBundle:

@@ -48,13 +48,13 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from features.series import infer_step
 from models.base import (
     DetectorConfig,
     ModelFormatError,
     NotFittedError,
     check_int,
     check_series,
+    history_step,
     read_model_files,
     write_model_files,
 )
@@ -132,13 +132,24 @@ class Forecaster(ABC):
         self._remember(grid)
         return self
 
+    def min_history_points(self, step: pd.Timedelta | None = None) -> int:
+        """Fewest finite history points ``fit`` accepts with this config, at ``step``.
+
+        As :meth:`models.base.Detector.min_history_points`: for a history without
+        gaps; ``step`` matters to a model whose config fixes a season.
+        """
+        return self.min_history_length
+
     def _prepare(self, history: pd.Series, name: str = "history") -> pd.Series:
         """``history`` checked and on its regular grid; sets ``step_`` and ``season_``."""
-        values = check_series(history, name=name, min_length=self.min_history_length)
-        if np.isfinite(values.to_numpy()).sum() < self.min_history_length:
-            raise ValueError(f"{name} has {int(np.isfinite(values.to_numpy()).sum())} "
-                             f"finite values; {self.name} needs at least {self.min_history_length}")
-        self.step_ = infer_step(values.index)
+        values = check_series(history, name=name)
+        step = history_step(values.index)
+        needed = self.min_history_points(step)
+        n_finite = int(np.isfinite(values.to_numpy()).sum())
+        if n_finite < needed:
+            raise ValueError(f"{name} has {n_finite} finite values; {self.name} needs at least "
+                             f"{needed}")
+        self.step_ = step
         grid = regular_grid(values, self.step_)
         self.season_ = (detect_season(grid, self.step_) if self.config.season == "auto"
                         else self.config.season)
@@ -277,6 +288,13 @@ class SeasonalNaiveForecaster(Forecaster):
     """
 
     name = "seasonal_naive"
+
+    def min_history_points(self, step: pd.Timedelta | None = None) -> int:
+        """Five pairs of points one season apart: a forced season needs a day and five steps."""
+        if self.config.season in ("none", "auto") or step is None:
+            # Without two days of history "auto" finds no season: pairs one step apart.
+            return self.min_history_length
+        return max(self.min_history_length, max(1, int(_DAY / step)) + 5)
 
     def _fit(self, grid: pd.Series) -> None:
         if self.season_ in ("workweek", "7D") and len(grid) < 2 * (_WEEK / self.step_):

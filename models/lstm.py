@@ -668,6 +668,15 @@ class LstmDetector(Detector):
     config: LstmDetectorConfig
     min_history_length: ClassVar[int] = 60
 
+    def min_history_points(self, step: pd.Timedelta | None = None) -> int:
+        """``min_context`` points of past, then enough windows to train on and to hold out."""
+        n_windows = MIN_TRAIN_WINDOWS + MIN_VALIDATION_WINDOWS
+        while (math.ceil(self.config.validation_fraction * n_windows) < MIN_VALIDATION_WINDOWS
+               or n_windows - math.ceil(self.config.validation_fraction * n_windows)
+               < MIN_TRAIN_WINDOWS):
+            n_windows += 1
+        return max(self.min_history_length, self.config.min_context + n_windows)
+
     def fit_with_network(
         self, history: pd.Series, network: LstmNetwork | Mapping[str, torch.Tensor]
     ) -> Self:

@@ -174,7 +174,10 @@ class RandomForestDetector(Detector):
     name: ClassVar[str] = "random_forest"
     config_class = RandomForestDetectorConfig
     config: RandomForestDetectorConfig
-    min_history_length: ClassVar[int] = 60
+
+    def min_history_points(self, step: pd.Timedelta | None = None) -> int:
+        """``context_length`` points of past, then ``MIN_TRAIN_ROWS`` points to learn from."""
+        return self.config.context_length + MIN_TRAIN_ROWS
 
     # -- features -------------------------------------------------------------------------
     @property

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -223,6 +224,10 @@ def _train_options(args: argparse.Namespace):
     )
 
 
+#: Short-history notes printed after a training run; the run's JSON artifacts hold them all.
+_MAX_NOTES = 10
+
+
 def _print_result(result, seconds: float) -> None:
     print(f"run {result.run_id}: registered {result.model_name} version {result.version}"
           f"{' as champion' if result.champion else ' as challenger'} in {seconds:.1f}s")
@@ -231,8 +236,12 @@ def _print_result(result, seconds: float) -> None:
                       if k.endswith("event_f1") or (k.startswith("holdout.forecast.")
                                                     and "mase" in k)):
         print(f"  {key} = {result.metrics[key]:.3f}")
-    if result.failures:
-        print(f"  {len(result.failures)} series could not be fitted (see failures.json in the run)")
+    notes = [*result.failures.values(), *result.partial.values()]
+    for note in notes[:_MAX_NOTES]:
+        print(f"  {note}")
+    if len(notes) > _MAX_NOTES:
+        print(f"  ... and {len(notes) - _MAX_NOTES} more series with too short a history (see "
+              f"failures.json and partial.json in the run)")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -557,9 +566,10 @@ def build_parser() -> argparse.ArgumentParser:
     ip.add_argument("--url", dest="prometheus_url", required=True,
                     help="Prometheus base URL, e.g. http://prometheus:9090")
     ip.add_argument("--start", type=_time_argument("--start"), required=True,
-                    help="RFC 3339 (2026-11-27T00:00:00Z) or Unix seconds")
+                    help="RFC 3339 (2026-11-27T00:00:00Z), Unix seconds, or relative to now: "
+                         "-2h, now-2h")
     ip.add_argument("--end", type=_time_argument("--end"), default=None,
-                    help="RFC 3339 or Unix seconds (default: now)")
+                    help="as --start (default: now)")
     ip.add_argument("--out", required=True, help="dataset directory to append to")
     _prometheus_arguments(ip, required=True)
     ip.set_defaults(func=_cmd_import_prometheus)
@@ -668,8 +678,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Options whose value may start with a minus: a time before now such as ``-1h``.
+_TIME_OPTIONS = frozenset({"--start", "--end"})
+
+
+def _attach_time_values(argv: Sequence[str]) -> list[str]:
+    """``--start -1h`` as ``--start=-1h``.
+
+    argparse takes any word that starts with ``-`` (and is not a plain negative number)
+    for an option, so ``--start -1h`` would be "expected one argument". A word after a time
+    option that starts with a minus and a digit cannot be an option: it is that option's
+    value, and is attached to it before parsing.
+    """
+    words = list(argv)
+    attached: list[str] = []
+    while words:
+        word = words.pop(0)
+        if word in _TIME_OPTIONS and words and re.match(r"-\d", words[0]):
+            word = f"{word}={words.pop(0)}"
+        attached.append(word)
+    return attached
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_attach_time_values(sys.argv[1:] if argv is None else argv))
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,

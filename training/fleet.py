@@ -17,10 +17,10 @@ import pandas as pd
 import ray
 from tqdm import tqdm
 
-from features.series import SeriesKey
+from features.series import SeriesKey, duration_text
 from models.backtest import DEFAULT_FORECASTERS, Selection, select_forecaster
 from models.base import Detector, make_detector
-from models.bundle import DEFAULT_DETECTORS, fit_series
+from models.bundle import DEFAULT_DETECTORS, FALLBACK_DETECTOR, SeriesFit, fit_available
 from models.correlation import CorrelationDetector, CorrelationDetectorConfig
 from models.forecast import Forecaster
 
@@ -93,28 +93,96 @@ def fit_fleet(
     configs: Mapping[str, Mapping[str, Any]] | None = None,
     *,
     progress: bool = True,
-) -> tuple[dict[SeriesKey, dict[str, Detector]], dict[SeriesKey, str]]:
-    """Fit detectors for every series in parallel.
+    report: bool = True,
+) -> tuple[dict[SeriesKey, dict[str, Detector]], dict[SeriesKey, str], dict[SeriesKey, str]]:
+    """Fit detectors for every series in parallel, each with those its history allows.
+
+    A series whose history is too short for some detectors is trained with the others
+    (see :func:`models.bundle.fit_available`). ``report``: log what each series lacks
+    (off for the holdout measurement, whose shorter parts would only repeat it).
 
     Returns
     -------
     fitted
-        ``{(service, metric): {name: detector}}`` for the series that fitted.
+        ``{(service, metric): {name: detector}}`` for the series that are trained.
     failures
-        ``{(service, metric): reason}`` for those that did not.
+        ``{(service, metric): note}`` for those that are not (see :func:`history_note`).
+    partial
+        ``{(service, metric): note}`` for those trained without some of the detectors.
     """
     for name in detector_names:
         make_detector(name, **dict((configs or {}).get(name, {})))  # fail fast on bad config
     started = time.perf_counter()
     names, config_copy = list(detector_names), dict(configs or {})
-    fitted, failures = _fan_out(
-        {key: (fit_series, history, names, config_copy) for key, history in series.items()},
+    fits, errors = _fan_out(
+        {key: (fit_available, history, names, config_copy) for key, history in series.items()},
         "fitting series", "series", progress)
-    for key, error in failures.items():
-        _log.warning("series %s/%s not fitted: %s", key[0], key[1], error)
-    _log.info("fitted %d series in %.1fs (%d failed)", len(fitted), time.perf_counter() - started,
-              len(failures))
-    return fitted, failures
+    failures = {key: f"{key[0]}/{key[1]}: {error}" for key, error in errors.items()}
+    for note in failures.values() if report else ():
+        _log.warning("series %s", note)  # not a valid series (see models.base.check_series)
+    fitted, partial = {}, {}
+    for key, fit in fits.items():
+        note = history_note(key, fit)
+        if fit.trained:
+            fitted[key] = fit.detectors
+        if note is not None:
+            (partial if fit.trained else failures)[key] = note
+            if report:
+                _log.info("%s", note)
+    _log.info("fitted %d series in %.1fs (%d with fewer detectors, %d not trained)",
+              len(fitted), time.perf_counter() - started, len(partial), len(failures))
+    return fitted, failures, partial
+
+
+def history_note(key: SeriesKey, fit: SeriesFit) -> str | None:
+    """One line on a series that did not get every detector asked for; None when it did.
+
+    It names the points the series has and how long they span at its step, what was
+    trained, what each missing detector needs (points and time) and when to train again::
+
+        checkout/cpu: 40 points at 1m (40m): trained with static_threshold,
+        dynamic_threshold, arima; random_forest needs 54 points (54m): train again
+        after 14m more data to add it
+    """
+    if not fit.short and not fit.errors:
+        return None
+
+    def span(n_points: int) -> str:
+        return "" if fit.step is None else f" ({duration_text(n_points * fit.step)})"
+
+    def later(n_points: int) -> str:
+        more = n_points - fit.n_points
+        if fit.step is None:
+            return f"once it has {n_points} points"
+        return f"after {duration_text(more * fit.step)} more data"
+
+    head = f"{key[0]}/{key[1]}: {fit.n_points} point{'' if fit.n_points == 1 else 's'}"
+    head += " (no step yet)" if fit.step is None else f" at {duration_text(fit.step)}"
+    head += span(fit.n_points)
+    missing = [f"{name} needs {fit.needs[name]} points{span(fit.needs[name])}"
+               for name in sorted(fit.short, key=lambda n: (fit.needs[n], n))]
+    missing += [f"{name} not fitted: {error}" for name, error in fit.errors.items()]
+    if fit.trained:
+        status = f"trained with {', '.join(fit.detectors)}"
+    else:
+        status = f"not trained (scored by {FALLBACK_DETECTOR} until it is)"
+    advice = ""
+    if fit.short:
+        everything = max(fit.needs.values())
+        if fit.trained:
+            advice = f": train again {later(everything)} to add {_them(fit.short)}"
+        else:
+            first = sorted(fit.needs.values())[fit.n_required - 1]
+            enough = sorted((n for n in fit.needs if fit.needs[n] <= first),
+                            key=lambda n: (fit.needs[n], n))
+            advice = f": train again {later(first)} for {' and '.join(enough)}"
+            if everything > first:
+                advice += f", {later(everything).removeprefix('after ')} for all {len(fit.needs)}"
+    return f"{head}: {status}; {', '.join(missing)}{advice}"
+
+
+def _them(names: Sequence[str]) -> str:
+    return "it" if len(names) == 1 else "them"
 
 
 def _fit_correlation(config: CorrelationDetectorConfig | None,

@@ -112,8 +112,11 @@ class TrainResult:
     version: str
     champion: bool
     metrics: dict[str, float]
+    #: Series not trained, and series trained without some detectors: one note each
+    #: (see :func:`training.fleet.history_note`).
     failures: dict[str, str]
     decision: str = ""
+    partial: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def evaluate(
@@ -332,11 +335,11 @@ def train(options: TrainOptions) -> TrainResult:
             metrics.update(measured.metrics)
 
         fit_started = time.perf_counter()
-        fitted, failures = fit_fleet(series, options.series_detectors,
-                                     options.detector_configs, progress=options.progress)
+        fitted, failures, partial = fit_fleet(series, options.series_detectors,
+                                              options.detector_configs, progress=options.progress)
         if not fitted:
             raise ValueError(
-                f"no series of {options.data} could be fitted; first failure: "
+                f"no series of {options.data} could be trained ({len(failures)} tried); "
                 f"{next(iter(failures.values()), 'none')}"
             )
         services = _fit_correlations(series, options) if options.use_correlation else {}
@@ -346,9 +349,12 @@ def train(options: TrainOptions) -> TrainResult:
         metrics["fit_seconds"] = time.perf_counter() - fit_started
         metrics["n_series_fitted"] = float(len(fitted))
         metrics["n_series_failed"] = float(len(failures))
+        metrics["n_series_partial"] = float(len(partial))
         mlflow.log_metrics(metrics)
         if failures:
             mlflow.log_dict({f"{k[0]}/{k[1]}": v for k, v in failures.items()}, "failures.json")
+        if partial:
+            mlflow.log_dict({f"{k[0]}/{k[1]}": v for k, v in partial.items()}, "partial.json")
 
         bundle = DetectorBundle(
             fitted,
@@ -380,6 +386,7 @@ def train(options: TrainOptions) -> TrainResult:
         metrics=metrics,
         failures={f"{k[0]}/{k[1]}": v for k, v in failures.items()},
         decision=decision.reason,
+        partial={f"{k[0]}/{k[1]}": v for k, v in partial.items()},
     )
 
 
@@ -401,8 +408,8 @@ def _measure_on_holdout(series: dict[SeriesKey, pd.Series], labels: dict[SeriesK
     train_part = {k: v.iloc[: cut[k]] for k, v in series.items()}
     holdout = {k: v.iloc[cut[k]:] for k, v in series.items()}
     holdout_labels = {k: v.iloc[cut[k]:] for k, v in labels.items()}
-    fitted, _ = fit_fleet(train_part, options.series_detectors, options.detector_configs,
-                          progress=options.progress)
+    fitted, _, _ = fit_fleet(train_part, options.series_detectors, options.detector_configs,
+                             progress=options.progress, report=False)
     services = _fit_correlations(train_part, options) if options.use_correlation else {}
     selections: dict = {}
     metrics: dict[str, float] = {}

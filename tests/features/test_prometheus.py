@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ from features.prometheus import (
     parse_time,
 )
 from features.store import list_series, read_dataset
-from tests.servers import EXPORTED, HISTORY_INF_AT_S, HISTORY_NAN_AT_S
+from tests.servers import EXPORTED, HISTORY_INF_AT_S, HISTORY_NAN_AT_S, ScrapeTarget
 
 #: Starts a real Prometheus (or another local server).
 integration = pytest.mark.integration
@@ -74,6 +75,20 @@ def test_steps_and_times_parse_as_documented():
         parse_time("2026-11-27 12:00", name="--start")
     with pytest.raises(ValueError, match="--end 'soon' is neither RFC 3339"):
         parse_time("soon", name="--end")
+
+
+def test_times_relative_to_now_read_as_prometheus_tools_write_them():
+    now = pd.Timestamp("2026-11-27T12:00:00Z")
+    assert parse_time("now", now=now) == now
+    assert parse_time(" NOW ", now=now) == now
+    for text, offset in [("-1h", "-1h"), ("now-1h", "-1h"), ("now-1h30m", "-90min"),
+                         ("-2d", "-2D"), ("now+15m", "15min"), ("now - 5m", "-5min")]:
+        assert parse_time(text, now=now) == now + pd.Timedelta(offset), text
+    assert parse_time("-3600", now=now) == pd.Timestamp(-3600, unit="s", tz="UTC")  # Unix s
+    for bad in ("-1x", "now-", "now-1h-", "now*2", "-h"):
+        with pytest.raises(ValueError, match=rf"--start '{re.escape(bad)}' is neither RFC 3339 "
+                                             r".* nor a time relative to now"):
+            parse_time(bad, name="--start", now=now)
 
 
 def test_chunks_hold_at_most_11000_points_and_cover_the_range_once():
@@ -172,10 +187,46 @@ def test_two_series_on_one_service_and_metric_are_refused(tmp_path):
     client = fake_prometheus([series({"__name__": "up", "job": "api", "instance": "a"}, (60, "1")),
                               series({"__name__": "up", "job": "api", "instance": "b"}, (60, "1"))])
     with pytest.raises(LabelRuleError, match=r"two series land on api/up: .*instance=\"a\".*"
-                                             r"instance=\"b\".*sum by \(service\)"):
+                                             r"instance=\"b\".*differ in instance"):
         import_prometheus("http://prom", ["up"], tmp_path, start=60, end=60, step=60,
                           client=client)
     assert listing(tmp_path) == {}
+
+
+#: node_exporter's CPU counter on one host: no service label, one series per cpu and mode.
+NODE_CPU = [{"__name__": "node_cpu_seconds_total", "cpu": cpu, "mode": mode, "job": "node",
+             "instance": "db-1:9100"} for cpu in ("0", "1") for mode in ("idle", "user")]
+
+
+def test_the_advice_for_colliding_series_uses_the_labels_they_carry(tmp_path):
+    client = fake_prometheus([series(labels, (60, "1")) for labels in NODE_CPU[::3]])
+    query = "rate(node_cpu_seconds_total[5m])"
+    with pytest.raises(LabelRuleError) as caught:
+        import_prometheus("http://prom", [f"cpu={query}"], tmp_path, start=60, end=60, step=60,
+                          client=client)
+    message = str(caught.value)
+    assert "two series land on node/cpu" in message and "differ in cpu, mode" in message
+    # The rule took the service from job: aggregate by job, not by a service label none has.
+    assert f"`sum by (job) ({query})`" in message and "by (service)" not in message
+    assert "a matcher on cpu, mode" in message
+    assert "service_labels" not in message  # two labels differ: no one of them is the service
+
+    client = fake_prometheus([series(labels, (60, "1")) for labels in NODE_CPU[::2]])
+    rule = LabelRule(service_labels=("instance", "job"))
+    with pytest.raises(LabelRuleError, match=r"land on db-1:9100/cpu: .* differ in cpu; .*"
+                                             r"`sum by \(instance\) \(rate\(node_cpu_seconds_"
+                                             r"total\[5m\]\)\)`.*service_labels: \[cpu\]"):
+        import_prometheus("http://prom", [f"cpu={query}"], tmp_path, start=60, end=60, step=60,
+                          rule=rule, client=client)
+
+
+def test_two_queries_landing_on_one_name_are_told_to_name_the_queries_apart(tmp_path):
+    client = fake_prometheus([series({"job": "api"}, (60, "1"))])
+    with pytest.raises(LabelRuleError, match=r"two series land on api/load: .* of query "
+                                             r"'load=avg\(a\)' and .* of query 'load=avg\(b\)'; "
+                                             r"name the queries apart"):
+        import_prometheus("http://prom", ["load=avg(a)", "load=avg(b)"], tmp_path, start=60,
+                          end=60, step=60, client=client)
 
 
 def test_a_partial_answer_with_warnings_is_an_error(tmp_path):
@@ -186,6 +237,64 @@ def test_a_partial_answer_with_warnings_is_an_error(tmp_path):
         import_prometheus("http://prom", ["up"], tmp_path, start=60, end=60, step=60,
                           client=client)
     assert listing(tmp_path) == {}
+
+
+# -- a step finer than the data's own sampling -----------------------------------------------
+START_S = 1_795_000_020  # on the minute
+
+
+def answer_at_step(step_s: float, sampled_s: float, value, n_points: int = 240,
+                   labels: dict | None = None) -> dict:
+    """A query_range series at ``step_s`` over data sampled every ``sampled_s``, as Prometheus
+    answers it: each evaluation time takes the last sample at or before it."""
+    times = START_S + step_s * np.arange(n_points)
+    samples = START_S + sampled_s * np.floor((times - START_S) / sampled_s)
+    return series(labels or {"__name__": "node_load1", "job": "node"},
+                  *[(float(t), value(float(sample)))
+                    for t, sample in zip(times, samples, strict=True)])
+
+
+def noisy(t: float) -> str:
+    return repr(round(0.5 + 0.3 * math.sin(t / 600) + 0.01 * ((t * 7919) % 13), 6))
+
+
+def import_answer(tmp_path: Path, answer: dict, step_s: float):
+    end = START_S + step_s * (len(answer["values"]) - 1)
+    return import_prometheus("http://prom", ["node_load1"], tmp_path, start=START_S, end=end,
+                             step=step_s, client=fake_prometheus([answer]))
+
+
+def test_a_step_finer_than_the_sampling_is_warned_about_naming_the_fix(tmp_path, caplog):
+    report = import_answer(tmp_path, answer_at_step(15, 60, noisy), 15)
+    (imported,) = report.series
+    assert imported.sampled_every_s == 60 and imported.n_written == 240  # warned, not refused
+    warning = ("warning: node/node_load1: each value repeats about 4 times, so the data looks "
+               "sampled every 1m, finer than the step 15s: import with --step 1m")
+    assert warning in report.summary()
+    assert warning.removeprefix("warning: ") in caplog.text
+
+    # 10 s samples at a 3 s step repeat 3 or 4 times: still an even cadence.
+    assert import_answer(tmp_path / "b", answer_at_step(3, 10, noisy), 3).series[0] \
+        .sampled_every_s == 10
+
+
+FLIPS = np.random.default_rng(5).integers(0, 3, size=1_000)
+
+
+@pytest.mark.parametrize(("step_s", "sampled_s", "value"), [
+    (15, 60, lambda t: "1"),  # constant
+    (60, 60, noisy),  # the step matches the sampling
+    (60, 15, noisy),  # a coarser step
+    # A queue length of 0, 1 or 2 repeats itself by chance, at no even cadence.
+    (15, 15, lambda t: str(FLIPS[int(t - START_S) // 15])),
+    # Replicas: the value holds for long, uneven stretches.
+    (15, 15, lambda t: str(3 + int(((t - START_S) // 15) ** 0.5) % 3)),
+], ids=["constant", "matching step", "coarser step", "integer gauge", "rare changes"])
+def test_series_that_merely_repeat_values_are_not_warned_about(tmp_path, step_s, sampled_s,
+                                                               value):
+    report = import_answer(tmp_path, answer_at_step(step_s, sampled_s, value), step_s)
+    assert report.series[0].sampled_every_s is None
+    assert not any("repeats" in line for line in report.summary())
 
 
 # -- a real Prometheus with 48 hours of history ---------------------------------------------
@@ -252,6 +361,20 @@ def test_a_second_run_adds_only_new_rows_and_a_third_adds_none(prometheus_histor
         np.testing.assert_array_equal(rows["value"].to_numpy(),
                                       expected(h, "node_cpu_ratio", service, h.start,
                                                second_end)[::6])
+
+
+@integration
+def test_a_step_finer_than_the_10s_samples_is_warned_about(prometheus_history, tmp_path):
+    h = prometheus_history
+    fine = import_prometheus(h.url, ["node_cpu_ratio"], tmp_path / "fine", start=h.start,
+                             end=h.start + 3600, step="2500ms")
+    assert [s.sampled_every_s for s in fine.series] == [10, 10]
+    assert "warning: checkout/node_cpu_ratio: each value repeats about 4 times, so the data " \
+           "looks sampled every 10s, finer than the step 2.5s: import with --step 10s" \
+           in fine.summary()
+    right = import_prometheus(h.url, ["node_cpu_ratio"], tmp_path / "right", start=h.start,
+                              end=h.start + 3600, step="10s")
+    assert [s.sampled_every_s for s in right.series] == [None, None]
 
 
 @integration
@@ -377,6 +500,56 @@ def test_a_non_prometheus_answer_is_named(tmp_path):
                                                     r"'<html>Bad Gateway</html>'"):
         import_prometheus("http://proxy/prometheus", ["up"], tmp_path, start=0, end=60,
                           step=60, client=client)
+
+
+@pytest.fixture
+def node_exporters() -> Iterator[list[str]]:
+    """Two exporters shaped like node_exporter on two hosts: ``node_load1`` with no labels."""
+    from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+    started = []
+    for load in (0.5, 1.5):
+        registry = CollectorRegistry()
+        Gauge("node_load1", "1m load average", registry=registry).set(load)
+        started.append(start_http_server(0, addr="127.0.0.1", registry=registry))
+    yield [f"http://127.0.0.1:{httpd.server_address[1]}/metrics" for httpd, _ in started]
+    for httpd, thread in started:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+@integration
+def test_the_advice_for_two_node_exporters_works_on_a_real_prometheus(start_prometheus,
+                                                                      node_exporters, tmp_path):
+    # One job "node", two instances, as a Prometheus scraping node_exporter on two hosts.
+    server = start_prometheus([ScrapeTarget(url, job="node", labels={"job": "node"})
+                               for url in node_exporters])
+    try:
+        server.wait_for("count_over_time(node_load1[1m]) >= 3", n_series=2)
+        now = pd.Timestamp.now(tz="UTC")
+        window = {"start": now - pd.Timedelta(seconds=30), "end": now, "step": "1s"}
+        with pytest.raises(LabelRuleError) as caught:
+            import_prometheus(server.url, ["node_load1"], tmp_path / "refused", **window)
+        message = str(caught.value)
+        assert "two series land on node/node_load1" in message and "differ in instance" in message
+        assert "service_labels: [instance]" in message
+
+        aggregated = re.search(r"`([^`]+)`", message).group(1)
+        assert aggregated == "sum by (job) (node_load1)"
+        report = import_prometheus(server.url, [f"node_load1={aggregated}"], tmp_path / "sum",
+                                   **window)
+        assert [(s.service, s.metric) for s in report.series] == [("node", "node_load1")]
+        summed = read_dataset(tmp_path / "sum")["value"]
+        # Both hosts' loads, once both are scraped (the first scrapes may hold one of them).
+        assert summed.iloc[-1] == 2.0 and set(summed) <= {0.5, 1.5, 2.0}
+
+        report = import_prometheus(server.url, ["node_load1"], tmp_path / "apart",
+                                   rule=LabelRule(service_labels=("instance",)), **window)
+        assert sorted(s.service for s in report.series) == sorted(
+            url.removeprefix("http://").removesuffix("/metrics") for url in node_exporters)
+    finally:
+        server.stop()
 
 
 # -- a real Prometheus scraping the synthetic exporter ---------------------------------------

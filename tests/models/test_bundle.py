@@ -17,7 +17,7 @@ from models import (
     make_detector,
 )
 from models.base import FORMAT_VERSION
-from models.bundle import DetectorBundle, SeriesScores, combine
+from models.bundle import DEFAULT_DETECTORS, DetectorBundle, SeriesScores, combine, fit_available
 
 KNOWN = ("checkout", "cpu")
 OTHER = ("search", "latency")
@@ -215,3 +215,58 @@ def test_anomalous_positions_never_include_nan():
     )
     assert scores.anomalous().tolist() == [0, 3]
     assert scores.anomalous(threshold=0.995).tolist() == [0]
+
+
+# -- short histories: the detectors that have enough data ------------------------------------
+def minutes(n_points: int, seed: int = 0) -> pd.Series:
+    """A new series: ``n_points`` of noisy CPU share at a 1-minute step."""
+    rng = np.random.default_rng(seed)
+    index = pd.date_range("2026-01-05T09:00Z", periods=n_points, freq="1min")
+    return pd.Series(0.4 + 0.02 * rng.standard_normal(n_points), index=index)
+
+
+def test_each_default_detector_declares_its_need_at_the_shipped_settings():
+    step = pd.Timedelta("1min")
+    needs = {name: make_detector(name).min_history_points(step) for name in DEFAULT_DETECTORS}
+    assert needs == {"static_threshold": 2, "dynamic_threshold": 10, "arima": 30,
+                     "random_forest": 24 + 30}  # 24 points of past (rolling_lengths), then 30 rows
+    for name, n in needs.items():
+        assert make_detector(name).fit(minutes(n)).is_fitted
+
+
+@pytest.mark.parametrize(("n_points", "expected"), [
+    (9, []),
+    (10, ["dynamic_threshold", "static_threshold"]),
+    (29, ["dynamic_threshold", "static_threshold"]),
+    (30, ["arima", "dynamic_threshold", "static_threshold"]),
+    (54, ["arima", "dynamic_threshold", "random_forest", "static_threshold"]),
+])
+def test_a_short_series_gets_the_detectors_it_has_enough_data_for(n_points, expected):
+    fit = fit_available(minutes(n_points))
+    assert sorted(fit.detectors) == expected
+    assert fit.trained == bool(expected)
+    assert (fit.n_points, fit.step) == (n_points, pd.Timedelta("1min"))
+    assert fit.short == sorted(n for n in DEFAULT_DETECTORS
+                               if fit.needs[n] > n_points)
+    assert fit.errors == {}
+    if fit.trained:
+        scored = DetectorBundle({KNOWN: fit.detectors}).score(*KNOWN, minutes(120, seed=1))
+        assert scored.known_series and sorted(scored.detector_scores) == expected
+
+
+def test_one_detector_alone_is_not_a_partial_set_unless_it_is_all_that_was_asked():
+    # Nine points are enough for the static threshold only: alone it would be its own
+    # ensemble, paging on every value outside nine minutes of history.
+    assert fit_available(minutes(9)).detectors == {}
+    alone = fit_available(minutes(9), ["static_threshold"])
+    assert list(alone.detectors) == ["static_threshold"] and alone.short == []
+
+
+def test_a_detector_with_enough_points_whose_fit_fails_is_reported_and_the_rest_kept():
+    history = minutes(90)
+    for start in (20, 40, 60):  # gaps longer than fill_limit cut the forest's contexts short
+        history.iloc[start:start + 4] = np.nan
+    fit = fit_available(history)
+    assert sorted(fit.detectors) == ["arima", "dynamic_threshold", "static_threshold"]
+    assert fit.short == [] and list(fit.errors) == ["random_forest"]
+    assert "RandomForestDetector needs at least 30" in fit.errors["random_forest"]

@@ -350,14 +350,22 @@ def test_empty_window_is_refused(fitted, window):
 @pytest.mark.parametrize("name", NAMES)
 def test_too_short_history_is_refused(name, history):
     detector = fresh(name)
-    n = type(detector).min_history_length
-    with pytest.raises(ValueError, match=f"at least {n}"):
+    n = detector.min_history_points(pd.Timedelta("5min"))
+    with pytest.raises(ValueError, match=rf"{type(detector).__name__} \({name}\) needs at "
+                                         rf"least {n}$"):
         detector.fit(history.iloc[: n - 1])
     # Enough timestamps but too few values: NaN does not count as history.
     mostly_missing = history.iloc[: n + 5].copy()
     mostly_missing.iloc[:7] = np.nan
     with pytest.raises(ValueError, match="non-missing"):
         detector.fit(mostly_missing)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in NO_FIT_NEEDED])
+def test_the_declared_minimum_history_is_enough_to_fit(name, history):
+    detector = fresh(name)
+    n = detector.min_history_points(pd.Timedelta("5min"))
+    assert detector.fit(history.iloc[:n]).is_fitted
 
 
 # -- config -------------------------------------------------------------------------------

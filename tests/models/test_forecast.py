@@ -82,12 +82,26 @@ def test_bad_requests_name_what_is_wrong():
         make_forecaster("prophet")
     with pytest.raises(ValueError, match="season='hourly'"):
         make_forecaster("arima", season="hourly")
-    with pytest.raises(ValueError, match="need at least 50"):
+    with pytest.raises(ValueError, match="arima needs at least 50"):
         ArimaForecaster().fit(daily().iloc[:20])
     short = daily().iloc[:100]
     short[:] = np.nan
     with pytest.raises(ValueError, match="finite values"):
         SeasonalNaiveForecaster().fit(short)
+
+
+@pytest.mark.parametrize(("name", "config", "expected"), [
+    ("seasonal_naive", {}, 10), ("seasonal_naive", {"season": "1D"}, 48 + 5),
+    ("seasonal_naive", {"season": "7D"}, 48 + 5), ("arima", {}, 50), ("random_forest", {}, 50),
+])
+def test_the_declared_minimum_history_fits_and_one_point_less_is_refused(name, config, expected):
+    series = daily(days=3)
+    model = make_forecaster(name, **config)
+    assert model.min_history_points(pd.Timedelta("30min")) == expected
+    assert model.fit(series.iloc[:expected]).is_fitted
+    with pytest.raises(ValueError, match=rf"^history has {expected - 1} finite values; {name} "
+                                         rf"needs at least {expected}$"):
+        make_forecaster(name, **config).fit(series.iloc[:expected - 1])
 
 
 def test_too_little_history_for_a_weekly_season_falls_back_to_daily():

@@ -268,8 +268,18 @@ def test_lags_and_calendar_alone_make_a_detector(history, window):
 
 def test_history_with_too_little_past_is_refused(history):
     config = RandomForestDetectorConfig(n_estimators=5, rolling_lengths=(6, 60))
-    with pytest.raises(ValueError, match="at least 30"):
+    # The need follows the config: 60 points of past, then 30 rows to learn from.
+    assert RandomForestDetector(config).min_history_points() == 90
+    with pytest.raises(ValueError, match=r"RandomForestDetector \(random_forest\) needs at "
+                                         r"least 90"):
         RandomForestDetector(config).fit(history.iloc[:80])
+    # Enough points, but gaps longer than fill_limit leave too few with a full past.
+    gappy = history.iloc[:200].copy()
+    for start in range(50, 200, 40):
+        gappy.iloc[start:start + 4] = np.nan
+    with pytest.raises(ValueError, match="with 60 points of past before them; "
+                                         "RandomForestDetector needs at least 30"):
+        RandomForestDetector(config).fit(gappy)
 
 
 # -- speed --------------------------------------------------------------------------------

@@ -98,10 +98,49 @@ def test_errors_are_one_line_and_leave_the_store_alone(prometheus_history, tmp_p
     assert error.count("\n") == 1 and "cannot connect" in error and files(out) == before
 
 
+@pytest.mark.parametrize("start", [["--start", "-2d"], ["--start=-2d"], ["--start", "now-2d"],
+                                   ["--start=now-2d"]])
+def test_start_and_end_may_be_relative_to_now(prometheus_history, tmp_path, capsys, start):
+    h = prometheus_history
+    out = tmp_path / "ds"
+    before = pd.Timestamp.now(tz="UTC")
+    assert main(["data", "import-prometheus", "--url", h.url, "--query", "node_cpu_ratio",
+                 *start, "--end", "now", "--step", "10m", "--out", str(out)]) == 0
+    after = pd.Timestamp.now(tz="UTC")
+    assert "imported" in capsys.readouterr().out
+    stamps = read_dataset(out)["timestamp"]
+    # Two days back from now, moved up onto the 10-minute grid; the history ends before now.
+    assert (before - pd.Timedelta("2D")).ceil("10min") <= stamps.min() \
+        <= (after - pd.Timedelta("2D")).ceil("10min")
+    assert stamps.max() <= pd.Timestamp(h.end, unit="s", tz="UTC") + pd.Timedelta("5min")
+
+
+def test_a_step_finer_than_the_samples_is_printed_as_a_warning(prometheus_history, tmp_path,
+                                                                capsys):
+    h = prometheus_history  # 10 s samples
+    assert main(["data", "import-prometheus", "--url", h.url, "--query", "node_cpu_ratio",
+                 "--start", str(h.start), "--end", str(h.start + 600), "--step", "2500ms",
+                 "--out", str(tmp_path / "ds")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert ("warning: search/node_cpu_ratio: each value repeats about 4 times, so the data looks "
+            "sampled every 10s, finer than the step 2.5s: import with --step 10s") in printed
+    assert len(read_dataset(tmp_path / "ds")) == 2 * (600 * 4 // 10 + 1)  # imported all the same
+
+
+def test_a_relative_end_before_a_relative_start_is_named(prometheus_history, tmp_path, capsys):
+    assert main(["data", "import-prometheus", "--url", prometheus_history.url, "--query", "up",
+                 "--start", "-1h", "--end", "-2h", "--step", "1m",
+                 "--out", str(tmp_path / "ds")]) == 1
+    assert "is after end" in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()
+
+
 @pytest.mark.parametrize("change, message", [
     (["--step", "ten"], "step 'ten' is not a duration"),
     (["--start", "2026-11-27 10:00"], "has no timezone"),
     (["--end", "tomorrow"], "--end 'tomorrow' is neither RFC 3339"),
+    (["--start", "-1x"], "--start '-1x' is neither RFC 3339 (2026-11-27T12:00:00Z), Unix seconds "
+                         "nor a time relative to now (now, now-1h, -30m)"),
     (["--timeout", "0"], "'0' is not a positive number of seconds"),
 ])
 def test_bad_arguments_exit_2_with_a_message(tmp_path, capsys, change, message):

@@ -7,12 +7,14 @@ import shutil
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
 from features.schema import DataValidationError
-from training.tracking import CHALLENGER, CHAMPION, alias_version
+from models.bundle import DetectorBundle
+from training.tracking import CHALLENGER, CHAMPION, DEFAULT_EXPERIMENT, alias_version
 from training.train import TrainOptions, train
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -108,14 +110,55 @@ def test_unknown_detector_is_refused_with_the_known_names(fleet_dataset):
         TrainOptions(data=fleet_dataset, detectors=("no_such_thing",))
 
 
-def test_series_too_short_to_fit_are_reported_not_fatal(tmp_path, mlflow_store):
-    from features.store import write_dataset
+def minutes_of(service: str, metric: str, n_points: int, end: str = "2026-01-05T12:00Z"
+               ) -> pd.DataFrame:
+    """A new series: the last ``n_points`` minutes before ``end``, noisy around 0.4."""
+    rng = np.random.default_rng(len(service) + n_points)
+    stamps = pd.date_range(end=end, periods=n_points, freq="1min", tz="UTC")
+    return pd.DataFrame({"timestamp": stamps, "service": service, "metric": metric,
+                         "value": 0.4 + 0.02 * rng.standard_normal(n_points)})
 
-    stamps = pd.date_range("2026-01-05", periods=200, freq="5min", tz="UTC")
-    long = pd.DataFrame({"timestamp": stamps, "service": "a", "metric": "m", "value": range(200)})
-    short = pd.DataFrame({"timestamp": stamps[:3], "service": "b", "metric": "m", "value": [1.0] * 3})
-    write_dataset(pd.concat([long, short]), tmp_path / "data")
-    result = train(TrainOptions(data=tmp_path / "data", model_name="test-detectors",
-                                holdout_fraction=0.0, progress=False))
-    assert list(result.failures) == ["b/m"]
-    assert "at least" in result.failures["b/m"]
+
+def test_a_new_series_is_trained_with_the_detectors_its_history_allows(tmp_path, mlflow_store,
+                                                                       capsys):
+    from features.store import write_dataset
+    from training.cli import main
+
+    # 40 minutes: what a user had after importing a fresh node_exporter; 5 minutes: too little.
+    write_dataset(pd.concat([minutes_of("checkout", "cpu", 40), minutes_of("search", "cpu", 5)]),
+                  tmp_path / "data")
+    assert main(["train", "--data", str(tmp_path / "data"), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert ("checkout/cpu: 40 points at 1m (40m): trained with static_threshold, "
+            "dynamic_threshold, arima; random_forest needs 54 points (54m): train again after "
+            "14m more data to add it") in printed
+    assert ("search/cpu: 5 points at 1m (5m): not trained (scored by window_baseline until it "
+            "is); dynamic_threshold needs 10 points (10m), arima needs 30 points (30m), "
+            "random_forest needs 54 points (54m): train again after 5m more data for "
+            "static_threshold and dynamic_threshold, 49m more data for all 4") in printed
+
+    bundle = DetectorBundle.load(Path(mlflow.artifacts.download_artifacts(
+        "models:/novaevo-detectors@champion", dst_path=str(tmp_path / "model")))
+        / "artifacts" / "bundle")
+    assert bundle.series == [("checkout", "cpu")]
+    assert bundle.detector_names == ["arima", "dynamic_threshold", "static_threshold"]
+    run = MlflowClient().get_run(MlflowClient().search_runs(
+        [MlflowClient().get_experiment_by_name(DEFAULT_EXPERIMENT).experiment_id])[0].info.run_id)
+    assert (run.data.metrics["n_series_partial"], run.data.metrics["n_series_failed"]) == (1, 1)
+
+
+def test_a_dataset_too_short_for_any_series_names_the_detectors_and_the_wait(tmp_path,
+                                                                             mlflow_store, capsys):
+    from features.store import write_dataset
+    from training.cli import main
+
+    write_dataset(minutes_of("checkout", "cpu", 20), tmp_path / "data")
+    assert main(["train", "--data", str(tmp_path / "data"), "--quiet",
+                 "--detectors", "arima,random_forest"]) == 1
+    error = capsys.readouterr().err.splitlines()[-1]  # after MLflow's own INFO lines
+    assert error == (f"aiops train: error: no series of {tmp_path / 'data'} could be trained (1 "
+                     "tried); checkout/cpu: 20 points at 1m (20m): not trained (scored by "
+                     "window_baseline until it is); arima needs 30 points (30m), random_forest "
+                     "needs 54 points (54m): train again after 34m more data for arima and "
+                     "random_forest")
+    assert MlflowClient().search_registered_models() == []
