@@ -7,7 +7,7 @@ creates a cluster in a temporary folder (trust authentication, listening on
 and stops it with ``pg_ctl stop -m immediate`` at the end. PostgreSQL refuses to
 run as root, so under uid 0 the server runs as the ``postgres`` user that the
 Debian package creates. Without the binaries, psycopg2 or that user the tests
-that need it are skipped with the reason; ``AIOPS_REQUIRE_POSTGRES=1`` makes that
+that need it are skipped with the reason; ``AIOPS_REQUIRE_SERVERS=1`` makes that
 a failure instead (for CI, where a skip would hide a broken set-up).
 
 ``postgres_mlflow_uri`` is a fresh, empty database per test; MLflow creates its
@@ -99,9 +99,9 @@ def _version_key(folder: str) -> tuple[int, ...]:
 
 
 def _unavailable(reason: str) -> None:
-    """Skip (or fail, with ``AIOPS_REQUIRE_POSTGRES=1``) the tests that need the server."""
-    if os.environ.get("AIOPS_REQUIRE_POSTGRES") == "1":
-        pytest.fail(f"PostgreSQL required (AIOPS_REQUIRE_POSTGRES=1) but {reason}")
+    """Skip (or fail, with ``AIOPS_REQUIRE_SERVERS=1``) the tests that need the server."""
+    if os.environ.get("AIOPS_REQUIRE_SERVERS") == "1":
+        pytest.fail(f"PostgreSQL required (AIOPS_REQUIRE_SERVERS=1) but {reason}")
     pytest.skip(f"no PostgreSQL for the MLflow store tests: {reason}")
 
 

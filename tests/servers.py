@@ -4,7 +4,8 @@ A pytest plugin (``pytest_plugins = ["tests.servers"]`` in ``tests/conftest.py``
 Every server listens on a free loopback port, keeps its data and log in a
 temporary folder and is stopped when the session ends. A missing binary
 skips the tests that need it, with the reason (Debian: ``apt-get install
-prometheus prometheus-alertmanager``).
+prometheus prometheus-alertmanager``); with ``AIOPS_REQUIRE_SERVERS=1`` (``.ci/run``,
+which installs them) it fails them instead.
 
 Fixtures
 --------
@@ -31,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 import socket
 import subprocess
@@ -55,11 +57,19 @@ def find_binary(*names: str) -> str | None:
     return None
 
 
+#: Set (to 1) where the servers are installed, as ``.ci/run`` does: a missing one then fails
+#: the tests that need it instead of skipping them.
+REQUIRE_ENV = "AIOPS_REQUIRE_SERVERS"
+
+
 def _require(*names: str) -> str:
     binary = find_binary(*names)
     if binary is None:
-        pytest.skip(f"{' or '.join(names)} is not installed (Debian: apt-get install prometheus "
-                    f"prometheus-alertmanager); the real-server tests need it")
+        reason = (f"{' or '.join(names)} is not installed (Debian: apt-get install prometheus "
+                  f"prometheus-alertmanager); the real-server tests need it")
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"{REQUIRE_ENV}=1 but {reason}")
+        pytest.skip(reason)
     return binary
 
 

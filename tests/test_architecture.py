@@ -16,3 +16,23 @@ def test_import_contracts_hold():
     result = subprocess.run([lint], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 broken" in result.stdout
+
+
+def test_what_the_tests_lean_on_is_pinned_to_a_tested_range():
+    """Ray Serve's internals (HAProxy template, deployment actors), MLflow's store errors and
+    schemathesis' API change between minor releases: each requirement has an upper bound,
+    and the installed release lies inside it."""
+    import tomllib
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = [Requirement(r) for r in [*project["dependencies"],
+                                             *project["optional-dependencies"]["dev"]]]
+    for name in ("ray", "mlflow", "schemathesis", "torch"):
+        (requirement,) = [r for r in requirements if r.name == name]
+        bounds = {spec.operator for spec in requirement.specifier}
+        assert bounds & {"<", "<=", "=="}, f"{requirement} has no upper bound"
+        assert metadata.version(name).split("+")[0] in requirement.specifier, (
+            f"installed {name} {metadata.version(name)} is outside {requirement.specifier}")

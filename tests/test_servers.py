@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import httpx
+import pytest
 
 from tests.servers import EXPORTED
 
@@ -36,3 +37,17 @@ def test_alertmanager_takes_an_alert_and_lists_it(alertmanager_server):
     assert listed[0]["annotations"] == alert["annotations"]
     assert listed[0]["status"]["state"] == "active"
     assert [r["name"] for r in listed[0]["receivers"]] == ["null"]
+
+
+
+@pytest.mark.parametrize("required", ["0", "1"])
+def test_a_missing_server_fails_instead_of_skipping_where_servers_are_required(
+        monkeypatch, required):
+    """Under ``.ci/run`` (AIOPS_REQUIRE_SERVERS=1) a server not on the machine is a failure."""
+    from tests import servers
+
+    monkeypatch.setattr(servers, "find_binary", lambda *names: None)
+    monkeypatch.setenv(servers.REQUIRE_ENV, required)
+    expected = pytest.fail.Exception if required == "1" else pytest.skip.Exception
+    with pytest.raises(expected, match="prometheus is not installed"):
+        servers._require("prometheus")
