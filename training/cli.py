@@ -421,9 +421,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             print(f"  docs: {url}/docs   health: {url}/healthz   stop: Ctrl-C", flush=True)
             stopping.wait()
         _stop_within_deadline(settings, hurry)
-        return 0
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    # Everything is stopped and flushed; Python's own teardown of Ray's core worker would
+    # take several seconds more (measured 6-7 s here) for nothing.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _stop_within_deadline(settings, hurry: threading.Event) -> None:
