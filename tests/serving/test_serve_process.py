@@ -126,6 +126,17 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
+def _listening_addresses(port: int) -> set[str]:
+    """The IPv4 addresses listening on ``port`` (from /proc/net/tcp; "0.0.0.0": all)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:
+            found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return found
+
+
 def _score_body(n_series: int = 1) -> bytes:
     window = window_body(daily_series(288 * 6, seed=1).iloc[-360:])
     return json.dumps({"series": [dict(window, metric=f"m{i}") if i else window
@@ -202,9 +213,15 @@ def test_sigterm_drains_finishes_requests_in_flight_and_exits_0(cached_champion,
 
 
 def test_sigkill_leaves_nothing_holding_the_port(cached_champion, serve_process):
-    server = serve_process(cached_champion)
+    """Also: HAProxy's stats page and metrics listen on loopback only."""
+    stats, metrics = free_port(), free_port()
+    server = serve_process(cached_champion, RAY_SERVE_HAPROXY_STATS_PORT=str(stats),
+                           RAY_SERVE_HAPROXY_METRICS_PORT=str(metrics))
     server.wait_ready()
     assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
+    assert _listening_addresses(stats) == {"127.0.0.1"}
+    assert _listening_addresses(metrics) == {"127.0.0.1"}
+    assert _listening_addresses(server.port) == {"127.0.0.1"}
     assert not _port_is_free(server.port)
     server.process.kill()  # the process alone, as the OOM killer would
     server.process.wait(10)
