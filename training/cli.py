@@ -372,6 +372,7 @@ def _is_loopback(host: str) -> bool:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     import shutil
+    from concurrent.futures import ThreadPoolExecutor
 
     import ray
 
@@ -389,18 +390,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 f"so anyone who reaches the port could score, promote and reload. Set "
                 f"AIOPS_TOKENS_FILE (see `aiops token new`), serve on 127.0.0.1, or pass "
                 f"--insecure-open if the network in front of it authenticates callers")
-        # Fail here, with a clear message, rather than inside a replica that Serve keeps
-        # restarting; when the registry failed here, the replicas start from the cache.
-        loaded = start_model(settings)
-        if loaded.source != "registry":
-            settings = dataclasses.replace(settings, start_from_cache=True)
         ingress = "HAProxy" if configure_ingress(settings, folder) else "Ray's Python proxy"
         stopping, hurry = threading.Event(), threading.Event()
 
         def on_signal(*_) -> None:
             (hurry if stopping.is_set() else stopping).set()
 
-        ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
+        # Load the model here, while Ray starts, to fail with a clear message rather than in
+        # a replica that Serve keeps restarting; when the registry failed this load (seconds
+        # at most, see serving.loader), the replicas start from the cache.
+        with ThreadPoolExecutor(1) as pool:
+            loading = pool.submit(start_model, settings)
+            ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
+            try:
+                loaded = loading.result()
+            except BaseException:
+                ray.shutdown()
+                raise
+        if loaded.source != "registry":
+            settings = dataclasses.replace(settings, start_from_cache=True)
         # Ray installs handlers of its own; ours go after, so SIGTERM and Ctrl-C drain.
         for number in (signal.SIGINT, signal.SIGTERM):
             signal.signal(number, on_signal)
