@@ -13,23 +13,21 @@ from serving.security import TokenStore
 
 
 def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
+    return _env_number(name, default, int, "an integer")
 
 
 def _env_float(name: str, default: float) -> float:
+    return _env_number(name, default, float, "a number")
+
+
+def _env_number(name: str, default, kind: type, what: str):
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return float(raw)
+        return kind(raw)
     except ValueError:
-        raise ValueError(f"environment variable {name}={raw!r} is not a number") from None
+        raise ValueError(f"environment variable {name}={raw!r} is not {what}") from None
 
 
 def load_alarm_policy(path: Path) -> AlarmPolicy:
