@@ -196,6 +196,11 @@ def _forecast(service: str, metric: str, horizon: int, history: History | None,
         values = to_pandas(history)
     try:
         return model.bundle.forecast(service, metric, horizon, values)
+    except pd.errors.OutOfBoundsDatetime:
+        start = "the training data" if values is None else values.index[-1].isoformat()
+        raise ValueError(f"{service}/{metric}: horizon={horizon} steps after {start} run past "
+                         f"{pd.Timestamp.max:%Y-%m-%d}, the last timestamp supported; ask for "
+                         "fewer steps") from None
     except ValueError as error:
         raise ValueError(f"{service}/{metric}: {error}") from error
 
@@ -405,11 +410,19 @@ def _problem(status: int, detail: str | list, request: Request) -> JSONResponse:
     )
 
 
+#: Pydantic's bound errors, reworded with the bound in short form (1e+30, not 31 digits).
+_BOUND_ERRORS = {"greater_than": "greater than", "greater_than_equal": "at least",
+                 "less_than": "less than", "less_than_equal": "at most"}
+
+
 def _validation_details(error: RequestValidationError) -> list[str]:
     messages = []
     for item in error.errors():
         location = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
         message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
+        if item.get("type") in _BOUND_ERRORS and item.get("ctx"):
+            (bound,) = item["ctx"].values()
+            message = f"{item.get('input')!r} is not {_BOUND_ERRORS[item['type']]} {bound:g}"
         messages.append(f"{location}: {message}" if location else message)
     return messages
 
