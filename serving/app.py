@@ -633,13 +633,17 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
                                      f"config; configured: {sorted(live.scaling)}")
         model = holder.require()
         target = live.scaling[service]
+        live.check_step(model.bundle, service, target.metric)
         try:
             demand = live.read(target.query, live.history_s)
             current = live.current_replicas(target)
         except PrometheusImportError as error:
             raise HTTPException(502, f"cannot read {service}'s live data: {error}") from None
         history = History(**from_pandas(demand))
-        fields = target.model_dump(exclude={"query", "current_replicas_query"})
+        fields = target.model_dump(exclude={"query", "current_replicas_query"}, exclude_none=True)
+        horizon = target.horizon or model.bundle.max_horizon(service, target.metric)
+        if horizon is not None:
+            fields["horizon"] = horizon
         answer = recommend(RecommendationRequest(service=service, history=history,
                                                  current_replicas=current, **fields),
                            model, settings, verdicts)
