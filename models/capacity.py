@@ -49,6 +49,8 @@ PRIORITY_QUANTILE = {1: "q90", 2: "q90", 3: "q90", 4: "q50", 5: "q50"}
 MAX_QUANTITY = 1e30
 #: The smallest demand one replica serves: a millionth of the demand's unit.
 MIN_CAPACITY_PER_REPLICA = 1e-6
+#: The lowest target or peak utilisation: 1 %.
+MIN_UTILISATION = 0.01
 #: The largest factor a scheduled event multiplies the forecast by.
 MAX_EVENT_MULTIPLIER = 1000.0
 #: Bounds of the cluster plan's CPU figures: a millicore (Kubernetes' smallest unit) to
@@ -85,8 +87,9 @@ class ScalingPolicy:
             raise ValueError(f"capacity_per_replica={self.capacity_per_replica} must lie in "
                              f"[{MIN_CAPACITY_PER_REPLICA:g}, {MAX_QUANTITY:g}] (demand one "
                              "replica serves at 100 %)")
-        if not 0 < self.target_utilisation <= 1:
-            raise ValueError(f"target_utilisation={self.target_utilisation} must lie in (0, 1]")
+        if not MIN_UTILISATION <= self.target_utilisation <= 1:
+            raise ValueError(f"target_utilisation={self.target_utilisation} must lie in "
+                             f"[{MIN_UTILISATION}, 1]")
         if not self.target_utilisation <= self.peak_utilisation <= 1:
             raise ValueError(f"peak_utilisation={self.peak_utilisation} must lie in "
                              f"[target_utilisation={self.target_utilisation}, 1]")

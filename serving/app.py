@@ -27,6 +27,7 @@ from mlflow.exceptions import MlflowException
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from features.prometheus import PrometheusImportError
+from features.series import infer_step
 from models.alarms import AlarmPolicy, Incident, find_incidents
 from models.base import ModelFormatError, NotFittedError
 from models.bundle import FALLBACK_DETECTOR, SeriesForecast, SeriesScores
@@ -194,6 +195,7 @@ def _forecast(service: str, metric: str, horizon: int, history: History | None,
                 f"{settings.max_points_per_series}"
             )
         values = to_pandas(history)
+        _check_grid(service, metric, values, model, settings)
     try:
         return model.bundle.forecast(service, metric, horizon, values)
     except pd.errors.OutOfBoundsDatetime:
@@ -203,6 +205,25 @@ def _forecast(service: str, metric: str, horizon: int, history: History | None,
                          "fewer steps") from None
     except ValueError as error:
         raise ValueError(f"{service}/{metric}: {error}") from error
+
+
+def _check_grid(service: str, metric: str, values: pd.Series, model: LoadedModel,
+                settings: Settings) -> None:
+    """Refuse a history whose regular grid (forecasters regrid it) would be mostly gaps.
+
+    The grid has a step every trained step (or the history's median spacing) from the first
+    timestamp to the last; it may hold ten times the points a request may send.
+    """
+    if len(values) < 2:
+        return
+    step = model.bundle.trained_step(service, metric) or infer_step(values.index)
+    steps = int((values.index[-1] - values.index[0]) / step) + 1
+    limit = 10 * settings.max_points_per_series
+    if steps > limit:
+        raise PayloadTooLargeError(
+            f"{service}/{metric}: history spans {steps:,} steps of {step.total_seconds():g} s for "
+            f"{len(values)} points; at most {limit:,} (10 × the points a series may have): "
+            "send the recent past, evenly spaced")
 
 
 def forecast_request(request: ForecastRequest, model: LoadedModel,

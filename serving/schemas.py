@@ -2,8 +2,9 @@
 
 Request bodies are validated strictly: a number field takes a JSON number, not
 ``true`` or ``"3"``; timestamps are ISO 8601 strings with a timezone, in the years
-1678 to 2261 (timestamps are held as int64 nanoseconds since 1970, which span
-1677-09-21 to 2262-04-11). Every number has documented bounds, so that every
+1970 to 2261: timestamps are held as int64 nanoseconds since 1970, which end on
+2262-04-11, and durations too, which reach 292 years, so that any two accepted
+timestamps are a representable duration apart. Every number has documented bounds, so that every
 number in an answer is finite. Rules that join several fields (as many values as
 timestamps, ``min_replicas`` at most ``max_replicas``) are stated in the
 descriptions; a request that breaks one gets a 422 naming the fields.
@@ -37,11 +38,13 @@ from models.capacity import (
     MAX_TOTAL_CPU,
     MIN_CAPACITY_PER_REPLICA,
     MIN_CPU_PER_REPLICA,
+    MIN_UTILISATION,
 )
 
-#: The years a timestamp may lie in: any offset of them stays inside pandas' nanosecond range.
-MIN_YEAR, MAX_YEAR = 1678, 2261
-_YEAR_PATTERN = r"^(1(6(7[89]|[89][0-9])|[7-9][0-9]{2})|2([01][0-9]{2}|2([0-5][0-9]|6[01])))-"
+#: The years a timestamp may lie in (with any offset): inside pandas' nanosecond range, and
+#: less than the longest nanosecond duration (292 years) from one another.
+MIN_YEAR, MAX_YEAR = 1970, 2261
+_YEAR_PATTERN = r"^(19[7-9][0-9]|2[01][0-9]{2}|22[0-5][0-9]|226[01])-"
 _ISO_START = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -61,6 +64,11 @@ def _supported_year(stamp: datetime) -> datetime:
     return stamp
 
 
+def _whole(value: object) -> object:
+    # JSON Schema counts 3.0 as an integer; a strict int field would refuse it.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _number_or_null(value: object) -> object:
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{value} is not a number; send null for a missing value")
@@ -76,6 +84,8 @@ Timestamp = Annotated[
 #: A metric value in a request: a finite number of magnitude at most MAX_QUANTITY.
 Value = Annotated[float, Field(ge=-MAX_QUANTITY, le=MAX_QUANTITY),
                   BeforeValidator(_number_or_null)]
+#: An integer in a request; a JSON number with no fraction (3.0) counts, as in JSON Schema.
+WholeNumber = Annotated[int, BeforeValidator(_whole)]
 #: The config of every request body: unknown fields and loosely typed values are refused.
 REQUEST = ConfigDict(extra="forbid", strict=True)
 
@@ -84,7 +94,7 @@ class History(BaseModel):
     """Parallel lists of timestamps and values: as many values as timestamps.
 
     Timestamps are ISO 8601 with a timezone (``2026-01-05T10:00:00Z``),
-    strictly increasing, in the years 1678 to 2261. A ``null`` value is a gap.
+    strictly increasing, in the years 1970 to 2261. A ``null`` value is a gap.
     """
 
     model_config = REQUEST
@@ -129,9 +139,12 @@ class ScoreRequest(BaseModel):
 
     model_config = REQUEST
 
-    series: list[SeriesWindow] = Field(min_length=1)
+    series: list[SeriesWindow] = Field(
+        min_length=1, description="Each series (service and metric) once per request.")
     detectors: list[str] | None = Field(
-        default=None, description="Detector names to use; default: every detector of the series."
+        default=None, description="Detector names to use, each trained for the series (a series "
+        "the model does not know is scored by the window baseline alone); default: every "
+        "detector of the series."
     )
     threshold: float | None = Field(
         default=None, gt=0.0, lt=1.0,
@@ -246,7 +259,7 @@ class ForecastRequest(BaseModel):
 
     service: str = Field(min_length=1, max_length=200, examples=["checkout"])
     metric: str = Field(min_length=1, max_length=200, examples=["request_rate"])
-    horizon: int = Field(ge=1, le=100_000, examples=[288],
+    horizon: WholeNumber = Field(ge=1, le=100_000, examples=[288],
                          description="Steps to forecast after the history; for a trained "
                          "series at most its forecaster's max horizon (288 unless trained "
                          "with another --forecast-horizon), and the last step no later than "
@@ -256,7 +269,7 @@ class ForecastRequest(BaseModel):
         description="The recent past to forecast from (the last few days is plenty). "
                     "Default: the end of the model's training data; required for a series "
                     "the model does not know, which is then forecast by a seasonal naive model "
-                    "fitted on this history.",
+                    "fitted on this history (at least 10 values).",
     )
 
 
@@ -304,18 +317,19 @@ class ScalingFields(BaseModel):
 
     capacity_per_replica: float = Field(ge=MIN_CAPACITY_PER_REPLICA, le=MAX_QUANTITY,
                                         description="Demand one replica serves at 100 %.")
-    target_utilisation: float = Field(default=0.7, gt=0, le=1,
+    target_utilisation: float = Field(default=0.7, ge=MIN_UTILISATION, le=1,
                                       description="Utilisation the median forecast runs at.")
     peak_utilisation: float = Field(
-        default=1.0, gt=0, le=1, description="Highest utilisation the priority tier's forecast "
-        "quantile (q90 for tiers 1-3) may reach; at least target_utilisation.")
-    min_replicas: int = Field(default=1, ge=0, le=MAX_SCALING_REPLICAS,
+        default=1.0, ge=MIN_UTILISATION, le=1,
+        description="Highest utilisation the priority tier's forecast quantile (q90 for tiers "
+        "1-3) may reach; at least target_utilisation.")
+    min_replicas: WholeNumber = Field(default=1, ge=0, le=MAX_SCALING_REPLICAS,
                               description="At most max_replicas.")
-    max_replicas: int = Field(default=100, ge=1, le=MAX_SCALING_REPLICAS)
+    max_replicas: WholeNumber = Field(default=100, ge=1, le=MAX_SCALING_REPLICAS)
     lead_time_s: float = Field(default=120.0, ge=0, le=604_800,
                                description="Seconds a new replica takes to be ready.")
     stabilisation_s: float = Field(default=300.0, ge=0, le=604_800)
-    priority: int = Field(default=3, ge=1, le=5, description="1 critical client functions, "
+    priority: WholeNumber = Field(default=3, ge=1, le=5, description="1 critical client functions, "
                           "2 financial transactions, 3 interactive user services, "
                           "4 background processing, 5 analytics and reporting.")
 
@@ -339,8 +353,8 @@ class RecommendationRequest(ScalingFields):
     metric: str = Field(default="request_rate", min_length=1, max_length=200,
                         description="The demand metric (request rate or CPU).")
     history: History | None = Field(default=None, description="Recent demand; see /v1/forecast.")
-    horizon: int = Field(default=288, ge=1, le=100_000, description="Steps to plan for.")
-    current_replicas: int = Field(ge=0, le=MAX_REPLICA_COUNT)
+    horizon: WholeNumber = Field(default=288, ge=1, le=100_000, description="Steps to plan for.")
+    current_replicas: WholeNumber = Field(ge=0, le=MAX_REPLICA_COUNT)
     events: list[ScheduledEventIn] = Field(default_factory=list, max_length=100)
 
 
@@ -375,9 +389,9 @@ class ServiceNeedIn(BaseModel):
     model_config = REQUEST
 
     service: str = Field(min_length=1, max_length=200)
-    priority: int = Field(ge=1, le=5)
-    needed_replicas: int = Field(ge=0, le=MAX_REPLICA_COUNT)
-    min_replicas: int = Field(default=0, ge=0, le=MAX_REPLICA_COUNT)
+    priority: WholeNumber = Field(ge=1, le=5)
+    needed_replicas: WholeNumber = Field(ge=0, le=MAX_REPLICA_COUNT)
+    min_replicas: WholeNumber = Field(default=0, ge=0, le=MAX_REPLICA_COUNT)
     cpu_per_replica: float = Field(default=1.0, ge=MIN_CPU_PER_REPLICA, le=MAX_CPU_PER_REPLICA,
                                    description="At least a millicore.")
 

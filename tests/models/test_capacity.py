@@ -20,6 +20,7 @@ from models.capacity import (
     MAX_TOTAL_CPU,
     MIN_CAPACITY_PER_REPLICA,
     MIN_CPU_PER_REPLICA,
+    MIN_UTILISATION,
     ScalingPolicy,
     ScheduledEvent,
     ServiceNeed,
@@ -166,7 +167,8 @@ def test_right_sizing_from_usage_percentiles():
 
 
 def test_cluster_figures_that_would_overflow_a_replica_count_are_refused():
-    with pytest.raises(ValueError, match=r"cpu_per_replica=5e-324 must lie in \[0.001 \(a millicore\), 10000\]"):
+    with pytest.raises(ValueError,
+                       match=r"cpu_per_replica=5e-324 must lie in \[0.001 \(a millicore\), 10000\]"):
         ServiceNeed("tiny", priority=1, needed_replicas=1, cpu_per_replica=5e-324)
     with pytest.raises(ValueError, match=r"total_cpu=1e\+300 must be a number in \[0, 1e\+09\]"):
         cluster_plan([ServiceNeed("a", priority=1, needed_replicas=1)], 1e300)
@@ -186,14 +188,18 @@ _QUANTITY = st.floats(-MAX_QUANTITY, MAX_QUANTITY)
        multiplier=st.floats(0, MAX_EVENT_MULTIPLIER, exclude_min=True),
        bounds=st.tuples(st.integers(0, MAX_SCALING_REPLICAS),
                         st.integers(1, MAX_SCALING_REPLICAS)).map(sorted),
+       utilisations=st.tuples(st.floats(MIN_UTILISATION, 1.0),
+                              st.floats(MIN_UTILISATION, 1.0)).map(sorted),
        current=st.integers(0, MAX_REPLICA_COUNT), priority=st.integers(1, 5))
 def test_every_accepted_plan_holds_finite_numbers(demand, spread, capacity, multiplier, bounds,
-                                                  current, priority):
+                                                  utilisations, current, priority):
     policy = ScalingPolicy(capacity_per_replica=capacity, min_replicas=bounds[0],
-                           max_replicas=max(bounds[1], 1), priority=priority)
+                           max_replicas=max(bounds[1], 1), priority=priority,
+                           target_utilisation=utilisations[0], peak_utilisation=utilisations[1])
     event = ScheduledEvent(INDEX[0], INDEX[-1], multiplier)
     plan = plan_replicas(forecast(demand, spread), policy, current, [event])
     assert np.isfinite(plan.schedule.to_numpy(dtype="float64")).all()
+    assert (plan.schedule[["needed", "replicas"]] >= policy.min_replicas).all().all()
     assert _finite_text(plan.reason), plan.reason
 
 

@@ -257,7 +257,7 @@ def test_window_timestamps_become_a_utc_nanosecond_index_whatever_their_offset()
 @pytest.mark.parametrize(
     ("position", "stamp"),
     [(-1, "9999-12-30T00:00:00Z"), (0, "0001-01-01T00:00:00Z"),
-     (0, "1677-12-31T23:59:59Z"), (-1, "2262-01-01T00:00:00Z")],
+     (0, "1969-12-31T23:59:59Z"), (-1, "2262-01-01T00:00:00Z")],
 )
 def test_timestamps_outside_the_supported_years_are_refused_naming_the_item(client, live_window,
                                                                          position, stamp):
@@ -269,11 +269,11 @@ def test_timestamps_outside_the_supported_years_are_refused_naming_the_item(clie
     (detail,) = response.json()["detail"]
     index = position % len(live_window)
     assert detail.startswith(f"series.0.timestamps.{index}: {stamp[:4]}"), detail
-    assert "outside the supported years 1678 to 2261" in detail
+    assert "outside the supported years 1970 to 2261" in detail
 
 
 def test_timestamps_at_the_ends_of_the_supported_years_come_back_as_sent(client):
-    for start in ("1678-01-01T00:00:00Z", "2261-12-31T00:00:00Z"):
+    for start in ("1970-01-01T00:00:00Z", "2261-12-31T00:00:00Z"):
         window = daily_series(288, start=start, seed=1)
         window.iloc[-1] += 80
         body = client.post("/v1/score", json={"series": [window_body(window)]}).json()
@@ -292,9 +292,9 @@ def test_a_number_is_not_taken_for_a_timestamp(client):
 def test_the_schema_states_the_timestamp_range(client):
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     stamp = schemas["SeriesWindow"]["properties"]["timestamps"]["items"]
-    assert "1678 to 2261" in stamp["description"]
+    assert "1970 to 2261" in stamp["description"]
     assert stamp["pattern"].startswith("^")
-    assert "1678 to 2261" in schemas["ScheduledEventIn"]["properties"]["start"]["description"]
+    assert "1970 to 2261" in schemas["ScheduledEventIn"]["properties"]["start"]["description"]
 
 
 def test_window_values_beyond_the_largest_magnitude_are_refused(client, live_window):

@@ -181,6 +181,7 @@ def _numbers_are_finite(body, path: str = "") -> list[str]:
                       "multiplier": 1e308}]}, "events.0.multiplier"),
         ({"events": [{"start": "9999-01-10T00:00:00Z", "end": "9999-01-12T00:00:00Z",
                       "multiplier": 2}]}, "events.0.start"),
+        ({"target_utilisation": 5e-324, "peak_utilisation": 5e-324}, "target_utilisation"),
         ({"current_replicas": 10**7}, "current_replicas"),
         ({"max_replicas": 10**6}, "max_replicas"),
     ],
@@ -266,8 +267,8 @@ def test_answers_at_the_accepted_extremes_hold_only_finite_numbers(client):
 
 def test_a_forecast_running_past_the_last_supported_timestamp_is_422_naming_horizon(client):
     late = daily_series(288, start="2261-12-31T00:00:00Z")
-    response = client.post("/v1/forecast", json={"service": "new", "metric": "rps",
-                                                  "horizon": 100_000, "history": history_body(late)})
+    response = client.post("/v1/forecast", json={
+        "service": "new", "metric": "rps", "horizon": 100_000, "history": history_body(late)})
     assert response.status_code == 422, response.text
     assert response.json()["detail"] == (
         "new/rps: horizon=100000 steps after 2261-12-31T23:55:00+00:00 run past 2262-04-11, "
@@ -275,3 +276,25 @@ def test_a_forecast_running_past_the_last_supported_timestamp_is_422_naming_hori
     within = client.post("/v1/forecast", json={"service": "new", "metric": "rps", "horizon": 288,
                                                 "history": history_body(late)})
     assert within.status_code == 200 and within.json()["timestamps"][-1] == "2262-01-01T23:55:00Z"
+
+
+@pytest.mark.parametrize("service", ["web", "new"])
+def test_a_history_that_is_mostly_gaps_is_413_not_a_grid_of_centuries(client, service):
+    # 12 points, six at each end of the supported years: a regular grid of 5-minute (trained)
+    # or microsecond (inferred) steps between them would hold 30 million to 9e15 steps.
+    stamps = ([f"1970-01-01T00:00:00.00000{i}Z" for i in range(6)]
+              + [f"2261-12-31T23:59:59.99999{i}Z" for i in range(6)])
+    response = client.post("/v1/forecast", json={
+        "service": service, "metric": "cpu", "horizon": 5,
+        "history": {"timestamps": stamps, "values": [1.0] * 12}})
+    assert response.status_code == 413, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith(f"{service}/cpu: history spans ") and "12 points" in detail, detail
+    assert "at most 20,000" in detail
+
+
+def test_a_whole_number_written_with_a_point_is_an_integer_as_json_schema_says(client):
+    whole = client.post("/v1/forecast", json={"service": "web", "metric": "cpu", "horizon": 12.0})
+    assert whole.status_code == 200 and len(whole.json()["yhat"]) == 12
+    half = client.post("/v1/forecast", json={"service": "web", "metric": "cpu", "horizon": 12.5})
+    assert half.status_code == 422 and half.json()["detail"][0].startswith("horizon: ")
