@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.serving.conftest import daily_series, window_body
+from tests.serving.conftest import daily_series, non_finite_numbers, window_body
 
 
 def history_body(series: pd.Series) -> dict:
@@ -158,20 +158,6 @@ def test_cluster_plan_and_rightsizing_endpoints(client):
     assert bad.status_code == 422 and "resource" in str(bad.json()["detail"])
 
 
-def _numbers_are_finite(body, path: str = "") -> list[str]:
-    """Paths of the answer's numbers that are not finite, or null where no null is documented."""
-    nullable = {"scores", "note"}  # a gap has no score; a forecast has a note or none
-    if isinstance(body, dict):
-        return [p for k, v in body.items() for p in _numbers_are_finite(v, f"{path}.{k}")]
-    if isinstance(body, list):
-        return [p for i, v in enumerate(body) for p in _numbers_are_finite(v, f"{path}.{i}")]
-    if body is None:
-        return [] if any(part in nullable for part in path.split(".")) else [path]
-    if isinstance(body, float) and not np.isfinite(body):
-        return [path]
-    return []
-
-
 @pytest.mark.parametrize(
     ("change", "field"),
     [
@@ -262,7 +248,9 @@ def test_answers_at_the_accepted_extremes_hold_only_finite_numbers(client):
         for resource in ("cpu", "memory")]}))
     for response in answers:
         assert response.status_code == 200, response.text
-        assert _numbers_are_finite(response.json()) == [], response.text[:500]
+        # A gap has no score; a forecast has a note or none: no other null is documented.
+        assert non_finite_numbers(response.json(), nullable={"scores", "note"}) == [], \
+            response.text[:500]
 
 
 def test_a_forecast_running_past_the_last_supported_timestamp_is_422_naming_horizon(client):

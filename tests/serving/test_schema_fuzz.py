@@ -19,7 +19,6 @@ temporary folder.
 from __future__ import annotations
 
 import json
-import math
 import re
 import tempfile
 import time
@@ -36,7 +35,7 @@ from serving.app import create_app
 from serving.loader import LoadedModel
 from serving.security import TokenStore, new_token
 from serving.settings import Settings
-from tests.serving.conftest import daily_series
+from tests.serving.conftest import daily_series, non_finite_numbers
 
 _STORE = Path(tempfile.mkdtemp(prefix="aiops-fuzz-"))
 _TOKEN, _ENTRY = new_token("fuzzer", ["score", "forecast", "admin"])
@@ -132,19 +131,7 @@ def every_number_is_finite(ctx, response, case):
     """No answer holds an infinite or NaN number (``1e999`` reads back as infinity)."""
     if "json" not in response.headers.get("content-type", [""])[0]:
         return None
-    found = []
-
-    def walk(value, path):
-        if isinstance(value, dict):
-            for key, item in value.items():
-                walk(item, f"{path}.{key}")
-        elif isinstance(value, list):
-            for i, item in enumerate(value):
-                walk(item, f"{path}.{i}")
-        elif isinstance(value, float) and not math.isfinite(value):
-            found.append(path)
-
-    walk(json.loads(response.content), "")
+    found = non_finite_numbers(json.loads(response.content))
     assert not found, f"non-finite numbers at {found[:5]}"
 
 
