@@ -530,6 +530,10 @@ class ArimaDetector(Detector):
                 residual = held_out
         return season, int(slot_ns), np.asarray(profile, dtype="float64"), residual
 
+    @property
+    def trained_step(self) -> pd.Timedelta:
+        return pd.Timedelta(self.step_ns_, unit="ns")
+
     def _fit(self, history: pd.Series) -> None:
         step = infer_step(history.index)
         self.season_, self.slot_ns_, self.profile_, residual = self._deseasonalise(history, step)

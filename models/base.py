@@ -324,6 +324,11 @@ class Detector(ABC):
     def is_fitted(self) -> bool:
         return any(k.endswith("_") and not k.startswith("_") for k in vars(self))
 
+    @property
+    def trained_step(self) -> pd.Timedelta | None:
+        """The sampling step of the history it was fitted on; None if it does not keep one."""
+        return None
+
     def _check_fitted(self) -> None:
         if not self.is_fitted:
             raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(history) first")

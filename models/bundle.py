@@ -251,6 +251,23 @@ class DetectorBundle:
     def __contains__(self, key: SeriesKey) -> bool:
         return key in self.detectors
 
+    def trained_step(self, service: str, metric: str) -> pd.Timedelta | None:
+        """The sampling step a series' models were fitted at; None when none of them keeps it.
+
+        Windows and histories of the series must come at this step: detectors count
+        their lags and seasons in points.
+        """
+        key = (service, metric)
+        if key in self.forecasters:
+            return self.forecasters[key].step_
+        steps = (d.trained_step for d in self.detectors.get(key, {}).values())
+        return next((step for step in steps if step is not None), None)
+
+    def max_horizon(self, service: str, metric: str) -> int | None:
+        """The longest forecast a series' trained forecaster serves; None without one."""
+        forecaster = self.forecasters.get((service, metric))
+        return None if forecaster is None else forecaster.config.max_horizon
+
     def score(
         self,
         service: str,

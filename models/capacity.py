@@ -43,10 +43,27 @@ from models.base import check_int
 
 #: The forecast column provisioned for, by priority tier.
 PRIORITY_QUANTILE = {1: "q90", 2: "q90", 3: "q90", 4: "q50", 5: "q50"}
-#: Bounds of the cluster plan's CPU figures: a millicore (Kubernetes' smallest unit) per
-#: replica at least, a billion cores in all at most, so replica counts stay finite integers.
+#: The largest demand, capacity, usage or resource request accepted: far beyond any metric (a
+#: 64-bit counter stops below 2e19), and small enough that every product, ratio and sum of
+#: the figures below stays a finite float.
+MAX_QUANTITY = 1e30
+#: The smallest demand one replica serves: a millionth of the demand's unit.
+MIN_CAPACITY_PER_REPLICA = 1e-6
+#: The lowest target or peak utilisation: 1 %.
+MIN_UTILISATION = 0.01
+#: The largest factor a scheduled event multiplies the forecast by.
+MAX_EVENT_MULTIPLIER = 1000.0
+#: Bounds of the cluster plan's CPU figures: a millicore (Kubernetes' smallest unit) to
+#: 10,000 cores per replica, a billion cores in all, so replica counts stay finite integers.
 MIN_CPU_PER_REPLICA = 0.001
+MAX_CPU_PER_REPLICA = 10_000.0
 MAX_TOTAL_CPU = 1e9
+#: The most replicas a scaling policy's bounds allow, and the most counted anywhere else
+#: (replicas running now, or needed in a cluster plan).
+MAX_SCALING_REPLICAS = 100_000
+MAX_REPLICA_COUNT = 1_000_000
+#: The highest price of one unit of a resource request.
+MAX_PRICE_PER_UNIT = 1e9
 TIER_NAMES = {1: "critical client functions", 2: "financial transactions",
               3: "interactive user services", 4: "background processing",
               5: "analytics and reporting"}
@@ -66,16 +83,18 @@ class ScalingPolicy:
     peak_utilisation: float = 1.0
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.capacity_per_replica) and self.capacity_per_replica > 0):
-            raise ValueError(f"capacity_per_replica={self.capacity_per_replica} must be a "
-                             "positive number (demand one replica serves at 100 %)")
-        if not 0 < self.target_utilisation <= 1:
-            raise ValueError(f"target_utilisation={self.target_utilisation} must lie in (0, 1]")
+        if not MIN_CAPACITY_PER_REPLICA <= self.capacity_per_replica <= MAX_QUANTITY:
+            raise ValueError(f"capacity_per_replica={self.capacity_per_replica} must lie in "
+                             f"[{MIN_CAPACITY_PER_REPLICA:g}, {MAX_QUANTITY:g}] (demand one "
+                             "replica serves at 100 %)")
+        if not MIN_UTILISATION <= self.target_utilisation <= 1:
+            raise ValueError(f"target_utilisation={self.target_utilisation} must lie in "
+                             f"[{MIN_UTILISATION}, 1]")
         if not self.target_utilisation <= self.peak_utilisation <= 1:
             raise ValueError(f"peak_utilisation={self.peak_utilisation} must lie in "
                              f"[target_utilisation={self.target_utilisation}, 1]")
-        check_int("min_replicas", self.min_replicas, 0, 100_000)
-        check_int("max_replicas", self.max_replicas, 1, 100_000)
+        check_int("min_replicas", self.min_replicas, 0, MAX_SCALING_REPLICAS)
+        check_int("max_replicas", self.max_replicas, 1, MAX_SCALING_REPLICAS)
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas={self.min_replicas} is above "
                              f"max_replicas={self.max_replicas}")
@@ -101,8 +120,9 @@ class ScheduledEvent:
     multiplier: float
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.multiplier) and self.multiplier > 0):
-            raise ValueError(f"event multiplier={self.multiplier} must be a positive number")
+        if not 0 < self.multiplier <= MAX_EVENT_MULTIPLIER:
+            raise ValueError(f"event multiplier={self.multiplier} must lie in "
+                             f"(0, {MAX_EVENT_MULTIPLIER:g}]")
         if self.end <= self.start:
             raise ValueError(f"event end {self.end} is not after its start {self.start}")
 
@@ -144,7 +164,7 @@ def plan_replicas(
     ``forecast`` is indexed by regular timestamps with ``yhat`` and the
     quantile columns; its first row is the step that starts now.
     """
-    check_int("current_replicas", current_replicas, 0, 1_000_000)
+    check_int("current_replicas", current_replicas, 0, MAX_REPLICA_COUNT)
     if len(forecast) == 0:
         raise ValueError("the forecast is empty; ask for a horizon of at least one step")
     if not np.isfinite(forecast[["yhat", "q50"]].to_numpy(dtype="float64")).any():
@@ -213,12 +233,12 @@ class ServiceNeed:
 
     def __post_init__(self) -> None:
         check_int(f"{self.service}: priority", self.priority, 1, 5)
-        check_int(f"{self.service}: needed_replicas", self.needed_replicas, 0, 1_000_000)
-        check_int(f"{self.service}: min_replicas", self.min_replicas, 0, 1_000_000)
-        if not (math.isfinite(self.cpu_per_replica)
-                and self.cpu_per_replica >= MIN_CPU_PER_REPLICA):
-            raise ValueError(f"{self.service}: cpu_per_replica={self.cpu_per_replica} must be "
-                             f"a number of at least {MIN_CPU_PER_REPLICA} (a millicore)")
+        check_int(f"{self.service}: needed_replicas", self.needed_replicas, 0,
+                  MAX_REPLICA_COUNT)
+        check_int(f"{self.service}: min_replicas", self.min_replicas, 0, MAX_REPLICA_COUNT)
+        if not MIN_CPU_PER_REPLICA <= self.cpu_per_replica <= MAX_CPU_PER_REPLICA:
+            raise ValueError(f"{self.service}: cpu_per_replica={self.cpu_per_replica} must lie "
+                             f"in [{MIN_CPU_PER_REPLICA} (a millicore), {MAX_CPU_PER_REPLICA:g}]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,11 +338,16 @@ def right_size(service: str, resource: str, usage: np.ndarray, current_request: 
     values = values[np.isfinite(values)]
     if values.size < 10:
         raise ValueError(f"{service}/{resource}: {values.size} usage samples; need at least 10")
-    if (values < 0).any():
-        raise ValueError(f"{service}/{resource}: usage holds negative values")
-    if not (math.isfinite(current_request) and current_request > 0):
-        raise ValueError(f"{service}/{resource}: current_request={current_request} must be "
-                         "a positive number")
+    outside = np.flatnonzero((values < 0) | (values > MAX_QUANTITY))
+    if outside.size:
+        raise ValueError(f"{service}/{resource}: usage sample {values[outside[0]]} is outside "
+                         f"[0, {MAX_QUANTITY:g}]")
+    if not 0 < current_request <= MAX_QUANTITY:
+        raise ValueError(f"{service}/{resource}: current_request={current_request} must lie "
+                         f"in (0, {MAX_QUANTITY:g}]")
+    if not 0 <= price_per_unit <= MAX_PRICE_PER_UNIT:
+        raise ValueError(f"{service}/{resource}: price_per_unit={price_per_unit} must lie "
+                         f"in [0, {MAX_PRICE_PER_UNIT:g}]")
     p50, p95, high = (float(np.percentile(values, q)) for q in (50, percentile, 100))
     recommended = max(p95 * (1 + headroom), high if resource == "memory" else 0.0)
     under = recommended < under_used_ratio * current_request

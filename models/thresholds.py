@@ -392,6 +392,10 @@ class DynamicThresholdDetector(Detector):
     config: DynamicThresholdConfig
     min_history_length: ClassVar[int] = 10
 
+    @property
+    def trained_step(self) -> pd.Timedelta:
+        return pd.Timedelta(seconds=self.step_s_)
+
     def _slots(self, index: pd.DatetimeIndex) -> np.ndarray:
         slots, _ = slot_index(index.asi8, self.season_, self.slot_ns_)
         return slots

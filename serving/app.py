@@ -26,6 +26,7 @@ from mlflow.exceptions import MlflowException
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from features.prometheus import PrometheusImportError
+from features.series import infer_step
 from models.alarms import AlarmPolicy, Incident, find_incidents
 from models.base import ModelFormatError, NotFittedError
 from models.bundle import FALLBACK_DETECTOR, SeriesForecast, SeriesScores
@@ -199,10 +200,35 @@ def _forecast(service: str, metric: str, horizon: int, history: History | None,
                 f"{settings.max_points_per_series}"
             )
         values = to_pandas(history)
+        _check_grid(service, metric, values, model, settings)
     try:
         return model.bundle.forecast(service, metric, horizon, values)
+    except pd.errors.OutOfBoundsDatetime:
+        start = "the training data" if values is None else values.index[-1].isoformat()
+        raise ValueError(f"{service}/{metric}: horizon={horizon} steps after {start} run past "
+                         f"{pd.Timestamp.max:%Y-%m-%d}, the last timestamp supported; ask for "
+                         "fewer steps") from None
     except ValueError as error:
         raise ValueError(f"{service}/{metric}: {error}") from error
+
+
+def _check_grid(service: str, metric: str, values: pd.Series, model: LoadedModel,
+                settings: Settings) -> None:
+    """Refuse a history whose regular grid (forecasters regrid it) would be mostly gaps.
+
+    The grid has a step every trained step (or the history's median spacing) from the first
+    timestamp to the last; it may hold ten times the points a request may send.
+    """
+    if len(values) < 2:
+        return
+    step = model.bundle.trained_step(service, metric) or infer_step(values.index)
+    steps = int((values.index[-1] - values.index[0]) / step) + 1
+    limit = 10 * settings.max_points_per_series
+    if steps > limit:
+        raise PayloadTooLargeError(
+            f"{service}/{metric}: history spans {steps:,} steps of {step.total_seconds():g} s for "
+            f"{len(values)} points; at most {limit:,} (10 × the points a series may have): "
+            "send the recent past, evenly spaced")
 
 
 def forecast_request(request: ForecastRequest, model: LoadedModel,
@@ -410,11 +436,19 @@ def _problem(status: int, detail: str | list, request: Request) -> JSONResponse:
     )
 
 
+#: Pydantic's bound errors, reworded with the bound in short form (1e+30, not 31 digits).
+_BOUND_ERRORS = {"greater_than": "greater than", "greater_than_equal": "at least",
+                 "less_than": "less than", "less_than_equal": "at most"}
+
+
 def _validation_details(error: RequestValidationError) -> list[str]:
     messages = []
     for item in error.errors():
         location = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
         message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
+        if item.get("type") in _BOUND_ERRORS and item.get("ctx"):
+            (bound,) = item["ctx"].values()
+            message = f"{item.get('input')!r} is not {_BOUND_ERRORS[item['type']]} {bound:g}"
         messages.append(f"{location}: {message}" if location else message)
     return messages
 
@@ -649,13 +683,17 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
                                      f"config; configured: {sorted(live.scaling)}")
         model = holder.require()
         target = live.scaling[service]
+        live.check_step(model.bundle, service, target.metric)
         try:
             demand = live.read(target.query, live.history_s)
             current = live.current_replicas(target)
         except PrometheusImportError as error:
             raise HTTPException(502, f"cannot read {service}'s live data: {error}") from None
         history = History(**from_pandas(demand))
-        fields = target.model_dump(exclude={"query", "current_replicas_query"})
+        fields = target.model_dump(exclude={"query", "current_replicas_query"}, exclude_none=True)
+        horizon = target.horizon or model.bundle.max_horizon(service, target.metric)
+        if horizon is not None:
+            fields["horizon"] = horizon
         answer = recommend(RecommendationRequest(service=service, history=history,
                                                  current_replicas=current, **fields),
                            model, settings, verdicts.bound(who.name, model.bundle))

@@ -7,7 +7,7 @@ watched series, and how each scaled service turns demand into replicas::
     prometheus:
       url: http://prometheus:9090
       timeout_s: 10
-    step_s: 10            # the grid windows are read on
+    step_s: 60            # the grid windows are read on: the step the models were trained at
     window_s: 3600        # how much recent data is scored each cycle
     history_s: 86400      # how much past a live forecast starts from
     interval_s: 60        # aiops watch: seconds between cycles
@@ -27,7 +27,9 @@ watched series, and how each scaled service turns demand into replicas::
         current_replicas_query: kube_deployment_status_replicas{deployment="checkout"}
 
 A query must give exactly one series (aggregate with ``sum``/``avg`` where it
-would give several).
+would give several). A series whose models were trained at another step than
+``step_s`` is refused (:meth:`LiveConfig.check_step`): detectors count lags and
+seasons in points, so a window at another step would be misread.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from features.prometheus import fetch_window
+from models.bundle import DetectorBundle
 from serving.schemas import ScalingFields
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -73,7 +76,10 @@ class ScalingTarget(ScalingFields):
 
     metric: Name = "request_rate"
     query: str = Field(min_length=1, description="PromQL of the demand, one series")
-    horizon: int = Field(default=360, ge=1, le=100_000, description="Steps planned ahead.")
+    horizon: int | None = Field(
+        default=None, ge=1, le=100_000, description="Steps planned ahead; default: as far as "
+        "the series' trained forecaster serves (the --forecast-horizon it was trained with, "
+        "288 by default), or 288 without one.")
     current_replicas_query: str | None = Field(
         default=None, description="PromQL of the replicas running now; without it the "
         "plan starts from min_replicas (no scale-down hold).")
@@ -84,7 +90,9 @@ class LiveConfig(BaseModel):
 
     prometheus: Endpoint
     alertmanager: Endpoint | None = None
-    step_s: float = Field(default=10.0, gt=0, le=86_400)
+    step_s: float = Field(default=60.0, gt=0, le=86_400,
+                          description="The grid series are read on: the step their models were "
+                          "trained at (aiops retrain and aiops data synth default to 60 s).")
     window_s: float = Field(default=3600.0, gt=0, le=7 * 86_400)
     history_s: float = Field(default=86_400.0, gt=0, le=90 * 86_400)
     interval_s: float = Field(default=60.0, ge=1, le=86_400)
@@ -126,6 +134,23 @@ class LiveConfig(BaseModel):
                 f"{'.'.join(str(p) for p in e['loc']) or 'top level'}: {e['msg']}"
                 for e in error.errors())
             raise LiveConfigError(f"live config {path}: {problems}") from None
+
+    def check_step(self, bundle: DetectorBundle, service: str, metric: str) -> None:
+        """Refuse a series whose models in ``bundle`` were trained at another step than ``step_s``.
+
+        Raises
+        ------
+        ValueError
+            Naming the series, both steps and the two ways out.
+        """
+        trained = bundle.trained_step(service, metric)
+        if trained is None or trained == pd.Timedelta(seconds=self.step_s):
+            return
+        raise ValueError(f"{service}/{metric}: the live config reads it every "
+                         f"step_s={self.step_s:g} s, but its models were trained on "
+                         f"{trained.total_seconds():g} s steps; set step_s: "
+                         f"{trained.total_seconds():g} in the live config, or retrain them on "
+                         f"data at a {self.step_s:g} s step")
 
     def read(self, query: str, seconds: float, *, end: pd.Timestamp | None = None) -> pd.Series:
         """The last ``seconds`` of one query's series on the config's grid.

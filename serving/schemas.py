@@ -1,16 +1,24 @@
 """Request and response bodies of the HTTP API (they make ``/openapi.json``).
 
 Request bodies are validated strictly: a number field takes a JSON number, not
-``true`` or ``"3"``; timestamps are ISO 8601 strings with a timezone.
+``true`` or ``"3"``; timestamps are ISO 8601 strings with a timezone, in the years
+1970 to 2261: timestamps are held as int64 nanoseconds since 1970, which end on
+2262-04-11, and durations too, which reach 292 years, so that any two accepted
+timestamps are a representable duration apart. Every number has documented bounds, so that every
+number in an answer is finite. Rules that join several fields (as many values as
+timestamps, ``min_replicas`` at most ``max_replicas``) are stated in the
+descriptions; a request that breaks one gets a 422 naming the fields.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
 from typing import Annotated, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -20,31 +28,82 @@ from pydantic import (
     model_validator,
 )
 
+from models.capacity import (
+    MAX_CPU_PER_REPLICA,
+    MAX_EVENT_MULTIPLIER,
+    MAX_PRICE_PER_UNIT,
+    MAX_QUANTITY,
+    MAX_REPLICA_COUNT,
+    MAX_SCALING_REPLICAS,
+    MAX_TOTAL_CPU,
+    MIN_CAPACITY_PER_REPLICA,
+    MIN_CPU_PER_REPLICA,
+    MIN_UTILISATION,
+)
+
+#: The years a timestamp may lie in (with any offset): inside pandas' nanosecond range, and
+#: less than the longest nanosecond duration (292 years) from one another.
+MIN_YEAR, MAX_YEAR = 1970, 2261
+_YEAR_PATTERN = r"^(19[7-9][0-9]|2[01][0-9]{2}|22[0-5][0-9]|226[01])-"
+_ISO_START = re.compile(r"\d{4}-\d{2}-\d{2}")
+
 
 def _iso_text(value: object) -> object:
-    if not isinstance(value, str | datetime):
+    if isinstance(value, datetime):
+        return value
+    if not (isinstance(value, str) and _ISO_START.match(value)):
         raise ValueError(f"expected an ISO 8601 timestamp string such as 2026-01-05T10:00:00Z, "
                          f"got {type(value).__name__} {value!r}")
     return value
 
 
+def _supported_year(stamp: datetime) -> datetime:
+    if not MIN_YEAR <= stamp.year <= MAX_YEAR:
+        raise ValueError(f"{stamp.isoformat()} is outside the supported years {MIN_YEAR} to "
+                         f"{MAX_YEAR}")
+    return stamp
+
+
+def _whole(value: object) -> object:
+    # JSON Schema counts 3.0 as an integer; a strict int field would refuse it.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _number_or_null(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value} is not a number; send null for a missing value")
+    return value
+
+
 #: An ISO 8601 string in a request (JSON has no datetime type), checked for a timezone.
-Timestamp = Annotated[datetime, Strict(False), BeforeValidator(_iso_text)]
+Timestamp = Annotated[
+    datetime, Strict(False), BeforeValidator(_iso_text), AfterValidator(_supported_year),
+    Field(description=f"ISO 8601 with a timezone, in the years {MIN_YEAR} to {MAX_YEAR}.",
+          json_schema_extra={"pattern": _YEAR_PATTERN}),
+]
+#: A metric value in a request: a finite number of magnitude at most MAX_QUANTITY.
+Value = Annotated[float, Field(ge=-MAX_QUANTITY, le=MAX_QUANTITY),
+                  BeforeValidator(_number_or_null)]
+#: An integer in a request; a JSON number with no fraction (3.0) counts, as in JSON Schema.
+WholeNumber = Annotated[int, BeforeValidator(_whole)]
 #: The config of every request body: unknown fields and loosely typed values are refused.
 REQUEST = ConfigDict(extra="forbid", strict=True)
 
 
 class History(BaseModel):
-    """Parallel lists of timestamps and values.
+    """Parallel lists of timestamps and values: as many values as timestamps.
 
     Timestamps are ISO 8601 with a timezone (``2026-01-05T10:00:00Z``),
-    strictly increasing. A ``null`` value is a gap.
+    strictly increasing, in the years 1970 to 2261. A ``null`` value is a gap.
     """
 
     model_config = REQUEST
 
-    timestamps: list[Timestamp] = Field(min_length=1)
-    values: list[float | None] = Field(min_length=1)
+    timestamps: list[Timestamp] = Field(
+        min_length=1, description="Strictly increasing; as many as values.")
+    values: list[Value | None] = Field(
+        min_length=1, description=f"As many as timestamps; null for a gap; magnitude at most "
+                                  f"{MAX_QUANTITY:g}.")
 
     @field_validator("timestamps")
     @classmethod
@@ -58,14 +117,6 @@ class History(BaseModel):
                     "timestamps must be strictly increasing"
                 )
         return stamps
-
-    @field_validator("values")
-    @classmethod
-    def _finite(cls, values: list[float | None]) -> list[float | None]:
-        for i, value in enumerate(values):
-            if value is not None and not math.isfinite(value):
-                raise ValueError(f"values[{i}] is {value}; send null for a missing value")
-        return values
 
     @model_validator(mode="after")
     def _same_length(self) -> History:
@@ -88,9 +139,12 @@ class ScoreRequest(BaseModel):
 
     model_config = REQUEST
 
-    series: list[SeriesWindow] = Field(min_length=1)
+    series: list[SeriesWindow] = Field(
+        min_length=1, description="Each series (service and metric) once per request.")
     detectors: list[str] | None = Field(
-        default=None, description="Detector names to use; default: every detector of the series."
+        default=None, description="Detector names to use, each trained for the series (a series "
+        "the model does not know is scored by the window baseline alone); default: every "
+        "detector of the series."
     )
     threshold: float | None = Field(
         default=None, gt=0.0, lt=1.0,
@@ -193,7 +247,8 @@ class ScoreResponse(BaseModel):
 class Problem(BaseModel):
     """Every error answer: what was wrong, and a request id to find it in the logs."""
 
-    detail: str | list
+    detail: str | list[str] = Field(description="The reason, or one reason per wrong field "
+                                                "(its path, a colon, what is wrong).")
     request_id: str | None = None
 
 
@@ -204,14 +259,17 @@ class ForecastRequest(BaseModel):
 
     service: str = Field(min_length=1, max_length=200, examples=["checkout"])
     metric: str = Field(min_length=1, max_length=200, examples=["request_rate"])
-    horizon: int = Field(ge=1, le=100_000, description="Steps to forecast after the history.",
-                         examples=[288])
+    horizon: WholeNumber = Field(ge=1, le=100_000, examples=[288],
+                         description="Steps to forecast after the history; for a trained "
+                         "series at most its forecaster's max horizon (288 unless trained "
+                         "with another --forecast-horizon), and the last step no later than "
+                         "2262-04-11.")
     history: History | None = Field(
         default=None,
         description="The recent past to forecast from (the last few days is plenty). "
                     "Default: the end of the model's training data; required for a series "
                     "the model does not know, which is then forecast by a seasonal naive model "
-                    "fitted on this history.",
+                    "fitted on this history (at least 10 values).",
     )
 
 
@@ -230,11 +288,15 @@ class ForecastResponse(BaseModel):
 
 
 class ScheduledEventIn(BaseModel):
+    """A sale or a batch run: ``end`` must be after ``start``."""
+
     model_config = REQUEST
 
     start: Timestamp
-    end: Timestamp
-    multiplier: float = Field(gt=0, description="Expected demand × this between start and end.")
+    end: Timestamp = Field(description="After start; ISO 8601 with a timezone, in the years "
+                                       f"{MIN_YEAR} to {MAX_YEAR}.")
+    multiplier: float = Field(gt=0, le=MAX_EVENT_MULTIPLIER,
+                              description="Expected demand × this between start and end.")
 
     @model_validator(mode="after")
     def _ordered(self) -> ScheduledEventIn:
@@ -247,20 +309,27 @@ class ScheduledEventIn(BaseModel):
 
 
 class ScalingFields(BaseModel):
-    """How demand becomes replicas: shared by ``POST /v1/recommendations`` and the live config."""
+    """How demand becomes replicas: shared by ``POST /v1/recommendations`` and the live config.
 
-    capacity_per_replica: float = Field(gt=0, description="Demand one replica serves at 100 %.")
-    target_utilisation: float = Field(default=0.7, gt=0, le=1,
+    ``min_replicas`` must be at most ``max_replicas``, and ``peak_utilisation`` at least
+    ``target_utilisation``.
+    """
+
+    capacity_per_replica: float = Field(ge=MIN_CAPACITY_PER_REPLICA, le=MAX_QUANTITY,
+                                        description="Demand one replica serves at 100 %.")
+    target_utilisation: float = Field(default=0.7, ge=MIN_UTILISATION, le=1,
                                       description="Utilisation the median forecast runs at.")
     peak_utilisation: float = Field(
-        default=1.0, gt=0, le=1, description="Highest utilisation the priority tier's forecast "
-        "quantile (q90 for tiers 1-3) may reach; at least target_utilisation.")
-    min_replicas: int = Field(default=1, ge=0)
-    max_replicas: int = Field(default=100, ge=1)
+        default=1.0, ge=MIN_UTILISATION, le=1,
+        description="Highest utilisation the priority tier's forecast quantile (q90 for tiers "
+        "1-3) may reach; at least target_utilisation.")
+    min_replicas: WholeNumber = Field(default=1, ge=0, le=MAX_SCALING_REPLICAS,
+                              description="At most max_replicas.")
+    max_replicas: WholeNumber = Field(default=100, ge=1, le=MAX_SCALING_REPLICAS)
     lead_time_s: float = Field(default=120.0, ge=0, le=604_800,
                                description="Seconds a new replica takes to be ready.")
     stabilisation_s: float = Field(default=300.0, ge=0, le=604_800)
-    priority: int = Field(default=3, ge=1, le=5, description="1 critical client functions, "
+    priority: WholeNumber = Field(default=3, ge=1, le=5, description="1 critical client functions, "
                           "2 financial transactions, 3 interactive user services, "
                           "4 background processing, 5 analytics and reporting.")
 
@@ -284,8 +353,8 @@ class RecommendationRequest(ScalingFields):
     metric: str = Field(default="request_rate", min_length=1, max_length=200,
                         description="The demand metric (request rate or CPU).")
     history: History | None = Field(default=None, description="Recent demand; see /v1/forecast.")
-    horizon: int = Field(default=288, ge=1, le=100_000, description="Steps to plan for.")
-    current_replicas: int = Field(ge=0)
+    horizon: WholeNumber = Field(default=288, ge=1, le=100_000, description="Steps to plan for.")
+    current_replicas: WholeNumber = Field(ge=0, le=MAX_REPLICA_COUNT)
     events: list[ScheduledEventIn] = Field(default_factory=list, max_length=100)
 
 
@@ -320,18 +389,20 @@ class ServiceNeedIn(BaseModel):
     model_config = REQUEST
 
     service: str = Field(min_length=1, max_length=200)
-    priority: int = Field(ge=1, le=5)
-    needed_replicas: int = Field(ge=0)
-    min_replicas: int = Field(default=0, ge=0)
-    cpu_per_replica: float = Field(default=1.0, ge=0.001, description="At least a millicore.")
+    priority: WholeNumber = Field(ge=1, le=5)
+    needed_replicas: WholeNumber = Field(ge=0, le=MAX_REPLICA_COUNT)
+    min_replicas: WholeNumber = Field(default=0, ge=0, le=MAX_REPLICA_COUNT)
+    cpu_per_replica: float = Field(default=1.0, ge=MIN_CPU_PER_REPLICA, le=MAX_CPU_PER_REPLICA,
+                                   description="At least a millicore.")
 
 
 class ClusterPlanRequest(BaseModel):
     model_config = REQUEST
 
-    total_cpu: float = Field(ge=0, le=1e9,
+    total_cpu: float = Field(ge=0, le=MAX_TOTAL_CPU,
                              description="CPU the cluster can give these services.")
-    services: list[ServiceNeedIn] = Field(min_length=1, max_length=10_000)
+    services: list[ServiceNeedIn] = Field(min_length=1, max_length=10_000,
+                                          description="Each service once.")
 
 
 class AllocationOut(BaseModel):
@@ -354,9 +425,11 @@ class UsageIn(BaseModel):
 
     service: str = Field(min_length=1, max_length=200)
     resource: Literal["cpu", "memory"]
-    current_request: float = Field(gt=0)
-    usage: list[float] = Field(min_length=10, max_length=1_000_000)
-    price_per_unit: float = Field(default=0.0, ge=0, description="Cost of one unit of request.")
+    current_request: float = Field(gt=0, le=MAX_QUANTITY)
+    usage: list[Annotated[float, Field(ge=0, le=MAX_QUANTITY)]] = Field(
+        min_length=10, max_length=1_000_000)
+    price_per_unit: float = Field(default=0.0, ge=0, le=MAX_PRICE_PER_UNIT,
+                                  description="Cost of one unit of request.")
 
 
 class RightSizingRequest(BaseModel):

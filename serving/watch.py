@@ -34,6 +34,7 @@ import httpx
 import pandas as pd
 
 from features.prometheus import PrometheusImportError
+from models.bundle import DetectorBundle
 from serving.alerts import OPEN_END
 from serving.app import from_pandas, score_request
 from serving.live import LiveConfig
@@ -125,12 +126,30 @@ class Watcher:
         self.settings = settings
         self.post = post
         self.open: dict[str, _Sent] = {}
+        if holder.model is not None:
+            misread = self._misread(holder.model.bundle)
+            if misread:
+                raise ValueError("; ".join(misread.values()))
+
+    def _misread(self, bundle: DetectorBundle) -> dict[tuple[str, str], str]:
+        """Why each watched series trained at another step than the config's cannot be read."""
+        misread = {}
+        for item in self.config.series:
+            try:
+                self.config.check_step(bundle, item.service, item.metric)
+            except ValueError as error:
+                misread[(item.service, item.metric)] = str(error)
+        return misread
 
     def _windows(self, end: pd.Timestamp
                  ) -> tuple[list[SeriesWindow], dict[tuple[str, str], str]]:
-        windows, failed = [], {}
+        failed = self._misread(self.holder.require().bundle)
+        windows = []
         for item in self.config.series:
             key = (item.service, item.metric)
+            if key in failed:
+                _log.warning("skipping %s/%s: %s", *key, failed[key])
+                continue
             try:
                 values = self.config.read(item.query, self.config.window_s, end=end)
             except PrometheusImportError as error:

@@ -270,3 +270,15 @@ def test_a_detector_with_enough_points_whose_fit_fails_is_reported_and_the_rest_
     assert sorted(fit.detectors) == ["arima", "dynamic_threshold", "static_threshold"]
     assert fit.short == [] and list(fit.errors) == ["random_forest"]
     assert "RandomForestDetector needs at least 30" in fit.errors["random_forest"]
+
+
+def test_a_series_step_is_known_from_its_fitted_models_and_kept_on_save(bundle, history,
+                                                                        tmp_path):
+    step = history.index[1] - history.index[0]
+    assert bundle.trained_step(*KNOWN) == step  # from the dynamic threshold
+    assert bundle.trained_step(*OTHER) is None  # a static threshold keeps no step
+    assert bundle.trained_step("newcomer", "cpu") is None
+    assert DetectorBundle.load(bundle.save(tmp_path / "b")).trained_step(*KNOWN) == step
+    arima = make_detector("arima").fit(history)
+    assert arima.trained_step == step
+    assert type(arima).load(arima.save(tmp_path / "arima")).trained_step == step

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from models.capacity import (
+    MAX_CPU_PER_REPLICA,
+    MAX_EVENT_MULTIPLIER,
+    MAX_PRICE_PER_UNIT,
+    MAX_QUANTITY,
+    MAX_REPLICA_COUNT,
+    MAX_SCALING_REPLICAS,
+    MAX_TOTAL_CPU,
+    MIN_CAPACITY_PER_REPLICA,
+    MIN_CPU_PER_REPLICA,
+    MIN_UTILISATION,
     ScalingPolicy,
     ScheduledEvent,
     ServiceNeed,
@@ -153,7 +167,61 @@ def test_right_sizing_from_usage_percentiles():
 
 
 def test_cluster_figures_that_would_overflow_a_replica_count_are_refused():
-    with pytest.raises(ValueError, match=r"cpu_per_replica=5e-324 must be a number of at least"):
+    with pytest.raises(ValueError,
+                       match=r"cpu_per_replica=5e-324 must lie in \[0.001 \(a millicore\), 10000\]"):
         ServiceNeed("tiny", priority=1, needed_replicas=1, cpu_per_replica=5e-324)
     with pytest.raises(ValueError, match=r"total_cpu=1e\+300 must be a number in \[0, 1e\+09\]"):
         cluster_plan([ServiceNeed("a", priority=1, needed_replicas=1)], 1e300)
+
+
+def _finite_text(text: str) -> bool:
+    return re.search(r"\b(inf|nan)\b", text, flags=re.IGNORECASE) is None
+
+
+_QUANTITY = st.floats(-MAX_QUANTITY, MAX_QUANTITY)
+
+
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(demand=st.lists(_QUANTITY, min_size=1, max_size=24),
+       spread=st.floats(0, MAX_QUANTITY),
+       capacity=st.floats(MIN_CAPACITY_PER_REPLICA, MAX_QUANTITY),
+       multiplier=st.floats(0, MAX_EVENT_MULTIPLIER, exclude_min=True),
+       bounds=st.tuples(st.integers(0, MAX_SCALING_REPLICAS),
+                        st.integers(1, MAX_SCALING_REPLICAS)).map(sorted),
+       utilisations=st.tuples(st.floats(MIN_UTILISATION, 1.0),
+                              st.floats(MIN_UTILISATION, 1.0)).map(sorted),
+       current=st.integers(0, MAX_REPLICA_COUNT), priority=st.integers(1, 5))
+def test_every_accepted_plan_holds_finite_numbers(demand, spread, capacity, multiplier, bounds,
+                                                  utilisations, current, priority):
+    policy = ScalingPolicy(capacity_per_replica=capacity, min_replicas=bounds[0],
+                           max_replicas=max(bounds[1], 1), priority=priority,
+                           target_utilisation=utilisations[0], peak_utilisation=utilisations[1])
+    event = ScheduledEvent(INDEX[0], INDEX[-1], multiplier)
+    plan = plan_replicas(forecast(demand, spread), policy, current, [event])
+    assert np.isfinite(plan.schedule.to_numpy(dtype="float64")).all()
+    assert (plan.schedule[["needed", "replicas"]] >= policy.min_replicas).all().all()
+    assert _finite_text(plan.reason), plan.reason
+
+
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(needs=st.lists(st.tuples(st.integers(1, 5), st.integers(0, MAX_REPLICA_COUNT),
+                                st.integers(0, MAX_REPLICA_COUNT),
+                                st.floats(MIN_CPU_PER_REPLICA, MAX_CPU_PER_REPLICA)),
+                      min_size=1, max_size=6),
+       total=st.floats(0, MAX_TOTAL_CPU))
+def test_every_accepted_cluster_plan_holds_finite_numbers(needs, total):
+    plan = cluster_plan([ServiceNeed(f"s{i}", *need) for i, need in enumerate(needs)], total)
+    assert all(np.isfinite(a.cpu) and _finite_text(a.loses) for a in plan)
+    assert sum(a.cpu for a in plan) <= total + 1e-6 * max(total, 1.0) or all(
+        a.allocated_replicas <= a.needed_replicas for a in plan)
+
+
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(usage=st.lists(st.floats(0, MAX_QUANTITY), min_size=10, max_size=40),
+       current=st.floats(0, MAX_QUANTITY, exclude_min=True),
+       price=st.floats(0, MAX_PRICE_PER_UNIT), resource=st.sampled_from(["cpu", "memory"]))
+def test_every_accepted_right_sizing_holds_finite_numbers(usage, current, price, resource):
+    sized = right_size("db", resource, np.asarray(usage), current, price_per_unit=price)
+    figures = [sized.recommended_request, sized.usage_p50, sized.usage_p95, sized.usage_max,
+               sized.saving]
+    assert np.isfinite(figures).all() and _finite_text(sized.reason), sized

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -34,6 +35,23 @@ def window_body(series: pd.Series, service: str = "web", metric: str = "cpu") ->
         "timestamps": [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in series.index],
         "values": [None if np.isnan(v) else float(v) for v in series.to_numpy()],
     }
+
+
+def non_finite_numbers(body, nullable: set[str] | None = None, path: str = "") -> list[str]:
+    """Paths of an answer's numbers that are not finite, and of its nulls outside ``nullable``.
+
+    ``nullable``: the field names under which a null is documented (None: nulls not reported).
+    """
+    if isinstance(body, dict):
+        return [p for k, v in body.items() for p in non_finite_numbers(v, nullable, f"{path}.{k}")]
+    if isinstance(body, list):
+        return [p for i, v in enumerate(body)
+                for p in non_finite_numbers(v, nullable, f"{path}.{i}")]
+    if body is None and nullable is not None:
+        return [] if nullable & set(path.split(".")) else [path]
+    if isinstance(body, float) and not math.isfinite(body):
+        return [path]
+    return []
 
 
 @pytest.fixture(scope="session")

@@ -252,3 +252,55 @@ def test_window_timestamps_become_a_utc_nanosecond_index_whatever_their_offset()
     expected = pd.to_datetime(stamps, utc=True, format="ISO8601").as_unit("ns")
     assert window.index.equals(expected) and window.index.tz is not None
     np.testing.assert_array_equal(window.to_numpy(), [1.0, np.nan, 3.0, 4.0])
+
+
+@pytest.mark.parametrize(
+    ("position", "stamp"),
+    [(-1, "9999-12-30T00:00:00Z"), (0, "0001-01-01T00:00:00Z"),
+     (0, "1969-12-31T23:59:59Z"), (-1, "2262-01-01T00:00:00Z")],
+)
+def test_timestamps_outside_the_supported_years_are_refused_naming_the_item(client, live_window,
+                                                                         position, stamp):
+    # pandas holds nanoseconds in an int64: these would wrap (9999 came back as 1816).
+    body = {"series": [window_body(live_window)]}
+    body["series"][0]["timestamps"][position] = stamp
+    response = client.post("/v1/score", json=body)
+    assert response.status_code == 422, response.text
+    (detail,) = response.json()["detail"]
+    index = position % len(live_window)
+    assert detail.startswith(f"series.0.timestamps.{index}: {stamp[:4]}"), detail
+    assert "outside the supported years 1970 to 2261" in detail
+
+
+def test_timestamps_at_the_ends_of_the_supported_years_come_back_as_sent(client):
+    for start in ("1970-01-01T00:00:00Z", "2261-12-31T00:00:00Z"):
+        window = daily_series(288, start=start, seed=1)
+        window.iloc[-1] += 80
+        body = client.post("/v1/score", json={"series": [window_body(window)]}).json()
+        (alert,) = [a for a in body["alerts"] if a["status"] == "firing"]
+        assert alert["startsAt"] == window.index[-1].strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_a_number_is_not_taken_for_a_timestamp(client):
+    body = {"series": [{"service": "web", "metric": "cpu", "timestamps": ["1700000000"],
+                        "values": [1.0]}]}
+    response = client.post("/v1/score", json=body)
+    assert response.status_code == 422
+    assert "series.0.timestamps.0: expected an ISO 8601 timestamp" in response.json()["detail"][0]
+
+
+def test_the_schema_states_the_timestamp_range(client):
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    stamp = schemas["SeriesWindow"]["properties"]["timestamps"]["items"]
+    assert "1970 to 2261" in stamp["description"]
+    assert stamp["pattern"].startswith("^")
+    assert "1970 to 2261" in schemas["ScheduledEventIn"]["properties"]["start"]["description"]
+
+
+def test_window_values_beyond_the_largest_magnitude_are_refused(client, live_window):
+    body = {"series": [window_body(live_window)]}
+    body["series"][0]["values"][3] = -1e31
+    response = client.post("/v1/score", json=body)
+    assert response.status_code == 422
+    assert response.json()["detail"][0].startswith("series.0.values.3: ")
+    assert "1e+30" in response.json()["detail"][0]

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.serving.conftest import daily_series, window_body
+from tests.serving.conftest import daily_series, non_finite_numbers, window_body
 
 
 def history_body(series: pd.Series) -> dict:
@@ -156,3 +156,133 @@ def test_cluster_plan_and_rightsizing_endpoints(client):
     bad = client.post("/v1/rightsizing", json={"items": [
         {"service": "db", "resource": "disk", "current_request": 4, "usage": [1] * 20}]})
     assert bad.status_code == 422 and "resource" in str(bad.json()["detail"])
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"capacity_per_replica": 5e-324}, "capacity_per_replica"),
+        ({"capacity_per_replica": 1e308}, "capacity_per_replica"),
+        ({"events": [{"start": "2026-01-10T00:00:00Z", "end": "2026-01-12T00:00:00Z",
+                      "multiplier": 1e308}]}, "events.0.multiplier"),
+        ({"events": [{"start": "9999-01-10T00:00:00Z", "end": "9999-01-12T00:00:00Z",
+                      "multiplier": 2}]}, "events.0.start"),
+        ({"target_utilisation": 5e-324, "peak_utilisation": 5e-324}, "target_utilisation"),
+        ({"current_replicas": 10**7}, "current_replicas"),
+        ({"max_replicas": 10**6}, "max_replicas"),
+    ],
+)
+def test_recommendation_figures_out_of_bounds_are_422_naming_the_field(client, change, field):
+    body = {"service": "web", "metric": "cpu", "capacity_per_replica": 10,
+            "current_replicas": 1, "horizon": 12, **change}
+    response = client.post("/v1/recommendations", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0].startswith(f"{field}: "), response.json()
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "field"),
+    [
+        ("/v1/cluster-plan", {"total_cpu": 10, "services": [
+            {"service": "a", "priority": 1, "needed_replicas": 5,
+             "cpu_per_replica": 1.797e308}]}, "services.0.cpu_per_replica"),
+        ("/v1/cluster-plan", {"total_cpu": 10, "services": [
+            {"service": "a", "priority": 1, "needed_replicas": 2_000_000}]},
+         "services.0.needed_replicas"),
+        ("/v1/rightsizing", {"items": [{"service": "db", "resource": "memory",
+                                        "current_request": 4, "usage": [1.7e308] * 10}]},
+         "items.0.usage.0"),
+        ("/v1/rightsizing", {"items": [{"service": "db", "resource": "cpu",
+                                        "current_request": 4, "usage": [1.0] * 9 + [-1.0]}]},
+         "items.0.usage.9"),
+        ("/v1/rightsizing", {"items": [{"service": "db", "resource": "cpu",
+                                        "current_request": 1.7e308, "usage": [1.0] * 10}]},
+         "items.0.current_request"),
+        ("/v1/rightsizing", {"items": [{"service": "db", "resource": "cpu",
+                                        "current_request": 4, "usage": [1.0] * 10,
+                                        "price_per_unit": 1e308}]}, "items.0.price_per_unit"),
+        ("/v1/forecast", {"service": "web", "metric": "cpu", "horizon": 5, "history": {
+            "timestamps": ["0001-01-01T00:00:00Z"], "values": [1.0]}}, "history.timestamps.0"),
+    ],
+)
+def test_figures_out_of_bounds_are_422_naming_the_field(client, route, body, field):
+    response = client.post(route, json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0].startswith(f"{field}: "), response.json()
+
+
+def test_answers_at_the_accepted_extremes_hold_only_finite_numbers(client):
+    from models.capacity import (
+        MAX_CPU_PER_REPLICA,
+        MAX_EVENT_MULTIPLIER,
+        MAX_QUANTITY,
+        MAX_TOTAL_CPU,
+        MIN_CAPACITY_PER_REPLICA,
+    )
+
+    recent = daily_series(288 * 3, seed=6)
+    extreme = recent.copy()
+    extreme[:] = np.where(np.arange(len(recent)) % 2, MAX_QUANTITY, -MAX_QUANTITY)
+    start = recent.index[-1] + pd.Timedelta("5min")
+    event = {"start": start.isoformat(), "end": (start + pd.Timedelta("1D")).isoformat(),
+             "multiplier": MAX_EVENT_MULTIPLIER}
+    answers = []
+    for service in ("web", "new"):  # a trained forecaster, and the fallback
+        for history in (recent, extreme):
+            answers.append(client.post("/v1/recommendations", json={
+                "service": service, "metric": "cpu", "history": history_body(history),
+                "horizon": 288, "capacity_per_replica": MIN_CAPACITY_PER_REPLICA,
+                "current_replicas": 1, "events": [event]}))
+            answers.append(client.post("/v1/forecast", json={
+                "service": service, "metric": "cpu", "history": history_body(history),
+                "horizon": 288}))
+            answers.append(client.post("/v1/score", json={"series": [
+                window_body(history.iloc[-300:], service=service)]}))
+    answers.append(client.post("/v1/cluster-plan", json={"total_cpu": MAX_TOTAL_CPU, "services": [
+        {"service": f"s{i}", "priority": 1 + i % 5, "needed_replicas": 1_000_000,
+         "min_replicas": 1_000_000, "cpu_per_replica": MAX_CPU_PER_REPLICA}
+        for i in range(5)]}))
+    answers.append(client.post("/v1/rightsizing", json={"items": [
+        {"service": "db", "resource": resource, "current_request": MAX_QUANTITY,
+         "usage": [0.0] * 5 + [MAX_QUANTITY] * 5, "price_per_unit": 1e9}
+        for resource in ("cpu", "memory")]}))
+    for response in answers:
+        assert response.status_code == 200, response.text
+        # A gap has no score; a forecast has a note or none: no other null is documented.
+        assert non_finite_numbers(response.json(), nullable={"scores", "note"}) == [], \
+            response.text[:500]
+
+
+def test_a_forecast_running_past_the_last_supported_timestamp_is_422_naming_horizon(client):
+    late = daily_series(288, start="2261-12-31T00:00:00Z")
+    response = client.post("/v1/forecast", json={
+        "service": "new", "metric": "rps", "horizon": 100_000, "history": history_body(late)})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"] == (
+        "new/rps: horizon=100000 steps after 2261-12-31T23:55:00+00:00 run past 2262-04-11, "
+        "the last timestamp supported; ask for fewer steps")
+    within = client.post("/v1/forecast", json={"service": "new", "metric": "rps", "horizon": 288,
+                                                "history": history_body(late)})
+    assert within.status_code == 200 and within.json()["timestamps"][-1] == "2262-01-01T23:55:00Z"
+
+
+@pytest.mark.parametrize("service", ["web", "new"])
+def test_a_history_that_is_mostly_gaps_is_413_not_a_grid_of_centuries(client, service):
+    # 12 points, six at each end of the supported years: a regular grid of 5-minute (trained)
+    # or microsecond (inferred) steps between them would hold 30 million to 9e15 steps.
+    stamps = ([f"1970-01-01T00:00:00.00000{i}Z" for i in range(6)]
+              + [f"2261-12-31T23:59:59.99999{i}Z" for i in range(6)])
+    response = client.post("/v1/forecast", json={
+        "service": service, "metric": "cpu", "horizon": 5,
+        "history": {"timestamps": stamps, "values": [1.0] * 12}})
+    assert response.status_code == 413, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith(f"{service}/cpu: history spans ") and "12 points" in detail, detail
+    assert "at most 20,000" in detail
+
+
+def test_a_whole_number_written_with_a_point_is_an_integer_as_json_schema_says(client):
+    whole = client.post("/v1/forecast", json={"service": "web", "metric": "cpu", "horizon": 12.0})
+    assert whole.status_code == 200 and len(whole.json()["yhat"]) == 12
+    half = client.post("/v1/forecast", json={"service": "web", "metric": "cpu", "horizon": 12.5})
+    assert half.status_code == 422 and half.json()["detail"][0].startswith("horizon: ")
