@@ -647,7 +647,7 @@ def import_prometheus(
     ValueError
         Bad arguments; an infinite value with ``on_infinite="error"``.
     """
-    from features.store import write_dataset
+    from features.store import write_dataset, writers_lock
 
     rule = rule or LabelRule()
     parsed = [q if isinstance(q, PromQuery) else PromQuery.parse(q) for q in queries]
@@ -701,13 +701,16 @@ def import_prometheus(
             client.close()
 
     frames, reports = [], []
-    for got in collected.values():
-        frame, report = _new_rows(root, got, on_infinite, step_ms)
-        reports.append(report)
-        if not frame.empty:
-            frames.append(frame)
-    if frames:
-        write_dataset(pd.concat(frames, ignore_index=True), root, existing="append")
+    # One writer at a time from reading the last stored points to appending after them, so
+    # two imports into one store never both append the same rows.
+    with writers_lock(root):
+        for got in collected.values():
+            frame, report = _new_rows(root, got, on_infinite, step_ms)
+            reports.append(report)
+            if not frame.empty:
+                frames.append(frame)
+        if frames:
+            write_dataset(pd.concat(frames, ignore_index=True), root, existing="append")
     report = ImportReport(url=url, root=Path(root), start=_stamp(start_ms), end=_stamp(end_ms),
                           step_s=step_ms / 1000, n_requests=n_requests,
                           series=tuple(sorted(reports, key=lambda r: (r.service, r.metric))),

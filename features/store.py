@@ -69,6 +69,16 @@ DATASET_SCHEMA = pa.schema(
 )
 
 
+def writers_lock(root: str | Path) -> FileLock:
+    """The lock that writers of ``root`` take turns on (reentrant within a thread).
+
+    Hold it around a read and the write that depends on it (the Prometheus importer's
+    "rows after the last stored one") so that no other writer comes between them.
+    """
+    Path(root).mkdir(parents=True, exist_ok=True)
+    return FileLock(Path(root) / LOCK, is_singleton=True)
+
+
 def write_dataset(
     frame: pd.DataFrame,
     root: str | Path,
@@ -103,7 +113,7 @@ def write_dataset(
     table = pa.Table.from_pandas(table_frame, schema=schema, preserve_index=False)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    with FileLock(root / LOCK):
+    with writers_lock(root):
         _recover(root)
         staged: list[str] = []
         try:
@@ -226,7 +236,7 @@ def _settled(root: Path) -> tuple[str, bool] | None:
         if journal is None or journal["done"]:
             return _state(journal)
         try:  # its writer is applying it (and holds the lock) or was killed doing so
-            with FileLock(root / LOCK, timeout=0.05):
+            with writers_lock(root).acquire(timeout=0.05):
                 _complete(root)
         except Timeout:
             pass
@@ -251,7 +261,7 @@ def _consistently(root: Path, read: Callable[[], _T]) -> _T:
             raise
         if _state(_load_journal(root)) == before:
             return result
-    with FileLock(root / LOCK).acquire(poll_interval=0.005):
+    with writers_lock(root).acquire(poll_interval=0.005):
         _complete(root)
         return read()
 

@@ -573,3 +573,38 @@ def test_live_series_are_imported_with_their_labels(prometheus_server, tmp_path)
         assert labels["job"] == "synthetic" and labels["instance"].startswith("127.0.0.1:")
         assert "service" not in labels and "__name__" not in labels
     assert json.dumps(report.summary())  # printable
+
+
+def test_two_imports_into_one_store_at_once_store_each_row_once(tmp_path, monkeypatch):
+    """Each reads "the last stored point" and appends after it: one at a time."""
+    import threading
+    import time
+
+    import features.prometheus as prometheus
+
+    slow_read = prometheus.last_stored
+
+    def last_stored(*args, **kwargs):
+        found = slow_read(*args, **kwargs)
+        time.sleep(0.3)  # the other import gets here before this one has written
+        return found
+
+    monkeypatch.setattr(prometheus, "last_stored", last_stored)
+    points = [(60 * i, str(i)) for i in range(1, 11)]
+    errors = []
+
+    def run() -> None:
+        try:
+            import_prometheus("http://prom", ["cpu"], tmp_path, start=60, end=600, step=60,
+                              client=fake_prometheus([series({"__name__": "cpu",
+                                                              "service": "web"}, *points)]))
+        except Exception as error:  # reported below, with the other thread's outcome
+            errors.append(error)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert read_dataset(tmp_path)["value"].tolist() == [float(i) for i in range(1, 11)]
