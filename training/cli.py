@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from features.schema import DataValidationError
@@ -244,6 +245,42 @@ def _print_result(result, seconds: float) -> None:
               f"failures.json and partial.json in the run)")
 
 
+def _stoppable(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Run a training command so that SIGTERM or SIGINT stop it in order.
+
+    The run in progress ends ``KILLED`` (see :mod:`training.runs`), the Ray the
+    command started is shut down (stopped or not), and the exit status is 128 + the
+    signal's number, as a shell reports.
+    """
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        from training.signals import Stopped, stop_on_signals
+
+        had_ray = _ray_running()
+        try:
+            with stop_on_signals():
+                return command(args)
+        except Stopped as stop:
+            print(f"aiops {args.command}: {stop}; the run in progress is marked KILLED",
+                  file=sys.stderr)
+            return 128 + stop.signum
+        finally:
+            # Also when stopped while Ray starts: ray.init has started processes by then.
+            if not had_ray and "ray" in sys.modules:
+                from training.fleet import shutdown_ray
+
+                shutdown_ray()
+
+    return run
+
+
+def _ray_running() -> bool:
+    """Whether this process is connected to Ray (without importing it)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
+@_stoppable
 def _cmd_train(args: argparse.Namespace) -> int:
     from training.train import train
 
@@ -253,6 +290,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+@_stoppable
 def _cmd_retrain(args: argparse.Namespace) -> int:
     import datetime as dt
 

@@ -7,6 +7,7 @@ detectors (or its backtested forecaster), so a fleet of thousands of series spre
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -23,11 +24,11 @@ from models.base import Detector, make_detector
 from models.bundle import DEFAULT_DETECTORS, FALLBACK_DETECTOR, SeriesFit, fit_available
 from models.correlation import CorrelationDetector, CorrelationDetectorConfig
 from models.forecast import Forecaster
+from training.signals import keep_signal_handlers, stopped_inside
 
 _log = logging.getLogger(__name__)
 #: Seconds between progress lines in the log while tasks run.
 _LOG_EVERY_S = 30.0
-
 
 
 def ensure_ray(num_cpus: int | None = None) -> None:
@@ -37,9 +38,30 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     address = os.environ.get("RAY_ADDRESS")
     if address:
         _log.info("attaching to the Ray cluster at %s", address)
-        ray.init(address=address, log_to_driver=False)
+        keep_signal_handlers(ray.init, address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        keep_signal_handlers(ray.init, num_cpus=num_cpus, include_dashboard=False,
+                             log_to_driver=False)
+
+
+def shutdown_ray(grace_s: float = 3.0) -> None:
+    """``ray.shutdown()``, then kill the processes of the local node it left behind.
+
+    Ray's dashboard and runtime-env agents watch the raylet only once they have
+    started; stopped while they start (waiting for a GCS that is gone), they stay
+    for a minute or more after the node, deaf to SIGTERM. What the shutdown leaves
+    of this process' descendants gets ``grace_s`` to exit, then SIGKILL.
+    """
+    import psutil
+
+    started = psutil.Process().children(recursive=True)
+    ray.shutdown()
+    _, left = psutil.wait_procs(started, timeout=grace_s)
+    for process in left:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            _log.info("killing %s (%d), left by the Ray shutdown", process.name(), process.pid)
+            process.kill()
+    psutil.wait_procs(left, timeout=grace_s)
 
 
 def _gather(pending: list, desc: str, unit: str, progress: bool) -> list[tuple[Any, Any, str | None]]:
@@ -52,8 +74,10 @@ def _gather(pending: list, desc: str, unit: str, progress: bool) -> list[tuple[A
     started = last_logged = time.monotonic()
     with tqdm(total=total, desc=desc, unit=unit, disable=not progress) as bar:
         while pending:
-            done, pending = ray.wait(pending, num_returns=min(len(pending), 16), timeout=5.0)
-            results.extend(ray.get(done))
+            with stopped_inside():
+                done, pending = ray.wait(pending, num_returns=min(len(pending), 16),
+                                         timeout=5.0)
+                results.extend(ray.get(done))
             bar.update(len(done))
             now = time.monotonic()
             if now - last_logged >= _LOG_EVERY_S and pending:

@@ -36,6 +36,7 @@ from serving.settings import Settings
 from training.fleet import fit_fleet, fit_forecasters, fit_services, refit_forecasters
 from training.plots import log_plots
 from training.promotion import DEFAULT_GATE, GateDecision, GateRule, gate, set_champion
+from training.runs import tracked_run
 from training.tracking import (
     CHALLENGER,
     CHAMPION,
@@ -77,6 +78,8 @@ class TrainOptions:
     gate: tuple[GateRule, ...] = DEFAULT_GATE
     run_name: str | None = None
     tags: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: An MLflow run created beforehand to train in (the nightly job's claim); None: a new one.
+    run_id: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.forecast_horizon <= 100_000:
@@ -310,7 +313,7 @@ def train(options: TrainOptions) -> TrainResult:
     labels = {k: v for k, v in labels.items() if v is not None}
     _log.info("read %d rows in %d series from %s", len(frame), len(series), options.data)
 
-    with mlflow.start_run(experiment_id=experiment_id, run_name=options.run_name) as run:
+    with tracked_run(experiment_id, run_id=options.run_id, run_name=options.run_name) as run:
         mlflow.set_tags({"status.stage": "training", **options.tags})
         mlflow.log_params(
             {
@@ -408,6 +411,17 @@ def _measure_on_holdout(series: dict[SeriesKey, pd.Series], labels: dict[SeriesK
     train_part = {k: v.iloc[: cut[k]] for k, v in series.items()}
     holdout = {k: v.iloc[cut[k]:] for k, v in series.items()}
     holdout_labels = {k: v.iloc[cut[k]:] for k, v in labels.items()}
+    return _fit_and_measure(train_part, holdout, holdout_labels, options)
+
+
+def _fit_and_measure(train_part: dict[SeriesKey, pd.Series], holdout: dict[SeriesKey, pd.Series],
+                     labels: dict[SeriesKey, pd.Series], options: TrainOptions,
+                     log: bool = True) -> _Holdout:
+    """Fit ``options``' models on ``train_part`` and measure them on ``holdout``.
+
+    ``log`` records the forecasters' backtest in the active run (not for the
+    champion's configuration refitted by the gate).
+    """
     fitted, _, _ = fit_fleet(train_part, options.series_detectors, options.detector_configs,
                              progress=options.progress, report=False)
     services = _fit_correlations(train_part, options) if options.use_correlation else {}
@@ -418,12 +432,14 @@ def _measure_on_holdout(series: dict[SeriesKey, pd.Series], labels: dict[SeriesK
             {k: v for k, v in train_part.items() if k in fitted}, options.forecast_horizon,
             options.forecasters, progress=options.progress)
         metrics.update(_forecast_metrics(selections, forecast_failures))
-        mlflow.log_dict(_backtest_table(selections, forecast_failures), "forecast_backtest.json")
+        if log:
+            mlflow.log_dict(_backtest_table(selections, forecast_failures),
+                            "forecast_backtest.json")
     bundle = DetectorBundle(fitted, service_detectors=services,
                             forecasters={k: s.forecaster for k, s in selections.items()})
-    metrics.update(holdout_metrics(bundle, train_part, holdout, holdout_labels,
+    metrics.update(holdout_metrics(bundle, train_part, holdout, labels,
                                    options.forecast_horizon))
-    return _Holdout(bundle, selections, train_part, holdout, holdout_labels, metrics)
+    return _Holdout(bundle, selections, train_part, holdout, labels, metrics)
 
 
 def _fit_final_forecasters(series: dict[SeriesKey, pd.Series], options: TrainOptions,
@@ -470,12 +486,12 @@ def _register(bundle: DetectorBundle, series: dict[SeriesKey, pd.Series],
 
 
 def _gate(version: str, options: TrainOptions, measured: _Holdout | None) -> GateDecision:
-    """Promote ``version`` if it is at least as good as the champion on this run's holdout.
+    """Promote ``version`` if it is at least as good as the champion on data neither has seen.
 
-    Both are measured on the holdout points the champion was not trained on (after
-    its training data ended). When too few such points remain (a retrain on the same
-    data), the whole holdout is used and the reason says that the comparison favours
-    the champion, which has seen it.
+    The challenger is measured as fitted on this run's training split. When enough of
+    the holdout comes after the champion's training data ended, the champion as served
+    is measured on those points; otherwise the champion's configuration, refitted on
+    the same training split, is measured on the whole holdout (see :func:`_compare`).
     """
     champion_version = alias_version(options.model_name, CHAMPION)
     if champion_version is None:
@@ -500,40 +516,100 @@ def _gate(version: str, options: TrainOptions, measured: _Holdout | None) -> Gat
     return decision
 
 
+#: The share of the holdout that must come after the champion's training end to measure the
+#: champion as served on it; with less, its configuration is refitted on the training split.
+MIN_UNSEEN_SHARE = 0.1
+
+
 def _compare(champion: DetectorBundle, champion_version: str, measured: _Holdout,
              options: TrainOptions) -> GateDecision:
-    seen_until = _training_end(options.model_name, champion_version)
+    """Gate the challenger against the champion on points neither was fitted on.
+
+    Comparing with the champion on points it was trained on favours it: a retrain on
+    a little more data than the champion had would never win. So either the champion
+    is measured on the holdout points after its own training data (when at least
+    :data:`MIN_UNSEEN_SHARE` of the holdout is there), or its configuration is fitted
+    on the challenger's training split and both are measured on the whole holdout.
+    A champion of the challenger's own configuration, fitted on that split, is the
+    challenger's held-out model: the challenger, the same on more data, passes.
+    """
+    params = _run_params(options.model_name, champion_version)
+    seen_until = _timestamp(params.get("time_end"))
     n_holdout = sum(len(v) for v in measured.holdout.values())
-    prefix, window, note = measured.train_part, measured.holdout, "whole holdout"
-    if seen_until is not None:
-        unseen = {k: v[v.index > seen_until] for k, v in measured.holdout.items()}
-        if sum(len(v) for v in unseen.values()) >= 0.1 * n_holdout:
-            window = {k: v for k, v in unseen.items() if len(v)}
-            prefix = {k: pd.concat([measured.train_part[k], v[v.index <= seen_until]])
-                      for k, v in measured.holdout.items() if k in window}
-            note = f"holdout after {seen_until.isoformat()}, which the champion has not seen"
+    unseen = ({k: v[v.index > seen_until] for k, v in measured.holdout.items()}
+              if seen_until is not None else {})
+    if sum(len(v) for v in unseen.values()) >= MIN_UNSEEN_SHARE * max(n_holdout, 1):
+        window = {k: v for k, v in unseen.items() if len(v)}
+        prefix = {k: pd.concat([measured.train_part[k], v[v.index <= seen_until]])
+                  for k, v in measured.holdout.items() if k in window}
+        labels = {k: v.reindex(window[k].index, fill_value=False)
+                  for k, v in measured.labels.items() if k in window}
+        note = (f"champion version {champion_version} as served, on the holdout after "
+                f"{seen_until.isoformat()}, which it has not seen")
+        mine = holdout_metrics(measured.bundle, prefix, window, labels, options.forecast_horizon)
+        theirs = holdout_metrics(champion, prefix, window, labels, options.forecast_horizon)
+    else:
+        configuration = _configuration(params, options)
+        if configuration is None:
+            note = (f"champion version {champion_version} on the whole holdout, which it was "
+                    f"trained on (its run records no configuration to refit): the comparison "
+                    f"favours the champion")
+            mine = measured.metrics
+            theirs = holdout_metrics(champion, measured.train_part, measured.holdout,
+                                     measured.labels, options.forecast_horizon)
+        elif _same_configuration(configuration, options):
+            note = (f"the configuration of champion version {champion_version}, which is the "
+                    f"challenger's: fitted on this run's training split it is the challenger's "
+                    f"held-out model, measured on the holdout neither has seen")
+            mine = theirs = measured.metrics
         else:
-            note = ("whole holdout, which the champion was trained on: the comparison "
-                    "favours the champion")
-    labels = {k: v.reindex(window[k].index, fill_value=False)
-              for k, v in measured.labels.items() if k in window}
-    mine = (measured.metrics if window is measured.holdout else
-            holdout_metrics(measured.bundle, prefix, window, labels, options.forecast_horizon))
-    theirs = holdout_metrics(champion, prefix, window, labels, options.forecast_horizon)
+            note = (f"the configuration of champion version {champion_version} refitted on "
+                    f"this run's training split, on the holdout neither has seen")
+            mine = measured.metrics
+            theirs = _fit_and_measure(measured.train_part, measured.holdout, measured.labels,
+                                      configuration, log=False).metrics
     mlflow.log_dict({"window": note, "challenger": mine, "champion": theirs},
                     "promotion_comparison.json")
     decision = gate(mine, theirs, options.gate)
-    return dataclasses.replace(
-        decision, reason=f"vs champion version {champion_version} on the {note}: "
-                         f"{decision.reason}")
+    return dataclasses.replace(decision, reason=f"vs {note}: {decision.reason}")
 
 
-def _training_end(model_name: str, version: str) -> pd.Timestamp | None:
-    """The last timestamp the version was trained on (its run's ``time_end``), if recorded."""
+def _configuration(params: dict[str, str], options: TrainOptions) -> TrainOptions | None:
+    """The champion's models as its run recorded them, fitted as the challenger's are.
+
+    The forecast horizon stays the challenger's, so that both are backtested and
+    measured at the same horizon. None when the run did not record them.
+    """
+    try:
+        detectors = tuple(params["detectors"].split(","))
+        forecasters = tuple(params["forecasters"].split(","))
+        configs = json.loads(params["detector_configs"])
+        return dataclasses.replace(options, detectors=detectors, forecasters=forecasters,
+                                   detector_configs=configs)
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def _same_configuration(champion: TrainOptions, challenger: TrainOptions) -> bool:
+    return (champion.detectors == challenger.detectors
+            and champion.forecasters == challenger.forecasters
+            and json.dumps(champion.detector_configs, sort_keys=True)
+            == json.dumps(challenger.detector_configs, sort_keys=True))
+
+
+def _run_params(model_name: str, version: str) -> dict[str, str]:
+    """The parameters of the run that trained ``version`` ({} if they cannot be read)."""
     try:
         run_id = MlflowClient().get_model_version(model_name, version).run_id
-        return pd.Timestamp(MlflowClient().get_run(run_id).data.params["time_end"])
-    except (MlflowException, KeyError, ValueError):
+        return dict(MlflowClient().get_run(run_id).data.params)
+    except MlflowException:
+        return {}
+
+
+def _timestamp(text: str | None) -> pd.Timestamp | None:
+    try:
+        return pd.Timestamp(text) if text else None
+    except ValueError:
         return None
 
 

@@ -23,11 +23,18 @@ from filelock import FileLock
 from mlflow.tracking import MlflowClient
 
 from features.schema import DataValidationError
+from features.store import write_dataset
 from serving.security import new_token
 from training.cli import main
-from training.nightly import NightlyLockedError, retrain_nightly
+from training.nightly import NightlyLockedError, default_lock_path, retrain_nightly
 from training.promotion import GateRule, champion_history
-from training.tracking import CHALLENGER, CHAMPION, alias_version
+from training.tracking import (
+    CHALLENGER,
+    CHAMPION,
+    alias_version,
+    configure_tracking,
+    ensure_experiment,
+)
 from training.train import TrainOptions, train
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -129,23 +136,9 @@ def test_a_training_run_killed_part_way_leaves_the_registry_as_it_was(
 
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store,
            "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "training.cli", "train", "--data", str(fleet_dataset),
-         "--model-name", MODEL, "--detectors", "static_threshold,dynamic_threshold",
-         "--forecast-horizon", "48", "--quiet"],
-        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = _start_training(fleet_dataset, env, tmp_path)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            runs = client.search_runs(
-                [client.get_experiment_by_name("novaevo-aiops").experiment_id],
-                filter_string="tags.`status.stage` = 'training'")
-            if runs:
-                break
-            assert process.poll() is None, process.stdout.read().decode()
-            time.sleep(0.2)
-        else:
-            pytest.fail("the training run never started")
+        killed = _wait_for_training(process, mlflow_store)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
     finally:
@@ -155,6 +148,14 @@ def test_a_training_run_killed_part_way_leaves_the_registry_as_it_was(
     assert after == before
     assert alias_version(MODEL, CHAMPION) == "1"
     assert alias_version(MODEL, CHALLENGER) == "1"
+
+    # Nothing could mark the run failed as it died; the next run of the experiment does.
+    assert client.get_run(killed.info.run_id).info.status == "RUNNING"
+    train(light_options(fleet_dataset, holdout_fraction=0.0, forecast_horizon=0,
+                        detectors=("static_threshold",)))
+    ended = client.get_run(killed.info.run_id)
+    assert ended.info.status == "FAILED"
+    assert f"its process {process.pid} on" in ended.data.tags["aiops.ended"]
 
 
 def test_schema_breaking_parquet_fails_before_anything_is_registered(tmp_path, mlflow_store,
@@ -173,7 +174,7 @@ def test_nightly_is_idempotent_per_day_and_locked(fleet_dataset, mlflow_store, s
                                                   capsys, monkeypatch):
     last = small_fleet["timestamp"].max()
     day = (last + pd.Timedelta(days=1)).date()
-    options = light_options(fleet_dataset)
+    options = light_options(fleet_dataset, holdout_fraction=0.0, forecast_horizon=0)
     lock = tmp_path / "nightly.lock"
 
     first = retrain_nightly(options, days=2, day=day, lock_path=lock)
@@ -195,3 +196,135 @@ def test_nightly_is_idempotent_per_day_and_locked(fleet_dataset, mlflow_store, s
                  MODEL, "--days", "1", "--day", "2020-01-01", "--quiet"])
     assert code == 1
     assert "holds no rows between 2019-12-31" in capsys.readouterr().err
+
+
+def test_a_retrain_on_a_little_more_data_is_promoted(small_fleet, mlflow_store, tmp_path):
+    """The same configuration on one more hour of data: the gate must not favour the champion.
+
+    Measured on the holdout the champion was trained on, the champion looks better
+    than it is, and a nightly retrain on a little more data was refused for good.
+    """
+    options = light_options(tmp_path / "data", forecasters=("arima",))
+    end = small_fleet["timestamp"].max()
+    write_dataset(small_fleet[small_fleet["timestamp"] <= end - pd.Timedelta(hours=1)],
+                  tmp_path / "data")
+    assert train(options).champion
+    write_dataset(small_fleet, tmp_path / "data", existing="replace")
+
+    more = train(options)
+    assert more.champion, more.decision
+    assert alias_version(MODEL, CHAMPION) == "2"
+    reason = tags_of(more.run_id)["promotion.reason"]
+    assert "neither has seen" in reason and "favours" not in reason, reason
+
+
+def test_a_stopped_training_run_ends_killed_and_takes_its_ray_down(fleet_dataset, mlflow_store,
+                                                                   tmp_path):
+    """SIGTERM to ``aiops train`` starting its own Ray: exit 143, run KILLED, no process left."""
+    import psutil
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    process = _start_training(fleet_dataset, env, tmp_path)
+    try:
+        run = _wait_for_training(process, mlflow_store)
+        deadline = time.monotonic() + 60
+        while not any(p.name() == "raylet" for p in psutil.Process(process.pid).children()):
+            assert time.monotonic() < deadline, "the run trains on a Ray of its own"
+            time.sleep(0.2)
+        time.sleep(1)
+        ray_processes = psutil.Process(process.pid).children(recursive=True)
+        stopped = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=60)
+        output = process.stdout.read().decode()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert code == 128 + signal.SIGTERM, output
+    assert "stopped by SIGTERM" in output
+    _, alive = psutil.wait_procs(ray_processes, timeout=max(0.0, 20 - time.monotonic() + stopped))
+    assert not alive, f"outlived aiops train: {[_name(p) for p in alive]}"
+    ended = MlflowClient(mlflow_store).get_run(run.info.run_id)
+    assert ended.info.status == "KILLED"
+    assert ended.data.tags["aiops.ended"] == "stopped by SIGTERM"
+
+
+def _start_training(data: Path, env: dict[str, str], folder: Path) -> subprocess.Popen:
+    """A light ``aiops train`` as a process of its own."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "training.cli", "train", "--data", str(data), "--model-name",
+         MODEL, "--detectors", "static_threshold,dynamic_threshold", "--forecast-horizon",
+         "48", "--quiet"],
+        env=env, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _name(process) -> str:
+    import psutil
+
+    try:
+        return f"{process.name()} (parent {process.ppid()})"
+    except psutil.NoSuchProcess:
+        return f"{process.pid} (ended)"
+
+
+def _wait_for_training(process: subprocess.Popen, store: str, timeout_s: float = 120):
+    """The MLflow run of a training subprocess on ``store``, once it is training."""
+    client = MlflowClient(store)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        experiment = client.get_experiment_by_name("novaevo-aiops")
+        runs = experiment and client.search_runs(
+            [experiment.experiment_id], filter_string="tags.`status.stage` = 'training'")
+        if runs:
+            return runs[0]
+        assert process.poll() is None, process.stdout.read().decode()
+        time.sleep(0.2)
+    pytest.fail("the training run never started")
+
+
+def test_two_nightly_runs_on_one_registry_register_one_version(fleet_dataset, mlflow_store,
+                                                                small_fleet, tmp_path):
+    """Two ``retrain --nightly --force`` at once, from two folders with locks of their own
+    (two hosts, as far as the file lock can tell): the day's claim in the registry lets
+    one of them train."""
+    import ray
+
+    configure_tracking()  # the registry exists (two first runs at once race to create it)
+    ensure_experiment()
+    day = (small_fleet["timestamp"].max() + pd.Timedelta(days=1)).date().isoformat()
+    command = [sys.executable, "-m", "training.cli", "retrain", "--nightly", "--force",
+               "--day", day, "--days", "2", "--data", str(fleet_dataset), "--model-name", MODEL,
+               "--detectors", "static_threshold", "--holdout-fraction", "0",
+               "--forecast-horizon", "0", "--quiet"]
+    processes = []
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "AIOPS_LOCK_DIR": str(folder),
+               "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+        processes.append(subprocess.Popen(command, env=env, cwd=folder, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT))
+    outputs = []
+    for process in processes:
+        try:
+            process.wait(timeout=180)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        outputs.append((process.returncode, process.stdout.read().decode()))
+    assert sorted(code for code, _ in outputs) == [0, 3], outputs
+    refused = next(text for code, text in outputs if code == 3)
+    assert "is at work" in refused, refused
+    versions = MlflowClient(mlflow_store).search_model_versions(f"name = '{MODEL}'")
+    assert len(versions) == 1
+
+
+def test_the_nightly_lock_is_beside_the_store_whatever_the_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("AIOPS_LOCK_DIR", raising=False)
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    paths = set()
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        monkeypatch.chdir(tmp_path / folder)
+        paths.add(default_lock_path(MODEL, uri))
+    assert paths == {tmp_path / "store" / f"nightly-{MODEL}.lock"}
