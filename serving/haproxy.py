@@ -16,6 +16,10 @@ reloads, ``-sf`` hand-overs and signals reach HAProxy itself):
   one-hour client timeout); a request whose ``Content-Length`` exceeds ``--max-body-bytes``
   is answered 413 by HAProxy itself. A chunked body carries no length: it is counted by the
   replica as it is read (:class:`serving.observability.BodyLimit`).
+- **503 while no app is deployed.** The service's one app takes every path (route prefix
+  ``/``), so HAProxy's "path not found" (404) answers only while the app is not there yet or
+  any more (starting, or stopping after the drain): it answers 503 with ``Retry-After``
+  instead, which a client or load balancer retries elsewhere.
 - **No orphan.** HAProxy is asked to receive SIGTERM when the Ray process that started it
   dies (``PR_SET_PDEATHSIG``), so a killed service does not leave HAProxy holding its port.
 """
@@ -71,6 +75,12 @@ def adjust_config(text: str, *, frontend_host: str, admin_host: str, max_body_by
                 " " + " ".join(stripped.split()[2:]) if len(stripped.split()) > 2 else "")
         elif stripped.startswith("timeout http-request"):
             continue  # ours replaces it (below)
+        elif section == "backend default_backend" and stripped.startswith(
+                "http-request return status 404"):
+            detail = ('{"detail": "the service is starting or stopping: no model is deployed; '
+                      'retry", "request_id": null}')
+            line = (f"    http-request return status 503 content-type application/json "
+                    f"hdr Retry-After 1 lf-string {_quote(detail)}")
         out.append(line)
         if section == "defaults" and stripped == "defaults":
             out.append(f"    timeout http-request {http_request_timeout_s}s")

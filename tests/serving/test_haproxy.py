@@ -59,6 +59,12 @@ def test_slow_clients_and_long_bodies_are_cut_off():
     assert "status 413" in frontend
 
 
+def test_no_app_deployed_is_a_503_to_retry_not_a_404():
+    fallback = adjusted().split("backend default_backend\n", 1)[1].split("listen", 1)[0]
+    assert "status 503" in fallback and "Retry-After 1" in fallback
+    assert "404" not in fallback
+
+
 def test_the_adjusted_configuration_is_valid_for_haproxy(tmp_path):
     binary = haproxy_binary()
     if binary is None:
