@@ -107,6 +107,11 @@ def finished_run(experiment: str, model_name: str, day: dt.date) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
+def _already_done(day: dt.date, run_id: str) -> str:
+    return (f"nightly run for {day} already finished (run {run_id}); nothing to do (--force "
+            f"runs it again)")
+
+
 def claim_day(experiment_id: str, model_name: str, day: dt.date, *, force: bool = False,
               settle_s: float = CLAIM_SETTLE_S) -> tuple[str | None, str]:
     """Create this run's claim on ``day``: ``(run id, "")`` if it holds, ``(None, why)`` if not.
@@ -134,10 +139,8 @@ def claim_day(experiment_id: str, model_name: str, day: dt.date, *, force: bool 
             continue
         host = run.data.tags.get("aiops.host", "another host")
         if run.info.status == "FINISHED" and not force:
-            why = (f"nightly run for {day} already finished (run {run.info.run_id}); nothing "
-                   f"to do (--force runs it again)")
             client.delete_run(mine.run_id)
-            return None, why
+            return None, _already_done(day, run.info.run_id)
         if is_alive(run) and (run.info.start_time, run.info.run_id) < order:
             client.delete_run(mine.run_id)
             raise NightlyLockedError(
@@ -206,19 +209,17 @@ def retrain_nightly(
         experiment = options.experiment or DEFAULT_EXPERIMENT
         done = None if force else finished_run(experiment, options.model_name, day)
         if done is not None:
-            return NightlyResult(day, True, f"nightly run for {day} already finished (run "
-                                            f"{done}); nothing to do (--force runs it again)")
+            return NightlyResult(day, True, _already_done(day, done))
         run_id, why = claim_day(ensure_experiment(experiment), options.model_name, day,
                                 force=force)
         if run_id is None:
             return NightlyResult(day, True, why)
         try:
-            with Heartbeat(run_id):
+            with Heartbeat(run_id):  # training beats on its own (training.runs.tracked_run)
                 imported = _import(source, options.data, start, end)
-                result = train(dataclasses.replace(
-                    options, start=start, end=end, run_id=run_id,
-                    tags={**options.tags, DAY_TAG: day.isoformat(),
-                          MODEL_TAG: options.model_name}))
+            result = train(dataclasses.replace(
+                options, start=start, end=end, run_id=run_id,
+                tags={**options.tags, DAY_TAG: day.isoformat(), MODEL_TAG: options.model_name}))
         except BaseException:
             _end_claim(run_id)
             raise
