@@ -7,6 +7,7 @@ is wrong, with exit code 1 (bad input or state) or 2 (bad usage).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import json
@@ -274,6 +275,21 @@ def _stoppable(command: Callable[[argparse.Namespace], int]) -> Callable[[argpar
     return run
 
 
+def _wait_for_routes(settings, timeout_s: float = 15.0) -> None:
+    """Wait until the ingress routes to the app: a replica answers 404 to every path until it
+    knows its route, for a moment after ``serve.run`` returns."""
+    import httpx
+
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "", "*") else settings.host
+    url = f"http://{host}:{settings.port}/readyz"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code != 404:
+                return
+        time.sleep(0.2)
+
+
 def _ray_running() -> bool:
     """Whether this process is connected to Ray (without importing it)."""
     ray = sys.modules.get("ray")
@@ -452,6 +468,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             signal.signal(number, on_signal)
         if not stopping.is_set():
             run(settings)
+            _wait_for_routes(settings)
             url = f"http://{settings.host}:{settings.port}"
             print(f"NovaEvo AIOps ready at {url} serving {loaded.name} version "
                   f"{loaded.version} ({len(loaded.bundle.series)} series; ingress: {ingress})",
