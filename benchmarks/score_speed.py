@@ -54,9 +54,10 @@ def bench_window(repeats: int) -> None:
 
 def bench_batch(batch: int, repeats: int) -> None:
     """Per-series cost through the API's handler: one series per request against ``batch``."""
-    from serving.app import score_request
     from serving.loader import LoadedModel
+    from serving.routes.score import to_query, to_response
     from serving.schemas import ScoreRequest
+    from serving.scoring import score_query
     from serving.settings import Settings
 
     history = _series(2 * 8640, "10s", 0)  # two days at 10 s: scoring cost does not depend on it
@@ -74,7 +75,8 @@ def bench_batch(batch: int, repeats: int) -> None:
     def run(payloads: list[dict]) -> float:
         started = time.perf_counter()
         for payload in payloads:
-            score_request(ScoreRequest.model_validate(payload), model, settings)
+            query = to_query(ScoreRequest.model_validate(payload), settings, "/v1/score")
+            to_response(model, score_query(bundle, query))
         return time.perf_counter() - started
 
     singles = [{"series": [body]} for body in bodies]

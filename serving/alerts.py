@@ -12,15 +12,32 @@ has the same fingerprint.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
+from typing import TYPE_CHECKING, Literal
 
-from serving.schemas import AlertOut, SeriesResult, ServiceIncidentOut
+if TYPE_CHECKING:
+    from models.service_incidents import ServiceIncident
+    from serving.scoring import SeriesVerdict
 
 ALERT_NAME = "MetricAnomaly"
 SERVICE_ALERT_NAME = "ServiceMetricsDiverge"
 #: Alertmanager's "no end yet" timestamp.
 OPEN_END = dt.datetime(1, 1, 1, tzinfo=dt.UTC)
+
+
+@dataclasses.dataclass(frozen=True)
+class Alert:
+    """One alert, its fields named as Alertmanager names them."""
+
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    startsAt: dt.datetime  # Alertmanager's field names, camelCase
+    endsAt: dt.datetime
+    generatorURL: str
+    fingerprint: str
 
 
 def fingerprint(labels: dict[str, str]) -> str:
@@ -29,14 +46,14 @@ def fingerprint(labels: dict[str, str]) -> str:
 
 
 def _status(end: dt.datetime, window_end: dt.datetime, step: dt.timedelta,
-            merge_gap: dt.timedelta) -> tuple[str, dt.datetime]:
+            merge_gap: dt.timedelta) -> tuple[Literal["firing", "resolved"], dt.datetime]:
     if window_end - end <= merge_gap:
         return "firing", OPEN_END
     return "resolved", end + step
 
 
-def series_alerts(result: SeriesResult, window_end: dt.datetime, step: dt.timedelta,
-                  merge_gap: dt.timedelta, generator_url: str) -> list[AlertOut]:
+def series_alerts(result: SeriesVerdict, window_end: dt.datetime, step: dt.timedelta,
+                  merge_gap: dt.timedelta, generator_url: str) -> list[Alert]:
     ranges = {a.timestamp: (a.expected_low, a.expected_high) for a in result.anomalies}
     alerts = []
     for incident in result.incidents:
@@ -44,7 +61,7 @@ def series_alerts(result: SeriesResult, window_end: dt.datetime, step: dt.timede
                   "severity": incident.severity}
         low, high = ranges.get(incident.peak_at, (float("nan"), float("nan")))
         status, ends = _status(incident.end, window_end, step, merge_gap)
-        alerts.append(AlertOut(
+        alerts.append(Alert(
             status=status, labels=labels,
             annotations={"summary": f"{result.metric} of {result.service} is anomalous",
                          "description": incident.reason,
@@ -56,12 +73,12 @@ def series_alerts(result: SeriesResult, window_end: dt.datetime, step: dt.timede
     return alerts
 
 
-def service_alerts(incident: ServiceIncidentOut, window_end: dt.datetime, step: dt.timedelta,
-                   merge_gap: dt.timedelta, generator_url: str) -> AlertOut:
+def service_alerts(incident: ServiceIncident, window_end: dt.datetime, step: dt.timedelta,
+                   merge_gap: dt.timedelta, generator_url: str) -> Alert:
     labels = {"alertname": SERVICE_ALERT_NAME, "service": incident.service,
               "metric": incident.peak_metric, "severity": incident.severity}
     status, ends = _status(incident.end, window_end, step, merge_gap)
-    return AlertOut(
+    return Alert(
         status=status, labels=labels,
         annotations={"summary": f"{', '.join(incident.metrics)} of {incident.service} no longer "
                                 "move with their drivers",

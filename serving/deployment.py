@@ -18,11 +18,11 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.config import DeploymentActorConfig
 
-from serving.app import create_app, score_request
+from serving.app import create_app
 from serving.haproxy import write_launcher
-from serving.loader import ModelHolder, ModelWatcher, start_model
+from serving.loader import LoadedModel, ModelHolder, ModelWatcher, start_model
 from serving.observability import VerdictMetrics, configure_logging, flush_buffered_logs
-from serving.schemas import ScoreRequest, ScoreResponse
+from serving.scoring import ScoreQuery, Scoring, score_query
 from serving.settings import Settings
 
 _log = logging.getLogger(__name__)
@@ -99,25 +99,25 @@ class AiopsIngress:
         return create_app(self.settings, holder=self.holder, watcher=self.watcher,
                           batch_scorer=self.score, verdict_sink=SharedVerdicts())
 
-    async def score(self, request: ScoreRequest, url: str) -> ScoreResponse:
-        """One request, scored in a batch with those that arrive within a few milliseconds."""
-        result = await self._score_batch((request, url))
+    async def score(self, query: ScoreQuery) -> tuple[LoadedModel, Scoring]:
+        """One query, scored in a batch with those that arrive within a few milliseconds."""
+        result = await self._score_batch(query)
         if isinstance(result, Exception):
             raise result
         return result
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
     async def _score_batch(
-        self, items: list[tuple[ScoreRequest, str]]
-    ) -> list[ScoreResponse | Exception]:
-        """Score a batch in one worker thread; each request keeps its own error."""
+        self, queries: list[ScoreQuery]
+    ) -> list[tuple[LoadedModel, Scoring] | Exception]:
+        """Score a batch in one worker thread; each query keeps its own error."""
         model = self.holder.require()  # one version for the whole batch
 
-        def work() -> list[ScoreResponse | Exception]:
-            out: list[ScoreResponse | Exception] = []
-            for request, url in items:
+        def work() -> list[tuple[LoadedModel, Scoring] | Exception]:
+            out: list[tuple[LoadedModel, Scoring] | Exception] = []
+            for query in queries:
                 try:
-                    out.append(score_request(request, model, self.settings, url))
+                    out.append((model, score_query(model.bundle, query)))
                 except Exception as error:
                     out.append(error)
             return out

@@ -35,11 +35,10 @@ import pandas as pd
 
 from features.prometheus import PrometheusImportError
 from models.bundle import DetectorBundle
-from serving.alerts import OPEN_END
-from serving.app import from_pandas, score_request
+from serving.alerts import OPEN_END, Alert
 from serving.live import LiveConfig
 from serving.loader import ModelHolder
-from serving.schemas import AlertOut, ScoreRequest, SeriesWindow
+from serving.scoring import Window, score_windows
 from serving.settings import Settings
 
 _log = logging.getLogger(__name__)
@@ -57,7 +56,7 @@ class AlertmanagerError(RuntimeError):
 
 @dataclasses.dataclass
 class _Sent:
-    alert: AlertOut
+    alert: Alert
     posted_at: dt.datetime
 
 
@@ -83,7 +82,7 @@ class CycleReport:
         return text
 
 
-def post_alerts(url: str, alerts: list[AlertOut], *, timeout_s: float,
+def post_alerts(url: str, alerts: list[Alert], *, timeout_s: float,
                 client: httpx.Client | None = None) -> None:
     """POST ``alerts`` to Alertmanager's ``/api/v2/alerts``.
 
@@ -111,7 +110,7 @@ class Watcher:
 
     def __init__(self, config: LiveConfig, holder: ModelHolder, settings: Settings, *,
                  alertmanager_url: str | None = None,
-                 post: Callable[[list[AlertOut]], None] | None = None) -> None:
+                 post: Callable[[list[Alert]], None] | None = None) -> None:
         if post is None:
             url = alertmanager_url or (config.alertmanager.url if config.alertmanager else None)
             if url is None:
@@ -142,7 +141,7 @@ class Watcher:
         return misread
 
     def _windows(self, end: pd.Timestamp
-                 ) -> tuple[list[SeriesWindow], dict[tuple[str, str], str]]:
+                 ) -> tuple[list[Window], dict[tuple[str, str], str]]:
         failed = self._misread(self.holder.require().bundle)
         windows = []
         for item in self.config.series:
@@ -159,8 +158,7 @@ class Watcher:
             if values.notna().sum() == 0:
                 failed[key] = "no samples in the window"
                 continue
-            windows.append(SeriesWindow(service=item.service, metric=item.metric,
-                                        **from_pandas(values)))
+            windows.append(Window(item.service, item.metric, values))
         return windows, failed
 
     def _generator_url(self) -> str:
@@ -177,22 +175,22 @@ class Watcher:
         now = dt.datetime.now(dt.UTC)
         end = end or now
         windows, failed = self._windows(pd.Timestamp(end))
-        alerts: list[AlertOut] = []
+        alerts: list[Alert] = []
         if windows:
-            response = score_request(ScoreRequest(series=windows), self.holder.require(),
-                                     self.settings, self._generator_url())
-            alerts = response.alerts
+            alerts = score_windows(self.holder.require().bundle, windows,
+                                   self.settings.alarm_policy,
+                                   generator_url=self._generator_url()).alerts
         firing = {a.fingerprint: a for a in alerts if a.status == "firing"}
         resolved_in_window = {a.fingerprint: a for a in alerts if a.status == "resolved"}
 
         validity = dt.timedelta(seconds=VALIDITY_INTERVALS * self.config.interval_s)
         resend = dt.timedelta(seconds=RESEND_INTERVALS * self.config.interval_s)
-        to_post: list[AlertOut] = []
+        to_post: list[Alert] = []
         fired, kept, gone = [], [], []
         for fp, alert in firing.items():
             sent = self.open.get(fp)
             if sent is None or now - sent.posted_at >= resend:
-                to_post.append(alert.model_copy(update={"endsAt": now + validity}))
+                to_post.append(dataclasses.replace(alert, endsAt=now + validity))
                 (fired if sent is None else kept).append(fp)
         for fp, sent in self.open.items():
             labels = sent.alert.labels
@@ -201,8 +199,8 @@ class Watcher:
                 continue
             ended = resolved_in_window.get(fp)
             ends = ended.endsAt if ended is not None and ended.endsAt != OPEN_END else now
-            to_post.append(sent.alert.model_copy(update={"status": "resolved",
-                                                         "endsAt": min(ends, now)}))
+            to_post.append(dataclasses.replace(sent.alert, status="resolved",
+                                               endsAt=min(ends, now)))
             gone.append(fp)
 
         def names(fps: list[str]) -> list[str]:
@@ -241,7 +239,7 @@ class Watcher:
         return reports
 
 
-def _name(alert: AlertOut) -> str:
+def _name(alert: Alert) -> str:
     labels = alert.labels
     return (f"{labels.get('alertname')} {labels.get('service')}/{labels.get('metric')} "
             f"{labels.get('severity')}")

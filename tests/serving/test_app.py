@@ -243,7 +243,7 @@ def test_incidents_come_as_alertmanager_alerts(client):
 def test_window_timestamps_become_a_utc_nanosecond_index_whatever_their_offset():
     import pandas as pd
 
-    from serving.app import to_pandas
+    from serving.routes.deps import to_pandas
     from serving.schemas import History
 
     stamps = ["2026-03-29T00:59:59.999999Z", "2026-03-29T03:00:00+02:00",
