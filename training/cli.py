@@ -532,6 +532,7 @@ def _positive_int(text: str) -> int:
 def _cmd_watch(args: argparse.Namespace) -> int:
     from serving.live import LiveConfig
     from serving.loader import ModelHolder, ModelWatcher, start_model
+    from serving.schemas import AlertOut
     from serving.settings import Settings
     from serving.watch import Watcher
 
@@ -551,7 +552,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     if args.dry_run:
         def post(alerts):
             for alert in alerts:
-                print(json.dumps(alert.model_dump(mode="json")), flush=True)
+                print(json.dumps(AlertOut(**vars(alert)).model_dump(mode="json")), flush=True)
     watcher = Watcher(config, holder, settings, alertmanager_url=args.alertmanager, post=post)
     # A new champion is picked up between cycles, as the service does.
     follower = ModelWatcher(settings, holder)
