@@ -1,33 +1,29 @@
-"""Service settings, read once from the environment (``AIOPS_*``) with sane defaults."""
+"""Service settings: one declarative class, read from the environment (``AIOPS_*``).
+
+pydantic-settings reads and checks every variable; a wrong one stops the service
+with its name and what is wrong (:meth:`Settings.from_env`). Fields are grouped as the
+README's configuration table is: the model served, API limits, the Serve deployment,
+authentication and the live configuration. The groups stay one flat class, so that
+``settings.max_points_per_series`` reads the same everywhere and a variable's name is
+``AIOPS_`` plus its field's.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
 from models.alarms import AlarmPolicy
 from serving.live import LiveConfig
 from serving.security import TokenStore
 
-
-def _env_int(name: str, default: int) -> int:
-    return _env_number(name, default, int, "an integer")
-
-
-def _env_float(name: str, default: float) -> float:
-    return _env_number(name, default, float, "a number")
-
-
-def _env_number(name: str, default, kind: type, what: str):
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return kind(raw)
-    except ValueError:
-        raise ValueError(f"environment variable {name}={raw!r} is not {what}") from None
+#: The registered model served when none is named.
+DEFAULT_MODEL_NAME = "novaevo-detectors"
 
 
 def load_alarm_policy(path: Path) -> AlarmPolicy:
@@ -39,148 +35,162 @@ def load_alarm_policy(path: Path) -> AlarmPolicy:
         raise ValueError(f"alarm policy {path}: {error}") from error
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Settings:
-    """What the scoring service needs to know.
+def _env(name: str) -> Any:
+    """A field read from ``name`` in the environment, and by its own name in code."""
+    return AliasChoices(name)
 
-    Parameters
-    ----------
-    model_name, model_alias
-        The registered model and alias served (``models:/<name>@<alias>``).
-    tracking_uri
-        MLflow tracking store; ``MLFLOW_TRACKING_URI`` or ``sqlite:///mlruns/mlflow.db``.
-    cache_dir
-        Where downloaded model versions are kept.
-    max_points_per_series, max_series_per_request
-        Request size limits; larger requests get a 413.
-    num_replicas, max_replicas
-        A fixed number of Serve replicas, or 0 (default) to autoscale between 1 and
-        ``max_replicas`` on the requests in flight.
-    reload_interval_s
-        How often the registry is asked whether the alias moved (a new
-        champion is served within this); 0 never reloads.
-    tokens
-        Bearer tokens and their roles (``AIOPS_TOKENS_FILE`` or ``AIOPS_TOKENS``, see
-        :mod:`serving.security`); None runs the service open.
-    audit_log
-        JSON-lines file of admin actions (``AIOPS_AUDIT_LOG``); None logs them only.
-    max_body_bytes
-        Largest request body accepted (413 beyond).
-    alarm_policy
-        How alarmed points group into incidents and get a severity;
-        ``AIOPS_ALARM_POLICY`` names a JSON file that overrides the defaults.
-    max_exported_series, max_exported_series_per_caller
-        At most ``max_exported_series`` series' (and services') verdicts are exported on
-        ``/metrics`` (``AIOPS_MAX_EXPORTED_SERIES``), trained series first; of the series
-        not in the served bundle, at most ``max_exported_series_per_caller`` per caller
-        (``AIOPS_MAX_EXPORTED_SERIES_PER_CALLER``), the least recently updated making room
-        (see :class:`serving.observability.VerdictMetrics`).
-    ingress
-        What takes HTTP in front of the Serve replicas (``AIOPS_SERVE_INGRESS``):
-        ``haproxy`` (default; Ray Serve's throughput-optimised mode, see
-        :func:`serving.deployment.ingress_environment`) or ``proxy`` (Ray's Python proxy).
-    live
-        Where live data comes from (``AIOPS_LIVE_CONFIG``, see :mod:`serving.live`); needed
-        by ``GET /v1/recommendations/{service}/replicas``.
-    admin_host
-        Where HAProxy's stats page and metrics listen (``AIOPS_ADMIN_HOST``; loopback).
-    drain_s
-        On SIGTERM, seconds the service keeps serving after ``/readyz`` turned 503, so that
-        a load balancer stops sending to it first (``AIOPS_DRAIN_S``, 0 to 20).
-    drain_file
-        While this file exists, ``/readyz`` answers 503 (``AIOPS_DRAIN_FILE``): ``aiops
-        serve`` creates one of its own on SIGTERM; a Kubernetes ``preStop`` hook may too.
-    registry_timeout_s
-        Seconds each registry request may take (``AIOPS_REGISTRY_TIMEOUT_S``); a failed
-        one is tried once more, then the service runs on its cache.
-    start_from_cache
-        Start replicas from the cached version without asking the registry first (set by
-        ``aiops serve`` when the registry just failed it; the watcher keeps asking).
+
+class _Environment(EnvSettingsSource):
+    """``AIOPS_*`` variables, with the two sources of tokens made into one :class:`TokenStore`.
+
+    ``AIOPS_TOKENS_FILE`` names a file, ``AIOPS_TOKENS`` holds the same JSON inline; the
+    file wins when both are set.
     """
 
-    model_name: str = "novaevo-detectors"
-    model_alias: str = "champion"
-    tracking_uri: str = ""
+    def __call__(self) -> dict[str, Any]:
+        values = super().__call__()
+        tokens = TokenStore.from_sources(os.environ.get("AIOPS_TOKENS_FILE"),
+                                         values.pop("tokens", None))
+        if tokens is not None:
+            values["tokens"] = tokens
+        return values
+
+
+class Settings(BaseSettings):
+    """What the scoring service needs to know.
+
+    The model served
+        ``model_name``, ``model_alias``: the registered model and alias served
+        (``models:/<name>@<alias>``). ``tracking_uri``: the MLflow store
+        (``MLFLOW_TRACKING_URI``, default ``sqlite:///mlruns/mlflow.db``). ``cache_dir``:
+        where downloaded versions are kept. ``reload_interval_s``: how often the registry
+        is asked whether the alias moved (0 never). ``registry_timeout_s``: seconds each
+        registry request may take; a failed one is tried once more, then the service runs
+        on its cache. ``start_from_cache``: start replicas from the cached version without
+        asking the registry first (set by ``aiops serve`` when the registry just failed it).
+    API limits
+        ``max_points_per_series``, ``max_series_per_request``, ``max_body_bytes``: larger
+        requests get a 413. ``max_exported_series``: at most this many series' (and
+        services') verdicts on ``/metrics``, trained series first; of the series not in the
+        served bundle, at most ``max_exported_series_per_caller`` per caller, the least
+        recently updated making room (:class:`serving.observability.VerdictMetrics`).
+    The Serve deployment
+        ``host``, ``port``: where the API listens. ``num_replicas``: a fixed number of
+        replicas, or 0 to autoscale between 1 and ``max_replicas`` on the requests in
+        flight. ``ingress`` (``AIOPS_SERVE_INGRESS``): ``haproxy``, Ray Serve's
+        throughput-optimised mode (:func:`serving.deployment.ingress_environment`), or
+        ``proxy``, Ray's Python proxy. ``admin_host``: where HAProxy's stats page and
+        metrics listen. ``drain_s``: on SIGTERM, seconds the service keeps serving after
+        ``/readyz`` turned 503, so that a load balancer stops sending to it first.
+        ``drain_file``: while it exists, ``/readyz`` answers 503 (``aiops serve`` creates
+        one of its own on SIGTERM; a Kubernetes ``preStop`` hook may too).
+    Authentication
+        ``tokens``: bearer tokens and their roles, from ``AIOPS_TOKENS_FILE`` or
+        ``AIOPS_TOKENS`` (:mod:`serving.security`); None runs the service open.
+        ``audit_log``: JSON-lines file of admin actions; None logs them only.
+    Live configuration
+        ``alarm_policy``: how alarmed points group into incidents and get a severity
+        (``AIOPS_ALARM_POLICY`` names a JSON file overriding the defaults). ``live``: where
+        live data comes from (``AIOPS_LIVE_CONFIG``, :mod:`serving.live`), needed by
+        ``GET /v1/recommendations/{service}/replicas`` and ``aiops watch``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="AIOPS_", frozen=True, extra="forbid",
+                                      populate_by_name=True, arbitrary_types_allowed=True,
+                                      env_ignore_empty=True)
+
+    # -- the model served -----------------------------------------------------------------
+    model_name: str = Field(DEFAULT_MODEL_NAME, min_length=1)
+    model_alias: str = Field("champion", min_length=1)
+    tracking_uri: str = Field("", validation_alias=_env("MLFLOW_TRACKING_URI"))
     cache_dir: Path = Path("mlruns/serving-cache")
+    reload_interval_s: float = Field(30.0, ge=0, le=86_400)
+    registry_timeout_s: float = Field(3.0, ge=0.1, le=60)
+    start_from_cache: bool = False
+    # -- API limits -----------------------------------------------------------------------
+    max_points_per_series: int = Field(10_000, ge=1)
+    max_series_per_request: int = Field(1_000, ge=1)
+    max_body_bytes: int = Field(20_000_000, ge=1)
+    max_exported_series: int = Field(1_000, ge=1)
+    max_exported_series_per_caller: int = Field(100, ge=1)
+    # -- the Serve deployment -------------------------------------------------------------
     host: str = "127.0.0.1"
-    port: int = 8000
-    max_points_per_series: int = 10_000
-    max_series_per_request: int = 1_000
-    num_replicas: int = 0
-    max_replicas: int = 2
-    reload_interval_s: float = 30.0
-    tokens: TokenStore | None = None
-    audit_log: Path | None = None
-    max_body_bytes: int = 20_000_000
-    alarm_policy: AlarmPolicy = dataclasses.field(default_factory=AlarmPolicy)
-    max_exported_series: int = 1_000
-    max_exported_series_per_caller: int = 100
-    ingress: str = "haproxy"
-    live: LiveConfig | None = None
+    port: int = Field(8000, ge=1, le=65535)
+    num_replicas: int = Field(0, ge=0, description="0: autoscale")
+    max_replicas: int = Field(2, ge=1)
+    ingress: Literal["haproxy", "proxy"] = Field(
+        "haproxy", validation_alias=_env("AIOPS_SERVE_INGRESS"))
     admin_host: str = "127.0.0.1"
     drain_s: float = 5.0
     drain_file: Path | None = None
-    registry_timeout_s: float = 3.0
-    start_from_cache: bool = False
+    # -- authentication -------------------------------------------------------------------
+    tokens: Annotated[TokenStore | None, NoDecode] = None
+    audit_log: Path | None = None
+    # -- live configuration ---------------------------------------------------------------
+    # Read from a file named by the variable, not decoded as JSON in the variable itself.
+    alarm_policy: Annotated[AlarmPolicy, NoDecode] = Field(default_factory=AlarmPolicy)
+    live: Annotated[LiveConfig | None, NoDecode] = Field(
+        None, validation_alias=_env("AIOPS_LIVE_CONFIG"))
 
-    def __post_init__(self) -> None:
-        if not self.tracking_uri:
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings,
+                                   dotenv_settings, file_secret_settings):
+        # Keyword arguments, then the environment: no .env file or secrets folder is read.
+        return init_settings, _Environment(settings_cls)
+
+    @field_validator("alarm_policy", mode="before")
+    @classmethod
+    def _policy_file(cls, value: object) -> object:
+        return load_alarm_policy(Path(value)) if isinstance(value, str) else value
+
+    @field_validator("live", mode="before")
+    @classmethod
+    def _live_file(cls, value: object) -> object:
+        return LiveConfig.load(value) if isinstance(value, str) else value
+
+    @field_validator("drain_s")
+    @classmethod
+    def _drain_fits_the_grace_period(cls, value: float) -> float:
+        if not 0 <= value <= 20:
+            raise ValueError(f"drain_s={value} must lie in [0, 20]: the whole stop must fit "
+                             "Kubernetes' 30 s grace period")
+        return value
+
+    @model_validator(mode="after")
+    def _resolved(self) -> Self:
+        if not self.tracking_uri:  # frozen: resolved once, here, against the working folder
             database = Path("mlruns/mlflow.db").resolve()
             object.__setattr__(self, "tracking_uri", f"sqlite:///{database}")
-        if not 1 <= self.port <= 65535:
-            raise ValueError(f"port={self.port} must lie in [1, 65535]")
-        if not 0 <= self.reload_interval_s <= 86_400:
-            raise ValueError(f"reload_interval_s={self.reload_interval_s} must lie in [0, 86400]")
-        if self.ingress not in ("haproxy", "proxy"):
-            raise ValueError(f"ingress={self.ingress!r} must be 'haproxy' or 'proxy'")
-        if not 0 <= self.drain_s <= 20:
-            raise ValueError(f"drain_s={self.drain_s} must lie in [0, 20]: the whole stop must "
-                             "fit Kubernetes' 30 s grace period")
-        if not 0.1 <= self.registry_timeout_s <= 60:
-            raise ValueError(f"registry_timeout_s={self.registry_timeout_s} must lie in "
-                             "[0.1, 60]")
-        if self.num_replicas < 0:
-            raise ValueError(f"num_replicas={self.num_replicas} must be >= 0 (0: autoscale)")
-        for name in ("max_points_per_series", "max_series_per_request", "max_replicas",
-                     "max_body_bytes", "max_exported_series", "max_exported_series_per_caller"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        return self
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
-        """Settings from ``AIOPS_*`` and ``MLFLOW_TRACKING_URI``; keyword overrides win."""
-        values: dict[str, object] = {
-            "model_name": os.environ.get("AIOPS_MODEL_NAME", cls.model_name),
-            "model_alias": os.environ.get("AIOPS_MODEL_ALIAS", cls.model_alias),
-            "tracking_uri": os.environ.get("MLFLOW_TRACKING_URI", ""),
-            "cache_dir": Path(os.environ.get("AIOPS_CACHE_DIR", str(cls.cache_dir))),
-            "max_points_per_series": _env_int("AIOPS_MAX_POINTS_PER_SERIES", cls.max_points_per_series),
-            "max_series_per_request": _env_int("AIOPS_MAX_SERIES_PER_REQUEST", cls.max_series_per_request),
-            "reload_interval_s": _env_int("AIOPS_RELOAD_INTERVAL_S", int(cls.reload_interval_s)),
-            "max_body_bytes": _env_int("AIOPS_MAX_BODY_BYTES", cls.max_body_bytes),
-            "num_replicas": _env_int("AIOPS_NUM_REPLICAS", cls.num_replicas),
-            "ingress": os.environ.get("AIOPS_SERVE_INGRESS", cls.ingress),
-            "max_exported_series": _env_int("AIOPS_MAX_EXPORTED_SERIES",
-                                            cls.max_exported_series),
-            "max_exported_series_per_caller": _env_int("AIOPS_MAX_EXPORTED_SERIES_PER_CALLER",
-                                                       cls.max_exported_series_per_caller),
-            "max_replicas": _env_int("AIOPS_MAX_REPLICAS", cls.max_replicas),
-            "admin_host": os.environ.get("AIOPS_ADMIN_HOST") or cls.admin_host,
-            "drain_s": _env_float("AIOPS_DRAIN_S", cls.drain_s),
-            "registry_timeout_s": _env_float("AIOPS_REGISTRY_TIMEOUT_S",
-                                             cls.registry_timeout_s),
-            "tokens": TokenStore.from_sources(os.environ.get("AIOPS_TOKENS_FILE"),
-                                              os.environ.get("AIOPS_TOKENS")),
-        }
-        if os.environ.get("AIOPS_AUDIT_LOG"):
-            values["audit_log"] = Path(os.environ["AIOPS_AUDIT_LOG"])
-        if os.environ.get("AIOPS_DRAIN_FILE"):
-            values["drain_file"] = Path(os.environ["AIOPS_DRAIN_FILE"])
-        if os.environ.get("AIOPS_LIVE_CONFIG"):
-            values["live"] = LiveConfig.load(os.environ["AIOPS_LIVE_CONFIG"])
-        policy_file = os.environ.get("AIOPS_ALARM_POLICY")
-        if policy_file:
-            values["alarm_policy"] = load_alarm_policy(Path(policy_file))
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        values["cache_dir"] = Path(str(values["cache_dir"]))
-        return cls(**values)
+        """Settings from ``AIOPS_*`` and ``MLFLOW_TRACKING_URI``; keyword overrides win
+        (None leaves a setting to the environment).
+
+        Raises
+        ------
+        ValueError
+            A variable is not what its setting takes; the message names it.
+        """
+        try:
+            return cls(**{k: v for k, v in overrides.items() if v is not None})
+        except ValidationError as error:
+            raise ValueError("; ".join(_explain(e) for e in error.errors())) from None
+
+    def replace(self, **changes: object) -> Settings:
+        """A copy with ``changes`` applied and checked."""
+        values = {name: getattr(self, name) for name in type(self).model_fields}
+        return type(self).model_validate({**values, **changes})
+
+
+def _explain(error: Any) -> str:
+    """One wrong setting: the variable it is read from, what it was given, what is wrong."""
+    where = str(error["loc"][0]) if error.get("loc") else ""
+    # A field read from a variable of another name is reported under that name.
+    name = f"AIOPS_{where.upper()}" if where in Settings.model_fields else where
+    cause = error.get("ctx", {}).get("error")
+    if error.get("type") == "value_error" and isinstance(cause, ValueError):
+        return f"{name}: {cause}"
+    message = str(error.get("msg", "invalid"))
+    return f"{name}={error.get('input')!r}: {message}"

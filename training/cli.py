@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import functools
 import json
 import logging
@@ -462,7 +461,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 ray.shutdown()
                 raise
         if loaded.source != "registry":
-            settings = dataclasses.replace(settings, start_from_cache=True)
+            settings = settings.replace(start_from_cache=True)
         # Ray installs handlers of its own; ours go after, so SIGTERM and Ctrl-C drain.
         for number in (signal.SIGINT, signal.SIGTERM):
             signal.signal(number, on_signal)

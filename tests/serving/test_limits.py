@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from fastapi.testclient import TestClient
 
 from serving.app import create_app
@@ -14,7 +12,7 @@ CHUNK = 10_000
 
 def test_a_chunked_body_past_the_limit_is_413(settings, loaded_model):
     """Over HTTP (tests/serving/test_serve_http.py) the replica also stops reading it."""
-    client = TestClient(create_app(dataclasses.replace(settings, max_body_bytes=LIMIT),
+    client = TestClient(create_app(settings.replace(max_body_bytes=LIMIT),
                                    loaded_model), raise_server_exceptions=False)
 
     def chunks():  # no Content-Length: httpx sends this as a chunked body
@@ -35,7 +33,7 @@ def test_a_chunked_body_within_the_limit_is_scored(settings, loaded_model, histo
 
     from tests.serving.conftest import window_body
 
-    client = TestClient(create_app(dataclasses.replace(settings, max_body_bytes=LIMIT),
+    client = TestClient(create_app(settings.replace(max_body_bytes=LIMIT),
                                    loaded_model))
     body = json.dumps({"series": [window_body(history.iloc[-60:])]}).encode()
     response = client.post("/v1/score", content=iter([body[:100], body[100:]]),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -64,7 +63,7 @@ def test_a_window_comes_back_on_a_regular_grid_with_gaps_marked(prometheus_histo
 def test_keda_endpoint_answers_one_number_from_live_demand(settings, loaded_model,
                                                            prometheus_history):
     live = live_config(prometheus_history.url)
-    client = TestClient(create_app(dataclasses.replace(settings, live=live), loaded_model))
+    client = TestClient(create_app(settings.replace(live=live), loaded_model))
     response = client.get("/v1/recommendations/checkout/replicas")
     assert response.status_code == 200, response.text
     body = response.json()
@@ -87,7 +86,7 @@ def test_keda_endpoint_answers_one_number_from_live_demand(settings, loaded_mode
 
 def test_keda_endpoint_errors_are_clear(settings, loaded_model):
     dead = live_config("http://127.0.0.1:9")  # nothing listens on the discard port
-    client = TestClient(create_app(dataclasses.replace(settings, live=dead), loaded_model))
+    client = TestClient(create_app(settings.replace(live=dead), loaded_model))
     down = client.get("/v1/recommendations/checkout/replicas")
     assert down.status_code == 502
     assert "cannot connect" in down.json()["detail"]
@@ -192,7 +191,7 @@ def test_a_live_step_other_than_the_models_step_is_refused_naming_both(tmp_path,
     expected = (f"checkout/cpu_ratio: the live config reads it every step_s=10 s, but its "
                 f"models were trained on {step_s:g} s steps; set step_s: {step_s:g} in the live "
                 f"config, or retrain them on data at a 10 s step")
-    client = TestClient(create_app(dataclasses.replace(settings, live=live),
+    client = TestClient(create_app(settings.replace(live=live),
                                    trained_on_live_data))
     response = client.get("/v1/recommendations/checkout/replicas")
     assert response.status_code == 422, response.text

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import logging
@@ -29,7 +28,7 @@ def bearer(token: str) -> dict[str, str]:
 @pytest.fixture
 def secured(settings, loaded_model, tmp_path, mlflow_store):
     tokens = TokenStore([SCORE_ENTRY, FORECAST_ENTRY, ADMIN_ENTRY])
-    secure = dataclasses.replace(settings, tokens=tokens, audit_log=tmp_path / "audit.jsonl",
+    secure = settings.replace(tokens=tokens, audit_log=tmp_path / "audit.jsonl",
                                  max_body_bytes=200_000, tracking_uri=mlflow_store)
     return TestClient(create_app(secure, loaded_model), raise_server_exceptions=False)
 

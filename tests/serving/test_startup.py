@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ def test_the_cached_champion_serves_when_the_registry_is_down(registered, unreac
     first = start_model(registered)
     assert first.source == "registry" and first.version == "1"
 
-    down = dataclasses.replace(registered, tracking_uri=unreachable)
+    down = registered.replace(tracking_uri=unreachable)
     cached = start_model(down)
     assert cached.version == "1" and cached.source.startswith("cache: registry unreachable")
     client = TestClient(create_app(down, cached))
@@ -110,8 +109,7 @@ def test_a_corrupt_sqlite_registry_starts_from_the_cache(cached, damage):
               else original[:8192] + bytes(len(original) - 16384) + original[-8192:])
     database = Path(cached.tracking_uri.removeprefix("sqlite:///")).with_name("broken.db")
     database.write_bytes(broken)
-    model, seconds = _start_timed(dataclasses.replace(cached,
-                                                      tracking_uri=f"sqlite:///{database}"))
+    model, seconds = _start_timed(cached.replace(tracking_uri=f"sqlite:///{database}"))
     assert model.version == "1" and model.source.startswith("cache: registry unreachable")
     assert "DatabaseError" in model.source
     assert seconds < 30
@@ -126,7 +124,7 @@ def test_an_unreachable_http_registry_starts_from_the_cache_in_seconds(cached, r
     else:
         hanging, uri = _no_answer_server()
     try:
-        model, seconds = _start_timed(dataclasses.replace(cached, tracking_uri=uri))
+        model, seconds = _start_timed(cached.replace(tracking_uri=uri))
     finally:
         if hanging is not None:
             hanging.close()
@@ -140,7 +138,7 @@ def test_reload_with_the_registry_down_answers_503_in_seconds(cached):
 
     hanging, uri = _no_answer_server()
     try:
-        down = dataclasses.replace(cached, tracking_uri=uri)
+        down = cached.replace(tracking_uri=uri)
         holder = ModelHolder(start_model(cached))
         client = TestClient(create_app(down, holder=holder, watcher=ModelWatcher(down, holder)))
         started = time.monotonic()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -74,7 +72,7 @@ def test_a_caller_inventing_series_cannot_keep_trained_series_off_metrics(settin
     inventor, inventor_entry = new_token("inventor", ["score"])
     other, other_entry = new_token("other", ["score"])
     shipped = Settings()
-    served = dataclasses.replace(settings, tokens=TokenStore([inventor_entry, other_entry]),
+    served = settings.replace(tokens=TokenStore([inventor_entry, other_entry]),
                                  max_series_per_request=shipped.max_series_per_request)
     client = TestClient(create_app(served, loaded_model))
     window = daily_series(288, seed=4).iloc[-20:]
@@ -95,7 +93,7 @@ def test_a_caller_inventing_series_cannot_keep_trained_series_off_metrics(settin
 
 
 def test_series_beyond_the_cap_evict_the_least_recently_updated(settings, loaded_model):
-    client = TestClient(create_app(dataclasses.replace(settings, max_exported_series=3),
+    client = TestClient(create_app(settings.replace(max_exported_series=3),
                                    loaded_model))
     window = daily_series(288, seed=4).iloc[-30:]
     forecast = {"service": "web", "metric": "cpu", "horizon": 24}

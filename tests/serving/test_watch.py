@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import math
@@ -108,7 +107,7 @@ def live(prometheus_url: str, alertmanager_url: str = "http://127.0.0.1:9") -> L
 @pytest.fixture
 def watch_settings(settings):
     # Incidents end 5 minutes after their last alarmed point (the default is an hour).
-    return dataclasses.replace(settings, alarm_policy=AlarmPolicy(merge_gap_s=300))
+    return settings.replace(alarm_policy=AlarmPolicy(merge_gap_s=300))
 
 
 def at(seconds: int) -> dt.datetime:
