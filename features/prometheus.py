@@ -61,6 +61,7 @@ import pandas as pd
 
 from features.schema import LABELS, METRIC, SERVICE, TIMESTAMP, VALUE
 from features.series import duration_text
+from features.timeparse import parse_seconds, parse_timestamp
 
 _log = logging.getLogger(__name__)
 
@@ -74,12 +75,6 @@ QUERY_RANGE_PATH = "/api/v1/query_range"
 _NAME = r"[A-Za-z_:][A-Za-z0-9_:]*"
 # "name=expr": an identifier, "=", and anything but "=" or "~" next (PromQL's "==" and "=~").
 _NAMED_QUERY = re.compile(rf"^\s*({_NAME})\s*=(?![=~])\s*(\S.*)$", re.DOTALL)
-_DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
-#: "now", "now-1h", "now + 15m", or "-1h30m" (now is implied before a minus).
-_RELATIVE_TIME = re.compile(rf"(?P<now>now)?\s*(?:(?P<sign>[+-])\s*"
-                            rf"(?P<duration>(?:{_DURATION_PART.pattern})+))?")
-_DURATION_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000,
-                "w": 7 * 86_400_000, "y": 365 * 86_400_000}
 
 
 class PrometheusImportError(RuntimeError):
@@ -369,68 +364,14 @@ def sampling_interval_s(stamps_ms: np.ndarray, values: np.ndarray, step_ms: int)
 
 # -- parsing of user input ------------------------------------------------------------------
 def parse_step(text: str | float | int) -> float:
-    """A step in seconds from ``"10s"``, ``"1m"``, ``"1m30s"``, ``"250ms"`` or ``"15"``."""
-    if isinstance(text, bool):
-        raise TypeError(f"step must be a duration, got {text!r}")
-    if isinstance(text, int | float):
-        seconds = float(text)
-    else:
-        raw = str(text).strip()
-        try:
-            seconds = float(raw)
-        except ValueError:
-            parts = _DURATION_PART.findall(raw)
-            if not parts or "".join(n + u for n, u in parts) != raw:
-                raise ValueError(f"step {text!r} is not a duration such as 10s, 1m, 1m30s or a "
-                                 f"number of seconds") from None
-            seconds = sum(int(n) * _DURATION_MS[u] for n, u in parts) / 1000
-    if not (math.isfinite(seconds) and seconds >= 0.001):
+    """A query_range step in seconds: any :func:`features.timeparse.parse_seconds` spelling.
+
+    Only the floor is Prometheus' own: it takes steps in whole milliseconds.
+    """
+    seconds = parse_seconds(text, name="step")
+    if seconds < 0.001:
         raise ValueError(f"step {text!r} must be at least 1 ms")
     return seconds
-
-
-def parse_time(text: str | float | int | pd.Timestamp, *, name: str = "time",
-               now: pd.Timestamp | None = None) -> pd.Timestamp:
-    """A UTC timestamp from RFC 3339 text (with an offset), Unix seconds, or a time relative to now.
-
-    Relative times are written as Prometheus' and Grafana's tools write them: ``"now"``,
-    ``"now-1h"``, ``"now+15m"``, or ``"-1h30m"`` (before now). A bare number, even
-    negative, is Unix seconds. ``now`` defaults to the current time.
-    """
-    if isinstance(text, pd.Timestamp):
-        stamp = text
-    elif isinstance(text, bool):
-        raise TypeError(f"{name} must be a time, got {text!r}")
-    elif isinstance(text, int | float):
-        stamp = pd.Timestamp(float(text), unit="s", tz="UTC")
-    else:
-        raw = str(text).strip()
-        relative = _RELATIVE_TIME.fullmatch(raw.lower())
-        if relative and (relative["now"] or relative["sign"] == "-"):
-            now = pd.Timestamp.now(tz="UTC") if now is None else now.tz_convert("UTC")
-            if not relative["duration"]:
-                return now
-            offset = pd.Timedelta(parse_step(relative["duration"]), unit="s")
-            return now + offset if relative["sign"] == "+" else now - offset
-        try:
-            seconds = float(raw)
-        except ValueError:
-            seconds = None
-        if seconds is not None:
-            if not math.isfinite(seconds):
-                raise ValueError(f"{name} {text!r} is not a time")
-            return pd.Timestamp(seconds, unit="s", tz="UTC")
-        try:
-            stamp = pd.Timestamp(raw)
-        except ValueError:
-            raise ValueError(f"{name} {text!r} is neither RFC 3339 (2026-11-27T12:00:00Z), Unix "
-                             f"seconds nor a time relative to now (now, now-1h, -30m)") from None
-    if stamp is pd.NaT or pd.isna(stamp):
-        raise ValueError(f"{name} {text!r} is not a time")
-    if stamp.tzinfo is None:
-        raise ValueError(f"{name} {text!r} has no timezone; write it as RFC 3339 with an offset, "
-                         f"e.g. 2026-11-27T12:00:00Z")
-    return stamp.tz_convert("UTC")
 
 
 def chunk_ranges(start_ms: int, end_ms: int, step_ms: int,
@@ -632,9 +573,9 @@ def import_prometheus(
         :class:`PromQuery` objects or text, ``"PROMQL"`` or ``"NAME=PROMQL"``.
     start, end
         RFC 3339 text, Unix seconds, aware timestamps or times relative to now
-        (``"-1h"``, ``"now-1h"``, see :func:`parse_time`); ``end`` defaults to now.
+        (``"-1h"``, ``"now-1h"``, see :mod:`features.timeparse`); ``end`` defaults to now.
     step
-        The resolution: ``"10s"``, ``"1m"`` or seconds.
+        The resolution: ``"10s"``, ``"1m"``, ``"1m30s"`` or seconds (:func:`parse_step`).
     client
         An ``httpx.Client`` to send the requests with (default: a new one).
 
@@ -659,8 +600,8 @@ def import_prometheus(
         raise ValueError(f"timeout_s={timeout_s!r} must be a positive number of seconds")
     step_ms = round(parse_step(step) * 1000)
     now = pd.Timestamp.now(tz="UTC")  # one "now" for a relative start and end
-    start_ts = parse_time(start, name="start", now=now)
-    end_ts = parse_time("now" if end is None else end, name="end", now=now)
+    start_ts = parse_timestamp(start, name="start", now=now)
+    end_ts = parse_timestamp("now" if end is None else end, name="end", now=now)
     start_ms = _ms(start_ts)
     start_ms = -(-start_ms // step_ms) * step_ms  # up to the step grid
     end_ms = _ms(end_ts)
