@@ -42,6 +42,10 @@ What a run does, for every PromQL query it is given:
    carrying ``warnings``) raises :class:`PrometheusImportError`, naming the
    URL, the query, the chunk's time range and Prometheus' own message, and the
    store is left as it was.
+
+Step 3's label rule is :mod:`features.prometheus_labels` (re-exported here). The
+rest stays in this one module: fetching, chunking, resume and the report are the
+steps of one all-or-nothing import, and read best in order.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,6 +63,11 @@ import httpx
 import numpy as np
 import pandas as pd
 
+# The label rule lives in its own module; its public names stay importable from here.
+from features.prometheus_labels import (
+    DEFAULT_SERVICE_LABELS as DEFAULT_SERVICE_LABELS,
+)
+from features.prometheus_labels import LabelRule, LabelRuleError, PromQuery, _labels_text
 from features.schema import LABELS, METRIC, SERVICE, TIMESTAMP, VALUE
 from features.series import duration_text
 from features.timeparse import parse_seconds, parse_timestamp
@@ -69,12 +78,8 @@ _log = logging.getLogger(__name__)
 MAX_POINTS_PER_REQUEST = 11_000
 #: A guard against a range and step that would take days to fetch (110 million points).
 MAX_REQUESTS_PER_QUERY = 10_000
-DEFAULT_SERVICE_LABELS = ("service", "job", "app")
 QUERY_RANGE_PATH = "/api/v1/query_range"
 
-_NAME = r"[A-Za-z_:][A-Za-z0-9_:]*"
-# "name=expr": an identifier, "=", and anything but "=" or "~" next (PromQL's "==" and "=~").
-_NAMED_QUERY = re.compile(rf"^\s*({_NAME})\s*=(?![=~])\s*(\S.*)$", re.DOTALL)
 
 
 class PrometheusImportError(RuntimeError):
@@ -110,133 +115,6 @@ class PrometheusImportError(RuntimeError):
         if start is not None and end is not None:
             where += f", chunk {_iso(start)} to {_iso(end)}"
         super().__init__(f"{where}: {message}; nothing was written")
-
-
-class LabelRuleError(ValueError):
-    """A series' labels do not give a service and a metric, or two series give the same pair."""
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class LabelRule:
-    """How a Prometheus series' labels become the store's ``service`` and ``metric``.
-
-    Parameters
-    ----------
-    service_labels
-        Labels tried in order; the first one the series carries (non-empty)
-        names the service. Default ``("service", "job", "app")``.
-    metric_label
-        The label that names the metric when the query has no name of its own.
-        Default ``"__name__"`` (the metric name; functions like ``rate`` drop it).
-    keep_labels
-        Keep the series' other labels in the store's ``labels`` map column
-        (repeated on every row). Default False: they are dropped.
-    """
-
-    service_labels: tuple[str, ...] = DEFAULT_SERVICE_LABELS
-    metric_label: str = "__name__"
-    keep_labels: bool = False
-
-    def __post_init__(self) -> None:
-        if isinstance(self.service_labels, str) or not isinstance(self.service_labels, Iterable):
-            raise TypeError(f"service_labels must be a list of label names, got "
-                            f"{self.service_labels!r}")
-        labels = tuple(self.service_labels)
-        if not labels or not all(isinstance(x, str) and x for x in labels):
-            raise ValueError(f"service_labels must be a non-empty list of label names, got "
-                             f"{list(labels)!r}")
-        object.__setattr__(self, "service_labels", labels)
-        if not isinstance(self.metric_label, str) or not self.metric_label:
-            raise ValueError(f"metric_label must be a label name, got {self.metric_label!r}")
-        if not isinstance(self.keep_labels, bool):
-            raise TypeError(f"keep_labels must be true or false, got {self.keep_labels!r}")
-
-    @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any], *, source: str = "label rule") -> LabelRule:
-        """Build a rule from a parsed JSON/YAML mapping; unknown keys are refused."""
-        if not isinstance(mapping, Mapping):
-            raise TypeError(f"{source} must be a mapping of service_labels, metric_label, "
-                            f"keep_labels; got {type(mapping).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(mapping) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown key(s) {unknown}; accepted: {sorted(known)}")
-        return cls(**dict(mapping))
-
-    def identify(self, labels: Mapping[str, str], query: PromQuery) -> tuple[str, str, dict[str, str]]:
-        """``(service, metric, other labels)`` of one series returned by ``query``.
-
-        Raises
-        ------
-        LabelRuleError
-            No service label is present, or the metric has no name.
-        """
-        service_label = self.service_label(labels)
-        service = None if service_label is None else labels[service_label]
-        metric = query.name or labels.get(self.metric_label) or None
-        if service is None or metric is None:
-            missing = []
-            if service is None:
-                missing.append(f"the service (none of the labels "
-                               f"{', '.join(self.service_labels)} is set)")
-            if metric is None:
-                missing.append(f"the metric (no label {self.metric_label}; name the query "
-                               f"as NAME=PROMQL)")
-            raise LabelRuleError(f"query {query.text!r}: cannot tell {' nor '.join(missing)} "
-                                 f"of series {_labels_text(labels)}")
-        used = {self.metric_label, "__name__", service_label}
-        return service, metric, {k: v for k, v in labels.items() if k not in used}
-
-    def service_label(self, labels: Mapping[str, str]) -> str | None:
-        """The label that names the service of a series with ``labels`` (None: none is set)."""
-        return next((x for x in self.service_labels if labels.get(x)), None)
-
-    def collision_advice(self, first: Mapping[str, str], second: Mapping[str, str],
-                         query: PromQuery) -> str:
-        """How to make two series of ``query`` that land on one service/metric one, or two.
-
-        Aggregate by the label that names their service (the one label every series of the
-        result keeps), select one with a matcher on the labels that differ, or, when a single
-        label differs, make it the service.
-        """
-        differ = sorted(k for k in set(first) | set(second) if first.get(k) != second.get(k))
-        by = self.service_label(first)
-        advice = [f"they differ in {', '.join(differ)}; aggregate them to one per service "
-                  f"(label {by}): `sum by ({by}) ({query.expr})`",
-                  f"select one with a matcher on {', '.join(differ)}"]
-        if len(differ) == 1:
-            advice.append(f"keep one series per {differ[0]} with a labels config of "
-                          f"service_labels: [{differ[0]}]")
-        return ", or ".join(advice)
-
-
-@dataclasses.dataclass(frozen=True)
-class PromQuery:
-    """A PromQL expression and, optionally, the metric name its series are stored under."""
-
-    expr: str
-    name: str | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.expr, str) or not self.expr.strip():
-            raise ValueError(f"a query needs a PromQL expression, got {self.expr!r}")
-        if self.name is not None and not re.fullmatch(_NAME, self.name):
-            raise ValueError(f"query name {self.name!r} is not a metric name "
-                             f"([A-Za-z_:][A-Za-z0-9_:]*)")
-
-    @classmethod
-    def parse(cls, text: str) -> PromQuery:
-        """``"cpu=rate(x[1m])"`` → named ``cpu``; ``"up{job='a'}"`` → unnamed."""
-        if not isinstance(text, str):
-            raise TypeError(f"a query must be text, got {type(text).__name__}")
-        named = _NAMED_QUERY.match(text)
-        if named:
-            return cls(expr=named.group(2).strip(), name=named.group(1))
-        return cls(expr=text.strip())
-
-    @property
-    def text(self) -> str:
-        return f"{self.name}={self.expr}" if self.name else self.expr
 
 
 @dataclasses.dataclass(frozen=True)
@@ -738,7 +616,3 @@ def _iso(stamp: pd.Timestamp | None) -> str:
     text = stamp.tz_convert("UTC").isoformat(timespec="milliseconds")
     return text.replace(".000+00:00", "Z").replace("+00:00", "Z")
 
-
-def _labels_text(labels: Mapping[str, str]) -> str:
-    inside = ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    return "{" + inside + "}"

@@ -11,6 +11,10 @@ Incidents of five kinds are injected after the first 20 % of the timeline,
 which is kept clean for training, and their rows are labelled. A few rows are
 dropped (never inside an incident) so that consumers have to handle gaps.
 
+The module stays whole: the config's limits are computed from the same
+incident durations and separations the generator draws with, and the draws
+happen in one seeded order, so the pieces change together.
+
 Examples
 --------
 >>> frame = generate_fleet(FleetConfig(n_services=2, days=3, step="5min"))
