@@ -16,6 +16,7 @@ from features.schema import (
     VALUE,
     DataValidationError,
 )
+from features.timeparse import parse_timestamp
 from features.validation import DuplicatePolicy, validate_frame
 
 
@@ -75,10 +76,9 @@ def load_windows(path: str | Path) -> dict[str, list[tuple[pd.Timestamp, pd.Time
                 raise DataValidationError(
                     f"window {i} of {key!r} is {span!r}; expected [start, end]", file=str(path)
                 )
-            start, end = (pd.Timestamp(s) for s in span)
-            start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
-            end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
-            parsed.append((start, end))
+            # NAB writes its windows without a zone, in UTC.
+            parsed.append(tuple(parse_timestamp(s, name=f"window {i} of {key!r}", naive="utc")
+                                for s in span))
         windows[key] = parsed
     return windows
 

@@ -42,6 +42,10 @@ What a run does, for every PromQL query it is given:
    carrying ``warnings``) raises :class:`PrometheusImportError`, naming the
    URL, the query, the chunk's time range and Prometheus' own message, and the
    store is left as it was.
+
+Step 3's label rule is :mod:`features.prometheus_labels` (re-exported here). The
+rest stays in this one module: fetching, chunking, resume and the report are the
+steps of one all-or-nothing import, and read best in order.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,8 +63,14 @@ import httpx
 import numpy as np
 import pandas as pd
 
+# The label rule lives in its own module; its public names stay importable from here.
+from features.prometheus_labels import (
+    DEFAULT_SERVICE_LABELS as DEFAULT_SERVICE_LABELS,
+)
+from features.prometheus_labels import LabelRule, LabelRuleError, PromQuery, _labels_text
 from features.schema import LABELS, METRIC, SERVICE, TIMESTAMP, VALUE
 from features.series import duration_text
+from features.timeparse import parse_seconds, parse_timestamp
 
 _log = logging.getLogger(__name__)
 
@@ -68,18 +78,8 @@ _log = logging.getLogger(__name__)
 MAX_POINTS_PER_REQUEST = 11_000
 #: A guard against a range and step that would take days to fetch (110 million points).
 MAX_REQUESTS_PER_QUERY = 10_000
-DEFAULT_SERVICE_LABELS = ("service", "job", "app")
 QUERY_RANGE_PATH = "/api/v1/query_range"
 
-_NAME = r"[A-Za-z_:][A-Za-z0-9_:]*"
-# "name=expr": an identifier, "=", and anything but "=" or "~" next (PromQL's "==" and "=~").
-_NAMED_QUERY = re.compile(rf"^\s*({_NAME})\s*=(?![=~])\s*(\S.*)$", re.DOTALL)
-_DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
-#: "now", "now-1h", "now + 15m", or "-1h30m" (now is implied before a minus).
-_RELATIVE_TIME = re.compile(rf"(?P<now>now)?\s*(?:(?P<sign>[+-])\s*"
-                            rf"(?P<duration>(?:{_DURATION_PART.pattern})+))?")
-_DURATION_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000,
-                "w": 7 * 86_400_000, "y": 365 * 86_400_000}
 
 
 class PrometheusImportError(RuntimeError):
@@ -115,133 +115,6 @@ class PrometheusImportError(RuntimeError):
         if start is not None and end is not None:
             where += f", chunk {_iso(start)} to {_iso(end)}"
         super().__init__(f"{where}: {message}; nothing was written")
-
-
-class LabelRuleError(ValueError):
-    """A series' labels do not give a service and a metric, or two series give the same pair."""
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class LabelRule:
-    """How a Prometheus series' labels become the store's ``service`` and ``metric``.
-
-    Parameters
-    ----------
-    service_labels
-        Labels tried in order; the first one the series carries (non-empty)
-        names the service. Default ``("service", "job", "app")``.
-    metric_label
-        The label that names the metric when the query has no name of its own.
-        Default ``"__name__"`` (the metric name; functions like ``rate`` drop it).
-    keep_labels
-        Keep the series' other labels in the store's ``labels`` map column
-        (repeated on every row). Default False: they are dropped.
-    """
-
-    service_labels: tuple[str, ...] = DEFAULT_SERVICE_LABELS
-    metric_label: str = "__name__"
-    keep_labels: bool = False
-
-    def __post_init__(self) -> None:
-        if isinstance(self.service_labels, str) or not isinstance(self.service_labels, Iterable):
-            raise TypeError(f"service_labels must be a list of label names, got "
-                            f"{self.service_labels!r}")
-        labels = tuple(self.service_labels)
-        if not labels or not all(isinstance(x, str) and x for x in labels):
-            raise ValueError(f"service_labels must be a non-empty list of label names, got "
-                             f"{list(labels)!r}")
-        object.__setattr__(self, "service_labels", labels)
-        if not isinstance(self.metric_label, str) or not self.metric_label:
-            raise ValueError(f"metric_label must be a label name, got {self.metric_label!r}")
-        if not isinstance(self.keep_labels, bool):
-            raise TypeError(f"keep_labels must be true or false, got {self.keep_labels!r}")
-
-    @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any], *, source: str = "label rule") -> LabelRule:
-        """Build a rule from a parsed JSON/YAML mapping; unknown keys are refused."""
-        if not isinstance(mapping, Mapping):
-            raise TypeError(f"{source} must be a mapping of service_labels, metric_label, "
-                            f"keep_labels; got {type(mapping).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(mapping) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown key(s) {unknown}; accepted: {sorted(known)}")
-        return cls(**dict(mapping))
-
-    def identify(self, labels: Mapping[str, str], query: PromQuery) -> tuple[str, str, dict[str, str]]:
-        """``(service, metric, other labels)`` of one series returned by ``query``.
-
-        Raises
-        ------
-        LabelRuleError
-            No service label is present, or the metric has no name.
-        """
-        service_label = self.service_label(labels)
-        service = None if service_label is None else labels[service_label]
-        metric = query.name or labels.get(self.metric_label) or None
-        if service is None or metric is None:
-            missing = []
-            if service is None:
-                missing.append(f"the service (none of the labels "
-                               f"{', '.join(self.service_labels)} is set)")
-            if metric is None:
-                missing.append(f"the metric (no label {self.metric_label}; name the query "
-                               f"as NAME=PROMQL)")
-            raise LabelRuleError(f"query {query.text!r}: cannot tell {' nor '.join(missing)} "
-                                 f"of series {_labels_text(labels)}")
-        used = {self.metric_label, "__name__", service_label}
-        return service, metric, {k: v for k, v in labels.items() if k not in used}
-
-    def service_label(self, labels: Mapping[str, str]) -> str | None:
-        """The label that names the service of a series with ``labels`` (None: none is set)."""
-        return next((x for x in self.service_labels if labels.get(x)), None)
-
-    def collision_advice(self, first: Mapping[str, str], second: Mapping[str, str],
-                         query: PromQuery) -> str:
-        """How to make two series of ``query`` that land on one service/metric one, or two.
-
-        Aggregate by the label that names their service (the one label every series of the
-        result keeps), select one with a matcher on the labels that differ, or, when a single
-        label differs, make it the service.
-        """
-        differ = sorted(k for k in set(first) | set(second) if first.get(k) != second.get(k))
-        by = self.service_label(first)
-        advice = [f"they differ in {', '.join(differ)}; aggregate them to one per service "
-                  f"(label {by}): `sum by ({by}) ({query.expr})`",
-                  f"select one with a matcher on {', '.join(differ)}"]
-        if len(differ) == 1:
-            advice.append(f"keep one series per {differ[0]} with a labels config of "
-                          f"service_labels: [{differ[0]}]")
-        return ", or ".join(advice)
-
-
-@dataclasses.dataclass(frozen=True)
-class PromQuery:
-    """A PromQL expression and, optionally, the metric name its series are stored under."""
-
-    expr: str
-    name: str | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.expr, str) or not self.expr.strip():
-            raise ValueError(f"a query needs a PromQL expression, got {self.expr!r}")
-        if self.name is not None and not re.fullmatch(_NAME, self.name):
-            raise ValueError(f"query name {self.name!r} is not a metric name "
-                             f"([A-Za-z_:][A-Za-z0-9_:]*)")
-
-    @classmethod
-    def parse(cls, text: str) -> PromQuery:
-        """``"cpu=rate(x[1m])"`` → named ``cpu``; ``"up{job='a'}"`` → unnamed."""
-        if not isinstance(text, str):
-            raise TypeError(f"a query must be text, got {type(text).__name__}")
-        named = _NAMED_QUERY.match(text)
-        if named:
-            return cls(expr=named.group(2).strip(), name=named.group(1))
-        return cls(expr=text.strip())
-
-    @property
-    def text(self) -> str:
-        return f"{self.name}={self.expr}" if self.name else self.expr
 
 
 @dataclasses.dataclass(frozen=True)
@@ -369,68 +242,14 @@ def sampling_interval_s(stamps_ms: np.ndarray, values: np.ndarray, step_ms: int)
 
 # -- parsing of user input ------------------------------------------------------------------
 def parse_step(text: str | float | int) -> float:
-    """A step in seconds from ``"10s"``, ``"1m"``, ``"1m30s"``, ``"250ms"`` or ``"15"``."""
-    if isinstance(text, bool):
-        raise TypeError(f"step must be a duration, got {text!r}")
-    if isinstance(text, int | float):
-        seconds = float(text)
-    else:
-        raw = str(text).strip()
-        try:
-            seconds = float(raw)
-        except ValueError:
-            parts = _DURATION_PART.findall(raw)
-            if not parts or "".join(n + u for n, u in parts) != raw:
-                raise ValueError(f"step {text!r} is not a duration such as 10s, 1m, 1m30s or a "
-                                 f"number of seconds") from None
-            seconds = sum(int(n) * _DURATION_MS[u] for n, u in parts) / 1000
-    if not (math.isfinite(seconds) and seconds >= 0.001):
+    """A query_range step in seconds: any :func:`features.timeparse.parse_seconds` spelling.
+
+    Only the floor is Prometheus' own: it takes steps in whole milliseconds.
+    """
+    seconds = parse_seconds(text, name="step")
+    if seconds < 0.001:
         raise ValueError(f"step {text!r} must be at least 1 ms")
     return seconds
-
-
-def parse_time(text: str | float | int | pd.Timestamp, *, name: str = "time",
-               now: pd.Timestamp | None = None) -> pd.Timestamp:
-    """A UTC timestamp from RFC 3339 text (with an offset), Unix seconds, or a time relative to now.
-
-    Relative times are written as Prometheus' and Grafana's tools write them: ``"now"``,
-    ``"now-1h"``, ``"now+15m"``, or ``"-1h30m"`` (before now). A bare number, even
-    negative, is Unix seconds. ``now`` defaults to the current time.
-    """
-    if isinstance(text, pd.Timestamp):
-        stamp = text
-    elif isinstance(text, bool):
-        raise TypeError(f"{name} must be a time, got {text!r}")
-    elif isinstance(text, int | float):
-        stamp = pd.Timestamp(float(text), unit="s", tz="UTC")
-    else:
-        raw = str(text).strip()
-        relative = _RELATIVE_TIME.fullmatch(raw.lower())
-        if relative and (relative["now"] or relative["sign"] == "-"):
-            now = pd.Timestamp.now(tz="UTC") if now is None else now.tz_convert("UTC")
-            if not relative["duration"]:
-                return now
-            offset = pd.Timedelta(parse_step(relative["duration"]), unit="s")
-            return now + offset if relative["sign"] == "+" else now - offset
-        try:
-            seconds = float(raw)
-        except ValueError:
-            seconds = None
-        if seconds is not None:
-            if not math.isfinite(seconds):
-                raise ValueError(f"{name} {text!r} is not a time")
-            return pd.Timestamp(seconds, unit="s", tz="UTC")
-        try:
-            stamp = pd.Timestamp(raw)
-        except ValueError:
-            raise ValueError(f"{name} {text!r} is neither RFC 3339 (2026-11-27T12:00:00Z), Unix "
-                             f"seconds nor a time relative to now (now, now-1h, -30m)") from None
-    if stamp is pd.NaT or pd.isna(stamp):
-        raise ValueError(f"{name} {text!r} is not a time")
-    if stamp.tzinfo is None:
-        raise ValueError(f"{name} {text!r} has no timezone; write it as RFC 3339 with an offset, "
-                         f"e.g. 2026-11-27T12:00:00Z")
-    return stamp.tz_convert("UTC")
 
 
 def chunk_ranges(start_ms: int, end_ms: int, step_ms: int,
@@ -632,9 +451,9 @@ def import_prometheus(
         :class:`PromQuery` objects or text, ``"PROMQL"`` or ``"NAME=PROMQL"``.
     start, end
         RFC 3339 text, Unix seconds, aware timestamps or times relative to now
-        (``"-1h"``, ``"now-1h"``, see :func:`parse_time`); ``end`` defaults to now.
+        (``"-1h"``, ``"now-1h"``, see :mod:`features.timeparse`); ``end`` defaults to now.
     step
-        The resolution: ``"10s"``, ``"1m"`` or seconds.
+        The resolution: ``"10s"``, ``"1m"``, ``"1m30s"`` or seconds (:func:`parse_step`).
     client
         An ``httpx.Client`` to send the requests with (default: a new one).
 
@@ -659,8 +478,8 @@ def import_prometheus(
         raise ValueError(f"timeout_s={timeout_s!r} must be a positive number of seconds")
     step_ms = round(parse_step(step) * 1000)
     now = pd.Timestamp.now(tz="UTC")  # one "now" for a relative start and end
-    start_ts = parse_time(start, name="start", now=now)
-    end_ts = parse_time("now" if end is None else end, name="end", now=now)
+    start_ts = parse_timestamp(start, name="start", now=now)
+    end_ts = parse_timestamp("now" if end is None else end, name="end", now=now)
     start_ms = _ms(start_ts)
     start_ms = -(-start_ms // step_ms) * step_ms  # up to the step grid
     end_ms = _ms(end_ts)
@@ -797,7 +616,3 @@ def _iso(stamp: pd.Timestamp | None) -> str:
     text = stamp.tz_convert("UTC").isoformat(timespec="milliseconds")
     return text.replace(".000+00:00", "Z").replace("+00:00", "Z")
 
-
-def _labels_text(labels: Mapping[str, str]) -> str:
-    inside = ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    return "{" + inside + "}"

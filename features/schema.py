@@ -6,6 +6,8 @@ imports them from here rather than spelling the strings again.
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 TIMESTAMP = "timestamp"
@@ -64,3 +66,13 @@ class DataValidationError(ValueError):
             where.append(f"row {row}")
         prefix = ", ".join(where)
         super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+def first_bad_row(mask: np.ndarray | pd.Series, index: pd.Index) -> int:
+    """The row a :class:`DataValidationError` names for the first True of ``mask``.
+
+    The frame's own label when it has an integer index (a file's row number),
+    else the position.
+    """
+    position = int(np.flatnonzero(np.asarray(mask))[0])
+    return int(index[position]) if pd.api.types.is_integer_dtype(index) else position

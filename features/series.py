@@ -12,38 +12,19 @@ import numpy as np
 import pandas as pd
 
 from features.schema import IS_ANOMALY, METRIC, SERVICE, TIMESTAMP, VALUE
+from features.timeparse import parse_duration
 
 SeriesKey = tuple[str, str]
-
-
-def parse_step(step: str | pd.Timedelta) -> pd.Timedelta:
-    """Read a step such as ``"10s"``, ``"1min"``, ``"1m"`` or ``"1h"`` as a Timedelta.
-
-    ``"m"`` means minutes, as in Prometheus and most monitoring tools.
-    """
-    if isinstance(step, pd.Timedelta):
-        delta = step
-    else:
-        text = str(step).strip()
-        if text.endswith("m") and text[:-1].replace(".", "", 1).isdigit():
-            text = text + "in"
-        try:
-            delta = pd.Timedelta(text)
-        except ValueError as error:
-            raise ValueError(f"step {step!r} is not a duration such as '10s', '1m' or '1h'") from error
-    # pandas reads "", "nan" and "NaT" as NaT, which compares False with everything.
-    if pd.isna(delta):
-        raise ValueError(f"step {step!r} is not a duration such as '10s', '1m' or '1h'")
-    if delta <= pd.Timedelta(0):
-        raise ValueError(f"step must be positive, got {step!r}")
-    return delta
 
 
 _DURATION_UNITS = (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1))
 
 
 def duration_text(seconds: float | pd.Timedelta) -> str:
-    """A duration as Prometheus writes one: ``"1m"``, ``"1h30m"``, ``"15s"``, ``"250ms"``."""
+    """A duration as Prometheus writes one: ``"1m"``, ``"1h30m"``, ``"15s"``, ``"250ms"``.
+
+    :func:`features.timeparse.parse_duration` reads it back to the same value (to the ms).
+    """
     if isinstance(seconds, pd.Timedelta):
         seconds = seconds.total_seconds()
     left = round(float(seconds) * 1000)
@@ -96,9 +77,10 @@ def resample_series(series: pd.Series, step: str | pd.Timedelta) -> pd.Series:
     """Average ``series`` into buckets of ``step``; a bucket with no observation stays NaN.
 
     Buckets are labelled by their left edge, so a point at 10:00:07 with a 10 s
-    step lands in the 10:00:00 bucket. Gaps are kept as NaN, never filled.
+    step lands in the 10:00:00 bucket. Gaps are kept as NaN, never filled. ``step``
+    is any duration :func:`features.timeparse.parse_duration` reads.
     """
-    delta = parse_step(step)
+    delta = parse_duration(step, name="step")
     if not isinstance(series.index, pd.DatetimeIndex):
         raise TypeError(f"series must have a DatetimeIndex, got {type(series.index).__name__}")
     if series.empty:

@@ -48,6 +48,7 @@ from features.schema import (
     VALUE,
     DataValidationError,
 )
+from features.timeparse import parse_timestamp
 from features.validation import validate_frame
 
 _log = logging.getLogger(__name__)
@@ -305,12 +306,8 @@ def _partition_filter(
 
 
 def _utc(value: str | pd.Timestamp | None, name: str) -> pd.Timestamp | None:
-    if value is None:
-        return None
-    stamp = pd.Timestamp(value)
-    if stamp.tzinfo is None:
-        raise ValueError(f"{name}={value!r} has no timezone; pass a UTC time such as '2026-01-05T00:00Z'")
-    return stamp.tz_convert("UTC")
+    """``value`` in UTC; a time without a zone is refused (the store holds UTC only)."""
+    return None if value is None else parse_timestamp(value, name=name)
 
 
 def iter_files(

@@ -11,6 +11,10 @@ Incidents of five kinds are injected after the first 20 % of the timeline,
 which is kept clean for training, and their rows are labelled. A few rows are
 dropped (never inside an incident) so that consumers have to handle gaps.
 
+The module stays whole: the config's limits are computed from the same
+incident durations and separations the generator draws with, and the draws
+happen in one seeded order, so the pieces change together.
+
 Examples
 --------
 >>> frame = generate_fleet(FleetConfig(n_services=2, days=3, step="5min"))
@@ -23,15 +27,14 @@ from __future__ import annotations
 import logging
 import math
 import numbers
-import re
 import time
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from features.schema import INCIDENT, IS_ANOMALY, METRIC, SERVICE, TIMESTAMP, VALUE
+from features.timeparse import parse_duration, parse_timestamp
 
 __all__ = [
     "INCIDENT_KINDS",
@@ -98,10 +101,6 @@ _MAX_SERVICES = 1000
 _MAX_ROWS = 50_000_000
 
 _NS_PER_S = 1_000_000_000
-# Unit spellings pandas deprecated or reads as something else; "m" alone is a
-# minute here, as in Prometheus and most monitoring tools, never a month.
-_UNIT_ALIASES = {"m": "min", "T": "min", "H": "h", "S": "s", "d": "D"}
-_STEP_PATTERN = re.compile(r"(\d+(?:\.\d*)?|\.\d+)?\s*([A-Za-z]+)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,14 +116,17 @@ class FleetConfig:
     days : float
         Length of the timeline in days, greater than 0 and at most 366.
     step : str
-        Sampling interval as a pandas Timedelta string or offset alias
-        (``"1min"``, ``"10s"``, ``"5min"``, ``"1h"``), 1 s to 1 h. ``"m"`` means
-        minutes (``"1m"`` is one minute); ``"M"`` (month) is refused.
+        Sampling interval as text in any form of
+        :func:`features.timeparse.parse_duration` (``"1min"``, ``"1m"``,
+        ``"1m30s"``, ``"10s"``, ``"90"``, ``"1h"``), 1 s to 1 h. ``"m"`` means
+        minutes; ``"M"`` (month) is refused.
     seed : int
         Seed of ``numpy.random.default_rng``, at least 0. The same config always
         gives the same frame.
     start : str
-        First timestamp, ISO 8601. A naive timestamp is taken as UTC.
+        First timestamp, as text in any form of
+        :func:`features.timeparse.parse_timestamp` (ISO 8601, Unix seconds,
+        ``"now-1d"``). A naive timestamp is taken as UTC.
     incidents_per_service : int
         Incidents injected into every service, at least 0. Kinds are dealt in
         turn across the fleet, so every kind occurs as soon as
@@ -207,31 +209,12 @@ def _check_int(name: str, value: object, low: int, high: int | None) -> None:
 
 
 def _parse_step(step: object) -> int:
-    """Return ``step`` in nanoseconds, reading ``"m"`` as minutes."""
+    """Return ``step`` in nanoseconds: text in any :func:`~features.timeparse.parse_duration` form."""
     if not isinstance(step, str):
         raise TypeError(f"step must be a str such as '1min', got {type(step).__name__} ({step!r})")
-    text = step.strip()
-    match = _STEP_PATTERN.fullmatch(text)
-    if match is not None:
-        number, unit = match.group(1) or "1", match.group(2)
-        if unit in ("M", "ME", "MS", "Y", "YE", "YS", "y", "W", "w"):
-            raise ValueError(
-                f"step={step!r} is not a fixed duration; allowed: a duration from "
-                f"{_MIN_STEP_S:g} s to {_MAX_STEP_S / _HOUR_S:g} h such as '10s', '1min', '1m', '5min', '1h'"
-            )
-        text = number + _UNIT_ALIASES.get(unit, unit)
-    try:
-        # pandas warns about spellings it plans to drop; we have mapped the ones we accept.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            delta = pd.Timedelta(text)
-    except (ValueError, TypeError) as error:
-        raise ValueError(
-            f"step={step!r} is not a duration pandas can read ({error}); allowed: e.g. "
-            "'10s', '1min', '1m', '5min', '1h'"
-        ) from None
+    delta = parse_duration(step, name="step")
     step_s = delta.value / _NS_PER_S
-    if pd.isna(delta) or not (_MIN_STEP_S <= step_s <= _MAX_STEP_S):
+    if not (_MIN_STEP_S <= step_s <= _MAX_STEP_S):
         raise ValueError(
             f"step={step!r} ({delta}) is out of range; allowed: "
             f"{_MIN_STEP_S:g} s <= step <= {_MAX_STEP_S / _HOUR_S:g} h"
@@ -240,19 +223,10 @@ def _parse_step(step: object) -> int:
 
 
 def _parse_start(start: object) -> int:
-    """Return ``start`` as nanoseconds since the epoch, UTC."""
+    """Return ``start`` as nanoseconds since the epoch; a time without a zone is UTC."""
     if not isinstance(start, str):
         raise TypeError(f"start must be an ISO 8601 str, got {type(start).__name__} ({start!r})")
-    try:
-        stamp = pd.Timestamp(start)
-    except (ValueError, TypeError) as error:
-        raise ValueError(
-            f"start={start!r} is not a timestamp ({error}); allowed: ISO 8601 such as "
-            "'2026-01-05T00:00:00Z'"
-        ) from None
-    if pd.isna(stamp):
-        raise ValueError(f"start={start!r} is not a timestamp; allowed: ISO 8601")
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    stamp = parse_timestamp(start, name="start", naive="utc")
     return int(stamp.as_unit("ns").value)
 
 

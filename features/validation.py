@@ -25,66 +25,13 @@ from features.schema import (
     TIMESTAMP,
     VALUE,
     DataValidationError,
+    first_bad_row,
 )
+from features.timeparse import parse_timestamps
 
 _log = logging.getLogger(__name__)
 
 DuplicatePolicy = Literal["error", "first", "last", "mean"]
-
-
-def _first_bad_row(mask: np.ndarray | pd.Series, index: pd.Index) -> int:
-    position = int(np.flatnonzero(np.asarray(mask))[0])
-    return int(index[position]) if pd.api.types.is_integer_dtype(index) else position
-
-
-def parse_timestamps(
-    raw: pd.Series, *, file: str | None = None, naive: Literal["utc", "error"] = "error"
-) -> pd.Series:
-    """Parse a timestamp column to ``datetime64[ns, UTC]``.
-
-    Aware timestamps in any fixed offset or zone are converted to UTC. Naive
-    timestamps are taken as UTC when ``naive="utc"`` (CSV files such as NAB's
-    carry no zone) and refused otherwise, since a zone we do not know cannot be
-    guessed.
-    """
-    if isinstance(raw.dtype, pd.DatetimeTZDtype):
-        return raw.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
-    if pd.api.types.is_datetime64_dtype(raw.dtype):
-        if naive == "error":
-            raise DataValidationError(
-                "timestamps carry no timezone; store them as UTC (datetime64[ns, UTC])",
-                file=file,
-                column=TIMESTAMP,
-                row=0,
-            )
-        return raw.dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
-    text = raw.astype("string")
-    parsed = pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
-    bad = parsed.isna() & text.notna()
-    missing = text.isna()
-    if missing.any():
-        raise DataValidationError(
-            "timestamp is missing", file=file, column=TIMESTAMP, row=_first_bad_row(missing, raw.index)
-        )
-    if bad.any():
-        row = _first_bad_row(bad, raw.index)
-        raise DataValidationError(
-            f"cannot parse timestamp {text.iloc[int(np.flatnonzero(bad.to_numpy())[0])]!r}",
-            file=file,
-            column=TIMESTAMP,
-            row=row,
-        )
-    if naive == "error":
-        # pandas parses "2024-01-01 00:00" as UTC under utc=True: tell zone-less text apart.
-        has_zone = text.str.contains(r"(?:Z|[+-]\d{2}:?\d{2})\s*$", regex=True, na=False)
-        if not has_zone.all():
-            raise DataValidationError(
-                "timestamp has no timezone; write it with an offset such as 'Z' or '+00:00'",
-                file=file,
-                column=TIMESTAMP,
-                row=_first_bad_row(~has_zone, raw.index),
-            )
-    return parsed.astype("datetime64[ns, UTC]")
 
 
 def parse_values(raw: pd.Series, *, file: str | None = None, column: str = VALUE) -> pd.Series:
@@ -102,7 +49,7 @@ def parse_values(raw: pd.Series, *, file: str | None = None, column: str = VALUE
             f"value {raw.iloc[position]!r} is not a number",
             file=file,
             column=column,
-            row=_first_bad_row(bad, raw.index),
+            row=first_bad_row(bad, raw.index),
         )
     return numbers.astype("float64")
 
@@ -154,7 +101,7 @@ def validate_frame(
         empty = out[column].isna() | (out[column].astype("string").str.strip() == "")
         if empty.any():
             raise DataValidationError(
-                "empty name", file=file, column=column, row=_first_bad_row(empty, out.index)
+                "empty name", file=file, column=column, row=first_bad_row(empty, out.index)
             )
         out[column] = out[column].astype("string").astype(object).astype(str)
     out[TIMESTAMP] = parse_timestamps(out[TIMESTAMP], file=file, naive=naive_timestamps)
@@ -168,7 +115,7 @@ def validate_frame(
     previous = out.groupby(keys, sort=False)[TIMESTAMP].shift()
     backwards = (out[TIMESTAMP] < previous).to_numpy()
     if backwards.any():
-        row = _first_bad_row(backwards, out.index)
+        row = first_bad_row(backwards, out.index)
         raise DataValidationError(
             f"timestamp {out[TIMESTAMP].iloc[row]} is earlier than the row before it in series "
             f"{out[SERVICE].iloc[row]}/{out[METRIC].iloc[row]}; rows of a series must be in time order",
@@ -179,7 +126,7 @@ def validate_frame(
     repeated = (out[TIMESTAMP] == previous).to_numpy()
     if repeated.any():
         if duplicates == "error":
-            row = _first_bad_row(repeated, out.index)
+            row = first_bad_row(repeated, out.index)
             raise DataValidationError(
                 f"timestamp {out[TIMESTAMP].iloc[row]} appears twice in series "
                 f"{out[SERVICE].iloc[row]}/{out[METRIC].iloc[row]}",

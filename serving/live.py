@@ -8,6 +8,7 @@ watched series, and how each scaled service turns demand into replicas::
       url: http://prometheus:9090
       timeout_s: 10
     step_s: 60            # the grid windows are read on: the step the models were trained at
+                          # (durations here are seconds, or text such as 1m, 1m30s, 1h)
     window_s: 3600        # how much recent data is scored each cycle
     history_s: 86400      # how much past a live forecast starts from
     interval_s: 60        # aiops watch: seconds between cycles
@@ -40,14 +41,31 @@ from typing import Annotated
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from features.prometheus import fetch_window
+from features.timeparse import parse_seconds
 from models.bundle import DetectorBundle
 from serving.schemas import ScalingFields
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def _seconds(value: object, info: ValidationInfo) -> object:
+    """Text such as ``1m`` in seconds, by the duration grammar every command uses.
+
+    Numbers go on to the field's own checks untouched, as before.
+    """
+    return parse_seconds(value, name=info.field_name) if isinstance(value, str) else value
 
 
 class LiveConfigError(ValueError):
@@ -59,6 +77,8 @@ class Endpoint(BaseModel):
 
     url: str = Field(pattern=r"^https?://", description="Base URL, e.g. http://prometheus:9090")
     timeout_s: float = Field(default=10.0, gt=0, le=300)
+
+    _timeout = field_validator("timeout_s", mode="before")(_seconds)
 
 
 class WatchedSeries(BaseModel):
@@ -98,6 +118,9 @@ class LiveConfig(BaseModel):
     interval_s: float = Field(default=60.0, ge=1, le=86_400)
     series: list[WatchedSeries] = Field(default_factory=list, max_length=10_000)
     scaling: dict[Name, ScalingTarget] = Field(default_factory=dict)
+
+    _durations = field_validator("step_s", "window_s", "history_s", "interval_s",
+                                 mode="before")(_seconds)
 
     @model_validator(mode="after")
     def _unique(self) -> LiveConfig:

@@ -72,38 +72,46 @@ def _prometheus_arguments(parser: argparse.ArgumentParser, *, required: bool) ->
         except ValueError as error:
             raise argparse.ArgumentTypeError(str(error)) from None
 
-    def seconds(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = -1.0
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
-        return value
-
     parser.add_argument("--query", action="append", default=[], metavar="PROMQL",
                         help="PromQL to import; NAME=PROMQL stores its series as metric NAME "
                              "(needed when the result has no __name__, e.g. rate(...)); repeat "
                              "for more queries")
     parser.add_argument("--step", type=step, required=required, default=None if required else 60.0,
-                        help="resolution: 10s, 1m, 1m30s or seconds"
+                        help="resolution: 10s, 1m, 1m30s, 5min or seconds"
                              + ("" if required else " (default 1m)"))
     parser.add_argument("--labels-config", metavar="FILE",
                         help="JSON or YAML: service_labels (default [service, job, app]), "
                              "metric_label (default __name__), keep_labels (default false), "
                              "queries (NAME: PROMQL, added to --query)")
-    parser.add_argument("--timeout", type=seconds, default=30.0, metavar="S",
-                        help="seconds to wait for each Prometheus answer (default 30)")
+    parser.add_argument("--timeout", type=_duration_argument("timeout"), default=30.0,
+                        metavar="S", help="seconds (or a duration such as 1m) to wait for each "
+                                          "Prometheus answer (default 30)")
     parser.add_argument("--on-infinite", choices=["gap", "error"], default="gap",
                         help="+Inf/-Inf values: store as gaps, counted (default), or refuse")
 
 
-def _time_argument(name: str):
-    def parse(text: str):
-        from features.prometheus import parse_time
+def _duration_argument(name: str) -> Callable[[str], float]:
+    """An argparse type: seconds from any spelling of :func:`features.timeparse.parse_seconds`."""
+
+    def parse(text: str) -> float:
+        from features.timeparse import parse_seconds
 
         try:
-            return parse_time(text, name=name)
+            return parse_seconds(text, name=name)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
+
+
+def _time_argument(name: str):
+    """An argparse type: a UTC time from :func:`features.timeparse.parse_timestamp`, zone required."""
+
+    def parse(text: str):
+        from features.timeparse import parse_timestamp
+
+        try:
+            return parse_timestamp(text, name=name)
         except ValueError as error:
             raise argparse.ArgumentTypeError(str(error)) from None
 
@@ -378,17 +386,15 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
-    import pandas as pd
-
+    from features.timeparse import parse_duration
     from training.replay import detect
 
     retrain_every = None
     if args.retrain_every.strip().lower() != "never":
         try:
-            retrain_every = pd.Timedelta(args.retrain_every)
+            retrain_every = parse_duration(args.retrain_every, name="--retrain-every")
         except ValueError as error:
-            raise ValueError(f"--retrain-every {args.retrain_every!r} is not a duration such as "
-                             f"1D or 12h, nor 'never': {error}") from error
+            raise ValueError(f"{error}; or 'never' to fit once") from None
     n_rows = detect(args.input, args.out, detector=args.detector,
                     train_fraction=args.train_fraction, retrain_every=retrain_every)
     print(f"wrote {n_rows} scored rows to {args.out}")
@@ -396,9 +402,17 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
 
 def _cmd_forecast(args: argparse.Namespace) -> int:
+    from features.timeparse import parse_timestamp
     from training.forecasting import forecast_file
 
-    results = forecast_file(args.input, args.out, horizon=args.horizon, until=args.until,
+    until = None
+    if args.until is not None:
+        try:
+            # A time without a zone is UTC here, as the data files' times are.
+            until = parse_timestamp(args.until, name="--until", naive="utc").isoformat()
+        except ValueError as error:
+            raise ValueError(f"--until {args.until!r} is not a timestamp: {error}") from None
+    results = forecast_file(args.input, args.out, horizon=args.horizon, until=until,
                             model=args.model)
     for label, result in results:
         print(f"{label}: {result.model} ({result.reason})")
@@ -610,7 +624,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--out", required=True, help="dataset directory to write")
     synth.add_argument("--services", type=int, default=4)
     synth.add_argument("--days", type=float, default=14.0)
-    synth.add_argument("--step", default="1m", help="sampling step, e.g. 10s, 1m, 5m")
+    synth.add_argument("--step", default="1m",
+                       help="sampling step, 1 s to 1 h, e.g. 10s, 1m, 1m30s, 5min or seconds")
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(func=_cmd_synth)
 
@@ -695,7 +710,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="share of the rows the first fit sees (default 0.15)")
     de.add_argument("--retrain-every", default="1D",
                     help="refit on all rows so far every this long, as the nightly job does "
-                         "in production (a pandas duration such as 1D or 12h; 'never': fit "
+                         "in production (a duration such as 1D, 12h or 90m; 'never': fit "
                          "once; default 1D)")
     de.set_defaults(func=_cmd_detect)
 
@@ -703,7 +718,8 @@ def build_parser() -> argparse.ArgumentParser:
     fc.add_argument("input", help="a timestamp,value CSV or a Parquet dataset directory")
     fc.add_argument("--horizon", type=int, required=True, help="steps to forecast")
     fc.add_argument("--out", required=True, help="CSV to write: timestamp,yhat,q10,q50,q90")
-    fc.add_argument("--until", help="fit on the history up to this timestamp (default: all)")
+    fc.add_argument("--until", help="fit on the history up to this time: RFC 3339, Unix seconds "
+                                    "or relative to now (-1d); no zone means UTC (default: all)")
     fc.add_argument("--model", default="auto",
                     help="auto (default: chosen by backtest, the median of all unless one is "
                          "clearly better), seasonal_naive, arima, random_forest, "
@@ -725,7 +741,8 @@ def build_parser() -> argparse.ArgumentParser:
     wa.add_argument("--config", required=True, help="live config YAML (deploy/live.yaml)")
     wa.add_argument("--prometheus", help="Prometheus base URL (overrides the config's)")
     wa.add_argument("--alertmanager", help="Alertmanager base URL (overrides the config's)")
-    wa.add_argument("--interval", type=float, help="seconds between cycles (overrides; >= 1)")
+    wa.add_argument("--interval", type=_duration_argument("interval"),
+                    help="seconds (or a duration such as 5m) between cycles (overrides; >= 1)")
     wa.add_argument("--cycles", type=_positive_int, help="stop after this many cycles")
     wa.add_argument("--dry-run", action="store_true",
                     help="print the alerts as JSON lines instead of posting them")
@@ -747,7 +764,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Options whose value may start with a minus: a time before now such as ``-1h``.
-_TIME_OPTIONS = frozenset({"--start", "--end"})
+_TIME_OPTIONS = frozenset({"--start", "--end", "--until"})
 
 
 def _attach_time_values(argv: Sequence[str]) -> list[str]:

@@ -1,4 +1,4 @@
-"""Tests of step parsing and inference, resampling with gaps, and splitting long frames."""
+"""Tests of step inference, resampling with gaps, and splitting long frames."""
 
 from __future__ import annotations
 
@@ -9,43 +9,12 @@ import pytest
 from features.schema import IS_ANOMALY, METRIC, SERVICE, TIMESTAMP, VALUE
 from features.series import (
     infer_step,
-    parse_step,
     resample_series,
     split_series,
     to_labels,
     to_series,
 )
 from features.validation import validate_frame
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("1m", pd.Timedelta(minutes=1)),  # minutes, as in Prometheus — not months
-        ("5m", pd.Timedelta(minutes=5)),
-        ("1.5m", pd.Timedelta(seconds=90)),
-        (" 15m ", pd.Timedelta(minutes=15)),
-        ("10s", pd.Timedelta(seconds=10)),
-        ("1min", pd.Timedelta(minutes=1)),
-        ("1h", pd.Timedelta(hours=1)),
-        ("1D", pd.Timedelta(days=1)),
-        (pd.Timedelta("30s"), pd.Timedelta(seconds=30)),
-    ],
-)
-def test_parse_step(text, expected):
-    assert parse_step(text) == expected
-
-
-@pytest.mark.parametrize("text", ["abc", "1M", "m", "ten seconds", "", "nan", "NaT"])
-def test_parse_step_refuses_non_durations(text):
-    with pytest.raises(ValueError, match="not a duration"):
-        parse_step(text)
-
-
-@pytest.mark.parametrize("step", ["0s", "-1m", "-10s", pd.Timedelta(0), pd.Timedelta("-1h")])
-def test_parse_step_refuses_non_positive(step):
-    with pytest.raises(ValueError, match="positive"):
-        parse_step(step)
 
 
 def test_infer_step_is_the_median_spacing():
