@@ -33,9 +33,8 @@ from threadpoolctl import threadpool_limits
 
 from features.series import infer_step
 from models.base import Detector, DetectorConfig, register
-from models.thresholds import (
+from models.seasonality import (
     SEASONS,
-    DynamicThresholdConfig,
     choose_season,
     held_out_residuals,
     recent_level,
@@ -44,6 +43,7 @@ from models.thresholds import (
     slot_index,
     slot_length_ns,
 )
+from models.thresholds import DynamicThresholdConfig
 
 _log = logging.getLogger(__name__)
 
@@ -502,6 +502,10 @@ class ArimaDetector(Detector):
     config: ArimaDetectorConfig
     min_history_length: ClassVar[int] = 30
 
+    @classmethod
+    def _test_config(cls) -> ArimaDetectorConfig:
+        return ArimaDetectorConfig(max_p=1, max_q=1, fit_length=600)
+
     # -- fit ------------------------------------------------------------------------------
     def _deseasonalise(
         self, history: pd.Series, step: pd.Timedelta
@@ -650,25 +654,7 @@ class ArimaDetector(Detector):
         _, expected, sd = self._filter(window)
         return expected - raw_threshold * sd, expected + raw_threshold * sd
 
-    # -- state ----------------------------------------------------------------------------
-    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        params = {
-            "season_": self.season_,
-            "slot_ns_": self.slot_ns_,
-            "step_ns_": self.step_ns_,
-            "center_": self.center_,
-            "scale_": self.scale_,
-            "order_": list(self.order_),
-            "mu_": self.mu_,
-            "ar_": list(self.ar_),
-            "ma_": list(self.ma_),
-            "sigma2_": self.sigma2_,
-            "level_sd_": self.level_sd_,
-            "criterion_value_": self.criterion_value_,
-            "estimation_": self.estimation_,
-        }
-        return params, {"profile_": self.profile_, "innovation_sd_": self.innovation_sd_}
-
+    # -- state: the default get_state; loading checks the order and rebuilds the filter ------
     def set_state(self, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.season_ = str(params["season_"])
         self.slot_ns_ = int(params["slot_ns_"])
