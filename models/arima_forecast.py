@@ -74,6 +74,10 @@ class ArimaForecaster(SeasonalProfile, Forecaster):
 
     name = "arima"
     config_class = ArimaForecasterConfig
+
+    @classmethod
+    def _test_config(cls) -> ArimaForecasterConfig:
+        return ArimaForecasterConfig(orders=((1, 0, 0), (1, 0, 1)), max_train_points=600)
     min_history_length = 50
 
     def _fit(self, grid: pd.Series) -> None:

@@ -53,6 +53,11 @@ class MedianEnsembleForecaster(Forecaster):
     name = "median_ensemble"
     config_class = MedianEnsembleConfig
     saved_apart: ClassVar[frozenset[str]] = frozenset({"members_"})
+
+    @classmethod
+    def _test_config(cls) -> MedianEnsembleConfig:
+        # Members are fitted with their defaults: the two cheapest.
+        return MedianEnsembleConfig(members=("seasonal_naive", "random_forest"))
     min_history_length = 50
 
     @classmethod

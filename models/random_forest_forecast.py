@@ -63,6 +63,10 @@ class RandomForestForecaster(SeasonalProfile, Forecaster):
     name = "random_forest"
     config_class = RandomForestForecasterConfig
     saved_apart: ClassVar[frozenset[str]] = frozenset({"forest_"})
+
+    @classmethod
+    def _test_config(cls) -> RandomForestForecasterConfig:
+        return RandomForestForecasterConfig(n_estimators=10, max_depth=6, n_samples=2000)
     min_history_length = 50
 
     @property
