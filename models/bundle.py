@@ -3,6 +3,9 @@
 The bundle is what training produces, MLflow stores and serving loads. It is
 plain files: ``bundle.json`` lists the series and their detectors, and each
 detector is saved in its own folder by :meth:`Detector.save`.
+
+The module stays whole: the fitting helpers, the ensemble rule and the bundle
+are the one scoring path every caller shares, and read best together.
 """
 
 from __future__ import annotations

@@ -24,6 +24,11 @@ network is built, trained, run, saved or loaded: it takes about a second to
 import, which every ``import models`` (the CLI, a serving worker that has no
 LSTM) would otherwise pay. :class:`LstmNetwork` is therefore created on first
 use; ``from models.lstm import LstmNetwork`` works as for any class.
+
+The module stays whole: the lazily defined network must keep the name
+``models.lstm.LstmNetwork`` for pickle (Ray), and its windows, training and
+detector share private types a split would only make public; what it shares
+with the forecaster is in :mod:`models.lstm_shared`.
 """
 
 from __future__ import annotations

@@ -39,6 +39,11 @@ covers 80 % of the held-out values.
 
 ``torch`` is imported only when a network is built, trained, run, saved or
 loaded, so that ``import models`` stays light.
+
+The module stays whole: windows, network, training and forecaster are one
+algorithm whose private types (``_Series``, ``_Batch``, ``_Prepared``) a split
+would only make public; what it shares with the detector is in
+:mod:`models.lstm_shared`.
 """
 
 from __future__ import annotations
