@@ -38,7 +38,6 @@ from models.contract import (
     header,
     package_version,
     read_json,
-    read_model_files,
     write_model_files,
 )
 
@@ -277,7 +276,6 @@ __all__ = [
     "make_detector",
     "package_version",
     "read_json",
-    "read_model_files",
     "register",
     "registered_names",
     "registry_class",

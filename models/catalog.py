@@ -44,7 +44,7 @@ def register(cls: M) -> M:
         raise ValueError(f"{cls.__name__}.kind={kind!r}; accepted: {', '.join(KINDS)}")
     known = _CLASSES[kind]
     if cls.name in known and known[cls.name] is not cls:
-        raise ValueError(f"{_label(kind)} name {cls.name!r} is already registered "
+        raise ValueError(f"{kind_label(kind)} name {cls.name!r} is already registered "
                          f"(by {known[cls.name].__name__})")
     known[cls.name] = cls
     return cls
@@ -61,7 +61,7 @@ def model_class(name: str, kind: Kind) -> type[Model]:
     try:
         return classes(kind)[name]
     except KeyError:
-        raise ValueError(f"unknown {_label(kind)} {name!r}; known: {names(kind)}") from None
+        raise ValueError(f"unknown {kind_label(kind)} {name!r}; known: {names(kind)}") from None
 
 
 def names(kind: Kind) -> list[str]:
@@ -88,5 +88,6 @@ def make(name: str, kind: Kind, **config: Any) -> Model:
     return cls(cls.config_class.from_dict(config))
 
 
-def _label(kind: str) -> str:
+def kind_label(kind: str) -> str:
+    """How messages name a kind: ``service detector``."""
     return kind.replace("_", " ")

@@ -125,22 +125,6 @@ def read_arrays(path: Path, what: str) -> dict[str, np.ndarray]:
         raise ModelFormatError(f"cannot read {what} in {path}: {error}") from error
 
 
-def read_model_files(path: Path, what: str
-                     ) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
-    """The header, state and arrays :func:`write_model_files` wrote, format version checked.
-
-    Raises
-    ------
-    ModelFormatError
-        A file is missing or unreadable, or of another format version.
-    """
-    saved = read_json(path / "config.json", what)
-    params = read_json(path / "state.json", what)
-    arrays = read_arrays(path, what)
-    check_format(saved, path)
-    return saved, params, arrays
-
-
 def _json_value(owner: str, attribute: str, value: Any) -> Any:
     """``value`` as ``state.json`` holds it: numbers, strings, None and lists or dicts of them."""
     if value is None or isinstance(value, bool | int | float | str):
@@ -345,7 +329,7 @@ class Model(ABC):
     @classmethod
     def _saved_description(cls) -> str:
         """How error messages about a saved model of this class name it."""
-        return f"a saved {catalog._label(cls.kind)}"
+        return f"a saved {catalog.kind_label(cls.kind)}"
 
     @classmethod
     def _saved_class(cls, saved: dict[str, Any], path: Path) -> type[Self]:
@@ -357,7 +341,7 @@ class Model(ABC):
             target = catalog.model_class(name, cls.kind)
         except ValueError as error:
             raise ModelFormatError(
-                f"{path} holds a {catalog._label(cls.kind)} this version does not know: {error}"
+                f"{path} holds a {catalog.kind_label(cls.kind)} this version does not know: {error}"
             ) from error
         if not issubclass(target, cls):
             raise ModelFormatError(f"{path} holds a {saved.get('class')}, not a {cls.__name__}")
