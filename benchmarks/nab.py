@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from features.csv_files import load_windows, windows_for
-from models import DEFAULT_THRESHOLD, registered_names
+from models import EXPECTED_RANGE_SCORE, registered_names
 from models.alarms import AlarmPolicy
 from models.nab import (
     PROFILES,
@@ -150,7 +150,7 @@ def _evaluate(
             folders[folder] = folders[folder] + result if folder in folders else result
         total = sum(per_file.values(), start=_ZERO)
         at_default = sum(
-            (score_file(f.timestamps, alarms(f, DEFAULT_THRESHOLD), f.windows, profile,
+            (score_file(f.timestamps, alarms(f, EXPECTED_RANGE_SCORE), f.windows, profile,
                         f.probation_rows) for f in corpus.values()),
             start=_ZERO,
         )
@@ -190,7 +190,7 @@ def _print_tables(results: dict[str, dict], seconds: dict[str, float]) -> None:
     for profile_name, profile in PROFILES.items():
         print(f"\nprofile {profile_name} (A_TP={profile.tp_weight:g}, A_FN={profile.fn_weight:g}, "
               f"A_FP={profile.fp_weight:g}); per folder at the corpus-wide threshold")
-        columns = ["threshold", "all", *folders, "TP", "FN", "FP", f"at {DEFAULT_THRESHOLD:g}"]
+        columns = ["threshold", "all", *folders, "TP", "FN", "FP", f"at {EXPECTED_RANGE_SCORE:g}"]
         widths = [10, 7, *(max(len(f), 7) + 2 for f in folders), 5, 5, 7, 9]
         print(f"{'detector':<{width}}" + "".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True)))
         for name in names:
@@ -293,7 +293,7 @@ def main() -> None:
                         "threshold": _finite(entry["threshold"]),
                         **_as_json(entry["overall"]),
                         "folders": {f: _as_json(s) for f, s in entry["folders"].items()},
-                        "at_default_threshold": {"threshold": DEFAULT_THRESHOLD,
+                        "at_default_threshold": {"threshold": EXPECTED_RANGE_SCORE,
                                                  **_as_json(entry["at_default_threshold"])},
                         "files": {f"{p.parent.name}/{p.name}": _as_json(s)
                                   for p, s in entry["files"].items()},

@@ -18,24 +18,25 @@ start of a window and around gaps.
 from __future__ import annotations
 
 import dataclasses
-import logging
-import math
-import warnings
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import linalg, optimize, signal
-from statsmodels.tsa.arima.model import ARIMA
-from statsmodels.tsa.arima_process import arma_acovf
-from statsmodels.tsa.statespace.tools import constrain_stationary_univariate
-from threadpoolctl import threadpool_limits
 
 from features.series import infer_step
+from models.arma import (
+    Arma,
+    conditional_innovation_sd,
+    innovations,
+    mle_refine,
+    runs,
+    segment_starts,
+    select_order,
+    with_gap_markers,
+)
 from models.base import Detector, DetectorConfig, register
-from models.thresholds import (
+from models.seasonality import (
     SEASONS,
-    DynamicThresholdConfig,
     choose_season,
     held_out_residuals,
     recent_level,
@@ -44,17 +45,8 @@ from models.thresholds import (
     slot_index,
     slot_length_ns,
 )
+from models.thresholds import DynamicThresholdConfig
 
-_log = logging.getLogger(__name__)
-
-#: Positions from a segment's start for which the variance of the conditional innovations is
-#: tabulated; beyond it the last value is used (it has converged to sigma² by then unless an MA
-#: root sits almost on the unit circle).
-_N_VARIANCE_POSITIONS = 256
-#: A timestamp step longer than this many trained steps is a gap: the recursion restarts after it.
-_JUMP_FACTOR = 1.5
-#: Iterations of the statsmodels likelihood maximisation; it starts from the CSS estimates.
-_MLE_MAXITER = 50
 #: Residuals are clipped at this many robust standard deviations for the fit (not for scoring).
 _FIT_CLIP = 10.0
 #: With ``level_window``, the weight in points of the fitted mean against the window's own level.
@@ -144,303 +136,6 @@ class ArimaDetectorConfig(DetectorConfig):
             raise ValueError(f"outlier_sd={self.outlier_sd} must be 0 or lie in [2, 1000]")
 
 
-# -- the innovations recursion ------------------------------------------------------------
-def _segment_starts(z: np.ndarray, stamps_ns: np.ndarray, step_ns: int) -> np.ndarray:
-    """True where a run of consecutive observed points begins.
-
-    A run ends at a missing (non-finite) value and at a timestamp jump of more
-    than ``_JUMP_FACTOR`` steps; the recursion restarts at every run's start.
-    """
-    observed = np.isfinite(z)
-    previous_observed = np.r_[False, observed[:-1]]
-    jump = np.r_[True, np.diff(stamps_ns) > _JUMP_FACTOR * step_ns]
-    return observed & (~previous_observed | jump)
-
-
-def _innovations(
-    z: np.ndarray,
-    starts: np.ndarray,
-    model: _Arma,
-    mean: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One-step errors of ``model`` over ``z``, restarting at every run start.
-
-    ``mean`` replaces the fitted mean of a d = 0 model point by point (a local
-    level computed from the past only). Returns the raw score ``|error| / sd``,
-    the one-step prediction, the prediction's standard deviation (all in the
-    units of ``z``) and each point's position within its run; NaN (position -1)
-    where ``z`` is not finite.
-    """
-    n = len(z)
-    raw, prediction, sd = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
-    position = np.full(n, -1, dtype=np.int64)
-    begins = np.flatnonzero(starts)
-    if begins.size == 0:
-        return raw, prediction, sd, position
-    stops = np.r_[np.flatnonzero(~np.isfinite(z) | starts), n]
-    ends = stops[np.searchsorted(stops, begins, side="right")]
-    last = len(model.innovation_sd) - 1
-    for a, b in zip(begins.tolist(), ends.tolist(), strict=True):
-        position[a:b] = np.arange(b - a)
-        first = a
-        if model.d == 1:
-            # The first point of a run has no predecessor to difference against: it is compared
-            # with the training distribution of the residual (median 0 in z units).
-            prediction[a], sd[a] = 0.0, model.level_sd
-            first = a + 1
-            w = np.diff(z[a:b])
-        else:
-            w = z[a:b] - (model.mu if mean is None else mean[a:b])
-        if w.size == 0:
-            continue
-        # Conditional on zero pre-sample values and errors; innovation_sd[k] is the exact
-        # standard deviation of the k-th such error, so the run's first points are not
-        # over-scored for the pre-sample the recursion cannot see.
-        run_sd = model.innovation_sd[np.minimum(np.arange(w.size), last)]
-        errors = _run_errors(w, run_sd, model)
-        prediction[first:b] = z[first:b] - errors
-        sd[first:b] = run_sd
-    raw = np.abs(z - prediction) / sd
-    return raw, prediction, sd, position
-
-
-def _run_errors(w: np.ndarray, sd: np.ndarray, model: _Arma) -> np.ndarray:
-    """One-step errors of the ARMA over one run of (differenced, centred) values ``w``.
-
-    ``scipy.signal.lfilter`` runs the recursion. An *isolated* error beyond
-    ``model.outlier_sd`` standard deviations is returned in full, but the
-    recursion goes on with the prediction in place of the value (error 0), so
-    a spike leaves no echo in the next points' predictions. A second such
-    error in a row is taken as real and fed back in full, so a level shift is
-    followed (by a model with d = 1) rather than rejected forever. For d = 1 the
-    replaced value is a level: the next difference takes back what was
-    removed. From the first outlier on, a scalar loop runs the recursion: for
-    a few hundred points it is as fast as lfilter would be with restarts.
-    """
-    errors = signal.lfilter(model.ar_poly, model.ma_poly, w)
-    if model.outlier_sd <= 0:
-        return errors
-    outliers = np.flatnonzero(np.abs(errors) > model.outlier_sd * sd)
-    if outliers.size == 0:
-        return errors
-    ar, ma, d = model.ar, model.ma, model.d
-    values, reported = w.tolist(), errors.tolist()
-    bounds = (model.outlier_sd * sd).tolist()
-    fed_back = list(reported)  # the errors the MA part sees: 0 for a rejected value
-    n = len(values)
-    after_outlier = False  # whether the point before was an outlier
-    for t in range(int(outliers[0]), n):
-        predicted = 0.0
-        for i, coefficient in enumerate(ar, start=1):
-            if t >= i:
-                predicted += coefficient * values[t - i]
-        for i, coefficient in enumerate(ma, start=1):
-            if t >= i:
-                predicted += coefficient * fed_back[t - i]
-        error = values[t] - predicted
-        reported[t] = fed_back[t] = error
-        is_outlier = abs(error) > bounds[t]
-        if is_outlier and not after_outlier:
-            fed_back[t] = 0.0
-            values[t] = predicted
-            if d == 1 and t + 1 < n:
-                values[t + 1] += error
-        after_outlier = is_outlier
-    return np.asarray(reported)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Arma:
-    """Fixed ARIMA(p, d, q) parameters in standardised units, ready for the recursion."""
-
-    d: int
-    mu: float
-    ar: tuple[float, ...]
-    ma: tuple[float, ...]
-    sigma2: float
-    level_sd: float
-    innovation_sd: np.ndarray
-    outlier_sd: float
-
-    @property
-    def ar_poly(self) -> np.ndarray:
-        return np.r_[1.0, -np.asarray(self.ar, dtype="float64")]
-
-    @property
-    def ma_poly(self) -> np.ndarray:
-        return np.r_[1.0, np.asarray(self.ma, dtype="float64")]
-
-
-def _conditional_innovation_sd(
-    ar: np.ndarray, ma: np.ndarray, sigma2: float, n_positions: int = _N_VARIANCE_POSITIONS
-) -> np.ndarray:
-    """Standard deviation of the k-th conditional (zero pre-sample) one-step error.
-
-    With zero initial state the errors are ``e = H w`` for the impulse response
-    ``H`` of ``ar(B) / ma(B)`` and a stationary ARMA ``w`` with autocovariance
-    matrix ``Γ``; their variances are ``diag(H Γ Hᵀ)``: ``γ(0)`` for the first
-    point, sigma² exactly from position p on for a pure AR, converging
-    geometrically to sigma² with an MA part.
-    """
-    ar_poly, ma_poly = np.r_[1.0, -ar], np.r_[1.0, ma]
-    impulse = np.zeros(n_positions)
-    impulse[0] = 1.0
-    h = signal.lfilter(ar_poly, ma_poly, impulse)
-    big_h = linalg.toeplitz(h, np.zeros(n_positions))
-    gamma = linalg.toeplitz(arma_acovf(ar_poly, ma_poly, nobs=n_positions, sigma2=sigma2))
-    variance = np.einsum("ij,ij->i", big_h @ gamma, big_h)
-    # Never below sigma² (no predictor from a finite past beats the model's own innovations);
-    # the clip only removes rounding where a near-unit root makes Γ large.
-    variance = np.where(np.isfinite(variance), np.maximum(variance, sigma2), sigma2)
-    return np.sqrt(variance)
-
-
-# -- order selection and fitting ----------------------------------------------------------
-def _runs(z: np.ndarray, starts: np.ndarray) -> list[np.ndarray]:
-    begins = np.flatnonzero(starts)
-    stops = np.r_[np.flatnonzero(~np.isfinite(z) | starts), len(z)]
-    ends = stops[np.searchsorted(stops, begins, side="right")]
-    return [z[a:b] for a, b in zip(begins.tolist(), ends.tolist(), strict=True)]
-
-
-def _with_gap_markers(z: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """``z`` with a NaN before every run that follows a timestamp jump, for the Kalman fit."""
-    jumps = np.flatnonzero(starts[1:] & np.isfinite(z[:-1])) + 1
-    return np.insert(z, jumps, np.nan) if jumps.size else z
-
-
-def _css_errors(
-    params: np.ndarray, runs: list[np.ndarray], p: int, d: int, q: int, n_condition: int
-) -> np.ndarray:
-    """Conditional one-step errors from position ``n_condition`` of every run on."""
-    offset = 1 if d == 0 else 0
-    mu = params[0] if d == 0 else 0.0
-    ar = constrain_stationary_univariate(params[offset : offset + p]) if p else np.empty(0)
-    # An invertible MA polynomial 1 + θB is a stationary AR polynomial in −θ.
-    ma = -constrain_stationary_univariate(params[offset + p :]) if q else np.empty(0)
-    ar_poly, ma_poly = np.r_[1.0, -ar], np.r_[1.0, ma]
-    out = []
-    for run in runs:
-        if run.size <= n_condition:
-            continue
-        w = np.diff(run) if d == 1 else run - mu
-        errors = signal.lfilter(ar_poly, ma_poly, w)
-        out.append(errors[max(n_condition - d, 0) :])
-    return np.concatenate(out) if out else np.empty(0)
-
-
-def _css_fit(
-    runs: list[np.ndarray], p: int, d: int, q: int, n_condition: int
-) -> tuple[np.ndarray, float, int] | None:
-    """Conditional-sum-of-squares estimate: (unconstrained params, sigma², n errors) or None."""
-    n_params = p + q + (1 if d == 0 else 0)
-    start = np.zeros(n_params)
-    if d == 0:
-        start[0] = float(np.mean(np.concatenate(runs)))
-    n_errors = _css_errors(start, runs, p, d, q, n_condition).size
-    if n_errors < max(10, 3 * (n_params + 1)):
-        return None
-    if p + q:
-        result = optimize.least_squares(
-            _css_errors, start, args=(runs, p, d, q, n_condition), method="lm"
-        )
-        if not np.all(np.isfinite(result.x)):
-            return None
-        params = result.x
-    else:
-        params = start
-    errors = _css_errors(params, runs, p, d, q, n_condition)
-    sigma2 = float(np.mean(errors**2))
-    if not (np.isfinite(sigma2) and sigma2 > 0):
-        return None
-    return params, sigma2, errors.size
-
-
-def _unpack(params: np.ndarray, p: int, d: int, q: int) -> tuple[float, np.ndarray, np.ndarray]:
-    offset = 1 if d == 0 else 0
-    mu = float(params[0]) if d == 0 else 0.0
-    ar = constrain_stationary_univariate(params[offset : offset + p]) if p else np.empty(0)
-    ma = -constrain_stationary_univariate(params[offset + p :]) if q else np.empty(0)
-    return mu, ar, ma
-
-
-def _select_order(
-    runs: list[np.ndarray], config: ArimaDetectorConfig
-) -> tuple[tuple[int, int, int], float, float, np.ndarray, np.ndarray, float]:
-    """The (p, d, q) with the lowest information criterion under CSS estimation.
-
-    Every candidate is conditioned on the same first ``max_p + max_d`` points of
-    every run, so the criteria compare likelihoods of the same observations.
-    Candidates are visited from simplest to most complex and a more complex
-    one must be strictly better, so ties go to the simpler order.
-    """
-    n_condition = config.max_p + config.max_d
-    best: tuple[float, tuple[int, int, int], np.ndarray, float] | None = None
-    candidates = sorted(
-        (
-            (p, d, q)
-            for p in range(config.max_p + 1)
-            for d in range(config.max_d + 1)
-            for q in range(config.max_q + 1)
-        ),
-        key=lambda order: (sum(order), order[1], order[0]),
-    )
-    for p, d, q in candidates:
-        fitted = _css_fit(runs, p, d, q, n_condition)
-        if fitted is None:
-            continue
-        params, sigma2, n_errors = fitted
-        n_estimated = p + q + (1 if d == 0 else 0) + 1
-        log_likelihood = -0.5 * n_errors * (math.log(2.0 * math.pi * sigma2) + 1.0)
-        penalty = 2.0 if config.criterion == "aic" else math.log(n_errors)
-        criterion = -2.0 * log_likelihood + penalty * n_estimated
-        if best is None or criterion < best[0]:
-            best = (criterion, (p, d, q), params, sigma2)
-    if best is None:
-        # Too little data for any candidate with parameters: white noise around the median.
-        return (0, 0, 0), float("nan"), 0.0, np.empty(0), np.empty(0), 1.0
-    criterion, (p, d, q), params, sigma2 = best
-    mu, ar, ma = _unpack(params, p, d, q)
-    return (p, d, q), criterion, mu, ar, ma, sigma2
-
-
-def _mle_refine(
-    z: np.ndarray,
-    order: tuple[int, int, int],
-    mu: float,
-    ar: np.ndarray,
-    ma: np.ndarray,
-    sigma2: float,
-) -> tuple[float, np.ndarray, np.ndarray, float] | None:
-    """Exact maximum likelihood (statsmodels, Kalman filter) from the CSS start; None on failure."""
-    p, d, q = order
-    trend = "c" if d == 0 else "n"
-    start = np.r_[[mu] if d == 0 else [], ar, ma, sigma2]
-    # The Kalman filter's matrices are tiny: BLAS threads only add overhead, and on a busy
-    # machine their spinning made one fit 30 times slower.
-    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
-        # Convergence and start-parameter warnings: the CSS estimate stands if the MLE fails.
-        warnings.simplefilter("ignore")
-        try:
-            model = ARIMA(z, order=(p, d, q), trend=trend)
-            params = model.fit(
-                start_params=start,
-                method_kwargs={"maxiter": _MLE_MAXITER, "disp": 0},
-                cov_type="none",
-                return_params=True,
-            )
-        except (ValueError, np.linalg.LinAlgError) as error:
-            _log.debug("ARIMA%s maximum likelihood failed: %s", order, error)
-            return None
-    params = np.asarray(params, dtype="float64")
-    if not np.all(np.isfinite(params)) or params[-1] <= 0:
-        return None
-    offset = 1 if d == 0 else 0
-    mle_mu = float(params[0]) if d == 0 else 0.0
-    mle_ar, mle_ma = params[offset : offset + p], params[offset + p : offset + p + q]
-    return mle_mu, mle_ar, mle_ma, float(params[-1])
-
-
 @register
 class ArimaDetector(Detector):
     """Standardised one-step-ahead prediction error of a seasonal profile + ARIMA model.
@@ -502,6 +197,10 @@ class ArimaDetector(Detector):
     config: ArimaDetectorConfig
     min_history_length: ClassVar[int] = 30
 
+    @classmethod
+    def _test_config(cls) -> ArimaDetectorConfig:
+        return ArimaDetectorConfig(max_p=1, max_q=1, fit_length=600)
+
     # -- fit ------------------------------------------------------------------------------
     def _deseasonalise(
         self, history: pd.Series, step: pd.Timedelta
@@ -553,14 +252,14 @@ class ArimaDetector(Detector):
             self.estimation_ = "constant"
         else:
             z = (residual - self.center_) / self.scale_
-            starts = _segment_starts(z, stamps, self.step_ns_)
+            starts = segment_starts(z, stamps, self.step_ns_)
             # Outliers in the history (past incidents) are clipped for the fit only, so that
             # they neither inflate sigma nor pull the coefficients toward zero.
             clipped = np.clip(z, -_FIT_CLIP, _FIT_CLIP)
-            order, criterion, mu, ar, ma, sigma2 = _select_order(
-                _runs(clipped, starts), self.config
+            order, criterion, mu, ar, ma, sigma2 = select_order(
+                runs(clipped, starts), self.config
             )
-            refined = _mle_refine(_with_gap_markers(clipped, starts), order, mu, ar, ma, sigma2)
+            refined = mle_refine(with_gap_markers(clipped, starts), order, mu, ar, ma, sigma2)
             self.estimation_ = "css" if refined is None else "mle"
             if refined is not None:
                 mu, ar, ma, sigma2 = refined
@@ -568,8 +267,8 @@ class ArimaDetector(Detector):
             self._set_model(order, mu, ar, ma, sigma2, robust_scale(z))
         # In-sample standardised one-step errors of the fit span, for the calibration.
         z = (residual - self.center_) / self.scale_
-        raw, _, _, position = _innovations(
-            z, _segment_starts(z, stamps, self.step_ns_), self._model, self._local_mean(z)
+        raw, _, _, position = innovations(
+            z, segment_starts(z, stamps, self.step_ns_), self._model, self._local_mean(z)
         )
         p, d, q = self.order_
         raw[position < d + max(p, q)] = np.nan  # burn-in: errors the start of a run still shapes
@@ -590,13 +289,13 @@ class ArimaDetector(Detector):
         self.ma_ = [float(v) for v in ma]
         self.sigma2_ = float(sigma2)
         self.level_sd_ = float(level_sd)
-        self.innovation_sd_ = _conditional_innovation_sd(
+        self.innovation_sd_ = conditional_innovation_sd(
             np.asarray(self.ar_), np.asarray(self.ma_), self.sigma2_
         )
         self._model = self._build_model()
 
-    def _build_model(self) -> _Arma:
-        return _Arma(
+    def _build_model(self) -> Arma:
+        return Arma(
             d=self.order_[1],
             mu=self.mu_,
             ar=tuple(self.ar_),
@@ -626,9 +325,9 @@ class ArimaDetector(Detector):
         baseline = self.profile_[slots] + self.center_
         with np.errstate(over="ignore", invalid="ignore"):
             z = (values - baseline) / self.scale_
-            starts = _segment_starts(z, stamps, self.step_ns_)
+            starts = segment_starts(z, stamps, self.step_ns_)
             mean = self._local_mean(z)
-            raw, prediction, sd, _ = _innovations(z, starts, self._model, mean)
+            raw, prediction, sd, _ = innovations(z, starts, self._model, mean)
         # A finite value whose arithmetic overflowed is as far from normal as it gets.
         raw[np.isfinite(values) & ~np.isfinite(raw)] = np.inf
         # Where there is no prediction (a missing value), the range of a run's first point.
@@ -650,25 +349,7 @@ class ArimaDetector(Detector):
         _, expected, sd = self._filter(window)
         return expected - raw_threshold * sd, expected + raw_threshold * sd
 
-    # -- state ----------------------------------------------------------------------------
-    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        params = {
-            "season_": self.season_,
-            "slot_ns_": self.slot_ns_,
-            "step_ns_": self.step_ns_,
-            "center_": self.center_,
-            "scale_": self.scale_,
-            "order_": list(self.order_),
-            "mu_": self.mu_,
-            "ar_": list(self.ar_),
-            "ma_": list(self.ma_),
-            "sigma2_": self.sigma2_,
-            "level_sd_": self.level_sd_,
-            "criterion_value_": self.criterion_value_,
-            "estimation_": self.estimation_,
-        }
-        return params, {"profile_": self.profile_, "innovation_sd_": self.innovation_sd_}
-
+    # -- state: the default get_state; loading checks the order and rebuilds the filter ------
     def set_state(self, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.season_ = str(params["season_"])
         self.slot_ns_ = int(params["slot_ns_"])

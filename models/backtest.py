@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from models.base import check_series
+from models.ensemble_forecast import MedianEnsembleForecaster
 from models.forecast import (
     Forecaster,
-    MedianEnsembleForecaster,
     SeasonalNaiveForecaster,
     make_forecaster,
     regular_grid,

@@ -3,6 +3,9 @@
 The bundle is what training produces, MLflow stores and serving loads. It is
 plain files: ``bundle.json`` lists the series and their detectors, and each
 detector is saved in its own folder by :meth:`Detector.save`.
+
+The module stays whole: the fitting helpers, the ensemble rule and the bundle
+are the one scoring path every caller shares, and read best together.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from models.alarms import ALARM_THRESHOLD
 from models.base import (
-    DEFAULT_THRESHOLD,
     FORMAT_VERSION,
     Detector,
     NotFittedError,
@@ -29,6 +32,7 @@ from models.base import (
     package_version,
     read_json,
 )
+from models.contract import Model
 from models.correlation import CorrelationDetector
 from models.forecast import Forecaster, SeasonalNaiveForecaster
 from models.thresholds import WindowBaselineDetector
@@ -55,8 +59,11 @@ class SeriesScores:
     expected_high: np.ndarray
     known_series: bool
 
-    def anomalous(self, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
-        """Positions whose combined score reaches ``threshold`` (NaN never does)."""
+    def anomalous(self, threshold: float = ALARM_THRESHOLD) -> np.ndarray:
+        """Positions whose combined score reaches ``threshold`` (NaN never does).
+
+        The default is the alarm policy's: what the service pages at.
+        """
         return np.flatnonzero(np.nan_to_num(self.score, nan=0.0) >= threshold)
 
 
@@ -248,6 +255,24 @@ class DetectorBundle:
     def detector_names(self) -> list[str]:
         return sorted({name for by_name in self.detectors.values() for name in by_name})
 
+    def model_classes(self) -> set[type[Model]]:
+        """The class of every model the bundle holds (an ensemble's members included).
+
+        What a caller reads capabilities from, e.g. whether loading the bundle needs torch.
+        """
+        found: set[type[Model]] = set()
+        pending: list[Model] = [
+            *(d for by_name in self.detectors.values() for d in by_name.values()),
+            *self.forecasters.values(),
+            *self.service_detectors.values(),
+            self.fallback,
+        ]
+        while pending:
+            model = pending.pop()
+            found.add(type(model))
+            pending.extend(model.parts())
+        return found
+
     def __contains__(self, key: SeriesKey) -> bool:
         return key in self.detectors
 
@@ -298,10 +323,11 @@ class DetectorBundle:
             selected = {name: available[name] for name in chosen}
         else:
             selected = {FALLBACK_DETECTOR: self.fallback}
-        # The expected range comes from the most informed detector: seasonal first.
-        ranged = next(
-            (n for n in ("dynamic_threshold", FALLBACK_DETECTOR) if n in selected),
-            next(iter(selected)),
+        # The expected range comes from a detector that provides one at every point (the first
+        # by name when several do: the seasonal one before the window baseline), else the first.
+        ranged = min(
+            (n for n, d in selected.items() if d.provides_expected_range),
+            default=next(iter(selected)),
         )
         detector_scores = {}
         for name, detector in selected.items():

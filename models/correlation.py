@@ -17,24 +17,17 @@ metrics' values at that instant.
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
 import pandas as pd
 
-from models.base import (
-    DEFAULT_THRESHOLD,
-    DetectorConfig,
-    ModelFormatError,
-    NotFittedError,
-    check_format,
-    header,
-    read_json,
-)
+from models import catalog
+from models.base import EXPECTED_RANGE_SCORE, DetectorConfig
 from models.calibration import TailCalibrator
-from models.thresholds import robust_scale
+from models.catalog import register
+from models.contract import Model
+from models.seasonality import robust_scale
 
 #: What a metric going wrong on its own usually means, for the diagnosis line.
 SUSPECTS: dict[str, str] = {
@@ -136,7 +129,8 @@ class Diagnosis:
     text: str
 
 
-class CorrelationDetector:
+@register
+class CorrelationDetector(Model):
     """Scores each metric of a service by how far it strays from what its siblings predict.
 
     ``fit`` takes a wide frame (one column per metric, a UTC DatetimeIndex);
@@ -146,13 +140,12 @@ class CorrelationDetector:
     """
 
     name: ClassVar[str] = "correlation"
+    kind: ClassVar[catalog.Kind] = "service_detector"
     config_class = CorrelationDetectorConfig
-
-    def __init__(self, config: CorrelationDetectorConfig | None = None) -> None:
-        config = config or CorrelationDetectorConfig()
-        if not isinstance(config, CorrelationDetectorConfig):
-            raise TypeError(f"config must be a CorrelationDetectorConfig, got {type(config).__name__}")
-        self.config = config
+    config: CorrelationDetectorConfig
+    supports_multivariate: ClassVar[bool] = True
+    # Its state is nested per metric: all of it in state.json, no arrays.npz.
+    stores_arrays: ClassVar[bool] = False
 
     @staticmethod
     def _check(frame: Any, name: str) -> pd.DataFrame:
@@ -204,10 +197,6 @@ class CorrelationDetector:
         self.r2_ = r2_all
         return self
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "models_"):
-            raise NotFittedError("CorrelationDetector is not fitted; call fit(history) first")
-
     @property
     def metrics(self) -> list[str]:
         """The metrics this detector scores (those its siblings explain)."""
@@ -245,7 +234,7 @@ class CorrelationDetector:
         metric: str,
         residual: float,
         sibling_scores: dict[str, float],
-        threshold: float = DEFAULT_THRESHOLD,
+        threshold: float = EXPECTED_RANGE_SCORE,
     ) -> Diagnosis:
         """A one-line reading of a metric its siblings no longer explain.
 
@@ -262,11 +251,12 @@ class CorrelationDetector:
         suspect = SUSPECTS.get(metric)
         return Diagnosis(metric, direction, normal, f"{text}: {suspect}" if suspect else text)
 
-    # -- persistence --------------------------------------------------------------------
-    def save(self, directory: str | Path) -> Path:
-        self._check_fitted()
-        path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
+    # -- state: nested per metric, so not the default ----------------------------------
+    @classmethod
+    def _saved_description(cls) -> str:
+        return "a correlation detector"
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         state = {
             "r2_": self.r2_,
             "models_": {
@@ -277,31 +267,16 @@ class CorrelationDetector:
                 for m, mm in self.models_.items()
             },
         }
-        saved = header(self.name, type(self).__name__, self.config.to_dict())
-        (path / "config.json").write_text(json.dumps(saved, indent=2))
-        (path / "state.json").write_text(json.dumps(state))
-        return path
+        return state, {}
 
-    @classmethod
-    def load(cls, directory: str | Path) -> CorrelationDetector:
-        path = Path(directory)
-        saved = read_json(path / "config.json", "a correlation detector")
-        state = read_json(path / "state.json", "a correlation detector")
-        check_format(saved, path)
-        if saved.get("name") != cls.name:
-            raise ModelFormatError(f"{path} holds {saved.get('name')!r}, not {cls.name!r}")
-        try:
-            detector = cls(CorrelationDetectorConfig.from_dict(saved["config"]))
-            detector.r2_ = {k: float(v) for k, v in state["r2_"].items()}
-            detector.models_ = {
-                m: MetricModel(
-                    siblings=list(s["siblings"]), center=np.asarray(s["center"]),
-                    scale=np.asarray(s["scale"]), coef=np.asarray(s["coef"]),
-                    residual_scale=float(s["residual_scale"]), r2=float(s["r2"]),
-                    calibrator=TailCalibrator.from_dict(s["calibrator"]),
-                )
-                for m, s in state["models_"].items()
-            }
-        except (ValueError, KeyError, TypeError) as error:
-            raise ModelFormatError(f"cannot read a correlation detector in {path}: {error}") from error
-        return detector
+    def set_state(self, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.r2_ = {k: float(v) for k, v in params["r2_"].items()}
+        self.models_ = {
+            m: MetricModel(
+                siblings=list(s["siblings"]), center=np.asarray(s["center"]),
+                scale=np.asarray(s["scale"]), coef=np.asarray(s["coef"]),
+                residual_scale=float(s["residual_scale"]), r2=float(s["r2"]),
+                calibrator=TailCalibrator.from_dict(s["calibrator"]),
+            )
+            for m, s in params["models_"].items()
+        }

@@ -1,4 +1,4 @@
-"""Forecasters: how much load is coming, with quantiles.
+"""Forecasters: how much load is coming, with quantiles. The base, its registry and the baseline.
 
 Every forecaster has a frozen config dataclass, ``fit(history)`` returning
 self, learned state in attributes ending in ``_``, and
@@ -7,58 +7,51 @@ self, learned state in attributes ending in ``_``, and
 history) with columns ``yhat`` (point forecast), ``q10``, ``q50``, ``q90``.
 ``history`` is the recent past the forecast starts from, so one fitted model
 serves a rolling origin without refitting (what the backtest and the API do).
-Persistence writes ``config.json``, ``state.json`` and ``arrays.npz``;
-nothing is pickled.
+Persistence (:class:`models.contract.Model`) writes ``config.json``,
+``state.json`` and ``arrays.npz``; nothing is pickled.
 
-- :class:`SeasonalNaiveForecaster` repeats the last season (the value one
-  day, or one week, before); the baseline every result is compared with.
-- :class:`RandomForestForecaster` predicts every step of the horizon at once
-  (direct multi-step) from the recent values, the seasonal profile at the
-  target, the value one season before it, its time of day and the distance
-  ahead; its quantiles are out-of-bag residual quantiles by distance ahead.
-- :class:`MedianEnsembleForecaster` takes, step by step and column by column,
-  the median of several forecasters' forecasts: on NAB's CloudWatch series
-  it is more accurate than any of its members, whose errors differ.
-- :class:`ArimaForecaster` removes a seasonal profile (median per slot of the
-  day or week, as the dynamic threshold learns it), fits an ARIMA on what
-  remains (statsmodels; order by AIC over a small grid) and forecasts the
-  profile plus the ARIMA's forecast: a seasonal ARIMA whose seasonality is
-  deterministic, which fits in a second where a SARIMA with a 288-step season
-  takes minutes.
+- :class:`SeasonalNaiveForecaster` (here) repeats the last season (the value
+  one day, or one week, before); the baseline every result is compared with.
+- :class:`models.arima_forecast.ArimaForecaster` removes a seasonal profile
+  (median per slot of the day or week, as the dynamic threshold learns it),
+  fits an ARIMA on what remains (statsmodels; order by AIC over a small grid)
+  and forecasts the profile plus the ARIMA's forecast: a seasonal ARIMA whose
+  seasonality is deterministic, which fits in a second where a SARIMA with a
+  288-step season takes minutes.
+- :class:`models.random_forest_forecast.RandomForestForecaster` predicts every
+  step of the horizon at once (direct multi-step) from the recent values, the
+  seasonal profile at the target, the value one season before it, its time of
+  day and the distance ahead; its quantiles are out-of-bag residual quantiles
+  by distance ahead.
+- :class:`models.ensemble_forecast.MedianEnsembleForecaster` takes, step by
+  step and column by column, the median of several forecasters' forecasts,
+  whose errors differ.
 - :class:`models.lstm_forecast.LstmForecaster` (``"lstm"``, its own module so
-  that torch stays out of this one): an LSTM encoder and a decoder shared by
+  that torch stays out of the others): an LSTM encoder and a decoder shared by
   all distances ahead predict the three quantiles of every step as offsets
   from the smoothed seasonal naive value; one global network can serve many
   series (:func:`models.lstm_forecast.fit_global`).
 
 Seasonality (none, daily, weekdays/weekends, weekly) is detected from the
-data with :func:`models.thresholds.detect_season`.
+data with :func:`models.seasonality.detect_season`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
-from abc import ABC, abstractmethod
-from pathlib import Path
+from abc import abstractmethod
+from collections.abc import Mapping
 from typing import Any, ClassVar, Self
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
 
-from models.base import (
-    DetectorConfig,
-    ModelFormatError,
-    NotFittedError,
-    check_int,
-    check_series,
-    history_step,
-    read_model_files,
-    write_model_files,
-)
-from models.thresholds import detect_season, seasonal_profile, slot_index, slot_length_ns
+from models import catalog
+from models.base import check_series, history_step
+from models.catalog import register
+from models.contract import Model, ModelConfig, check_int
+from models.seasonality import detect_season, seasonal_profile, slot_index, slot_length_ns
 
 #: The quantiles every forecast carries, and their column names.
 QUANTILES = (0.1, 0.5, 0.9)
@@ -93,7 +86,7 @@ def future_index(last: pd.Timestamp, step: pd.Timedelta, horizon: int) -> pd.Dat
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ForecasterConfig(DetectorConfig):
+class ForecasterConfig(ModelConfig):
     """Base of every forecaster config: hyperparameters only, all defaulted, JSON-friendly.
 
     ``season``: ``auto`` (detected from the data), or one of ``none``, ``1D``,
@@ -110,26 +103,28 @@ class ForecasterConfig(DetectorConfig):
         check_int("max_horizon", self.max_horizon, 1, 100_000)
 
 
-class Forecaster(ABC):
-    """Base of every forecaster; see the module docstring for the contract."""
+class Forecaster(Model):
+    """Base of every forecaster; see the module docstring for the contract.
 
-    name: ClassVar[str]
+    Besides a class's own learned state, every fitted forecaster keeps the
+    grid step (``step_``), the season (``season_``) and the end of its history
+    (``last_``, ``context_``: the default origin of a forecast); the base saves
+    them. A class's own state is saved under its attribute names without the
+    trailing ``_`` (``error_quantiles``), as forecasters always have.
+    """
+
+    kind: ClassVar[catalog.Kind] = "forecaster"
     config_class: ClassVar[type[ForecasterConfig]] = ForecasterConfig
+    _kind_state: ClassVar[frozenset[str]] = frozenset({"step_", "season_", "last_", "context_"})
     #: Fewest points ``fit`` accepts.
     min_history_length: ClassVar[int] = 10
 
-    def __init__(self, config: ForecasterConfig | None = None) -> None:
-        config = config or self.config_class()
-        if not isinstance(config, self.config_class):
-            raise TypeError(f"{type(self).__name__} takes a {self.config_class.__name__}, "
-                            f"got {type(config).__name__}")
-        self.config = config
-
     def fit(self, history: pd.Series) -> Self:
         """Learn from ``history`` (a float Series on a UTC index; NaN marks gaps)."""
-        grid = self._prepare(history)
-        self._fit(grid)
-        self._remember(grid)
+        with self._fitting():
+            grid = self._prepare(history)
+            self._fit(grid)
+            self._remember(grid)
         return self
 
     def min_history_points(self, step: pd.Timedelta | None = None) -> int:
@@ -190,83 +185,43 @@ class Forecaster(ABC):
     def context_length(self) -> int:
         """Points of recent history a forecast needs."""
 
-    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        return {}, {}
-
-    def set_state(self, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        return None
-
-    @property
-    def is_fitted(self) -> bool:
-        return hasattr(self, "last_")
-
-    def _check_fitted(self) -> None:
-        if not self.is_fitted:
-            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(history) first")
-
     @property
     def period_steps(self) -> int:
         """Steps in one season (1 when there is none)."""
         period = _NAIVE_PERIOD[self.season_]
         return 1 if period is None else max(1, int(period / self.step_))
 
-    # -- persistence --------------------------------------------------------------------
-    def save(self, directory: str | Path) -> Path:
-        self._check_fitted()
-        path = Path(directory)
+    # -- persistence: the step, season and origin beside a class's own state -------------
+    @classmethod
+    def _state_key(cls, attribute: str) -> str:
+        return attribute[:-1]
+
+    @classmethod
+    def _attribute(cls, key: str) -> str:
+        return f"{key}_"
+
+    def _state_for_save(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         params, arrays = self.get_state()
         params = {**params, "step_ns": int(self.step_.value), "season": self.season_,
                   "last": self.last_.isoformat()}
-        write_model_files(path, self.name, type(self).__name__, self.config.to_dict(), params,
-                          {"context": self.context_, **arrays})
-        self._save_files(path)
-        return path
+        return params, {"context": self.context_, **arrays}
 
-    def _save_files(self, directory: Path) -> None:
-        """Write state that is not plain arrays (a forest); default: nothing."""
-        return None
-
-    def _load_files(self, directory: Path) -> None:
-        """Read what ``_save_files`` wrote; default: nothing."""
-        return None
-
-    @classmethod
-    def load(cls, directory: str | Path) -> Self:
-        path = Path(directory)
-        saved, params, arrays = read_model_files(path, "a saved forecaster")
-        target = FORECASTERS.get(saved.get("name", "?"))
-        if target is None or not issubclass(target, cls):
-            raise ModelFormatError(f"{path} holds {saved.get('name')!r}, not a {cls.__name__}")
-        try:
-            model = target(target.config_class.from_dict(saved["config"]))
-            model.step_ = pd.Timedelta(int(params.pop("step_ns")), unit="ns")
-            model.season_ = params.pop("season")
-            model.last_ = pd.Timestamp(params.pop("last"))
-            model.context_ = arrays.pop("context")
-            model.set_state(params, arrays)
-            model._load_files(path)
-        except ModelFormatError:
-            raise
-        except (OSError, ValueError, KeyError) as error:
-            raise ModelFormatError(f"cannot read a saved forecaster in {path}: {error}") from error
-        return model
+    def _restore_from_load(self, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        params, arrays = dict(params), dict(arrays)
+        self.step_ = pd.Timedelta(int(params.pop("step_ns")), unit="ns")
+        self.season_ = params.pop("season")
+        self.last_ = pd.Timestamp(params.pop("last"))
+        self.context_ = arrays.pop("context")
+        self.set_state(params, arrays)
 
 
-FORECASTERS: dict[str, type[Forecaster]] = {}
-
-
-def register_forecaster(cls: type[Forecaster]) -> type[Forecaster]:
-    FORECASTERS[cls.name] = cls
-    return cls
+#: The registered forecasters by name (a live, read-only view of the catalog).
+FORECASTERS: Mapping[str, type[Forecaster]] = catalog.classes("forecaster")  # type: ignore[assignment]
 
 
 def make_forecaster(name: str, **config: Any) -> Forecaster:
     """A fresh forecaster of ``name`` with ``config`` overriding its defaults."""
-    try:
-        cls = FORECASTERS[name]
-    except KeyError:
-        raise ValueError(f"unknown forecaster {name!r}; known: {sorted(FORECASTERS)}") from None
-    return cls(cls.config_class.from_dict(config))
+    return catalog.make(name, "forecaster", **config)  # type: ignore[return-value]
 
 
 def _filled(grid: pd.Series, fallback: np.ndarray) -> np.ndarray:
@@ -275,8 +230,41 @@ def _filled(grid: pd.Series, fallback: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(values), values, fallback)
 
 
+# -- helpers of the concrete forecasters --------------------------------------------------
+def _fill_trailing_gap(grid: pd.Series) -> pd.Series:
+    """A history that ends in a gap (a late scrape, a live window read up to now) carries its
+    last observed value to the end, so that the forecast still starts after the last step."""
+    values = grid.to_numpy(dtype="float64")
+    observed = np.flatnonzero(np.isfinite(values))
+    if observed.size == 0 or observed[-1] == len(values) - 1:
+        return grid
+    filled = values.copy()
+    filled[observed[-1] + 1:] = values[observed[-1]]
+    return pd.Series(filled, index=grid.index, name=grid.name)
+
+
+def index_ns(index: pd.DatetimeIndex) -> np.ndarray:
+    return index.as_unit("ns").asi8
+
+
+class SeasonalProfile:
+    """The dynamic threshold's seasonal profile (median per slot), for forecasters that use it."""
+
+    season_: str
+    step_: pd.Timedelta
+
+    def _fit_profile(self, grid: pd.Series, slot_s: int) -> None:
+        self.slot_ns_ = slot_length_ns(self.step_, slot_s)
+        self.profile_ = seasonal_profile(index_ns(grid.index), grid.to_numpy(dtype="float64"),
+                                         self.season_, self.slot_ns_)
+
+    def _profile_at(self, stamps_ns: np.ndarray) -> np.ndarray:
+        slots, _ = slot_index(stamps_ns, self.season_, self.slot_ns_)
+        return self.profile_[slots]
+
+
 # -- seasonal naive ------------------------------------------------------------------------
-@register_forecaster
+@register
 class SeasonalNaiveForecaster(Forecaster):
     """The value one season before (a day, or a week for weekly and weekday/weekend cycles).
 
@@ -337,361 +325,3 @@ class SeasonalNaiveForecaster(Forecaster):
         frame["yhat"] = yhat
         return frame
 
-    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        return {}, {"error_quantiles": self.error_quantiles_}
-
-    def set_state(self, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        self.error_quantiles_ = arrays["error_quantiles"]
-
-
-# -- the seasonal profile shared by ARIMA and the forest -----------------------------------
-def _fill_trailing_gap(grid: pd.Series) -> pd.Series:
-    """A history that ends in a gap (a late scrape, a live window read up to now) carries its
-    last observed value to the end, so that the forecast still starts after the last step."""
-    values = grid.to_numpy(dtype="float64")
-    observed = np.flatnonzero(np.isfinite(values))
-    if observed.size == 0 or observed[-1] == len(values) - 1:
-        return grid
-    filled = values.copy()
-    filled[observed[-1] + 1:] = values[observed[-1]]
-    return pd.Series(filled, index=grid.index, name=grid.name)
-
-
-def _ns(index: pd.DatetimeIndex) -> np.ndarray:
-    return index.as_unit("ns").asi8
-
-
-class _SeasonalProfile:
-    """The dynamic threshold's seasonal profile (median per slot), for forecasters that use it."""
-
-    season_: str
-    step_: pd.Timedelta
-
-    def _fit_profile(self, grid: pd.Series, slot_s: int) -> None:
-        self.slot_ns_ = slot_length_ns(self.step_, slot_s)
-        self.profile_ = seasonal_profile(_ns(grid.index), grid.to_numpy(dtype="float64"),
-                                         self.season_, self.slot_ns_)
-
-    def _profile_at(self, stamps_ns: np.ndarray) -> np.ndarray:
-        slots, _ = slot_index(stamps_ns, self.season_, self.slot_ns_)
-        return self.profile_[slots]
-
-
-# -- profile + ARIMA -----------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ArimaForecasterConfig(ForecasterConfig):
-    """``orders``: the (p, d, q) tried, the lowest AIC wins. ``max_train_points``: the
-    ARIMA learns from at most this many recent points. ``context``: points of recent
-    history the state is filtered over before forecasting. ``slot_s``: the profile's slot."""
-
-    orders: tuple[tuple[int, int, int], ...] = ((1, 0, 0), (2, 0, 0), (1, 0, 1), (2, 0, 1),
-                                                (0, 1, 1), (1, 1, 1))
-    max_train_points: int = 4000
-    context: int = 576
-    slot_s: int = 300
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.orders:
-            raise ValueError("orders is empty; give at least one (p, d, q)")
-        for order in self.orders:
-            if len(order) != 3 or any(not 0 <= int(x) <= 3 for x in order):
-                raise ValueError(f"order {order!r} must be (p, d, q) with each in [0, 3]")
-        check_int("max_train_points", self.max_train_points, 50, 1_000_000)
-        check_int("context", self.context, 10, 100_000)
-        check_int("slot_s", self.slot_s, 1, 86_400)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> Self:
-        values = dict(values)
-        if "orders" in values:  # JSON turns tuples into lists
-            values["orders"] = tuple(tuple(int(x) for x in o) for o in values["orders"])
-        return super().from_dict(values)
-
-
-def _arima(endog: np.ndarray, order: tuple[int, int, int]) -> Any:
-    from statsmodels.tsa.arima.model import ARIMA  # heavy import, only when forecasting
-
-    trend = "c" if order[1] == 0 else "n"
-    return ARIMA(endog, order=order, trend=trend)
-
-
-@register_forecaster
-class ArimaForecaster(_SeasonalProfile, Forecaster):
-    """Seasonal profile plus an ARIMA on the remainder; normal quantiles of its forecast error."""
-
-    name = "arima"
-    config_class = ArimaForecasterConfig
-    min_history_length = 50
-
-    def _fit(self, grid: pd.Series) -> None:
-        config: ArimaForecasterConfig = self.config  # type: ignore[assignment]
-        self._fit_profile(grid, config.slot_s)
-        remainder = grid.to_numpy(dtype="float64") - self._profile_at(_ns(grid.index))
-        remainder = remainder[-config.max_train_points:]
-        best: tuple[float, tuple[int, int, int], np.ndarray] | None = None
-        for order in config.orders:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # convergence chatter: judged by AIC below
-                try:
-                    result = _arima(remainder, order).fit()
-                except (ValueError, np.linalg.LinAlgError):
-                    continue
-            if math.isfinite(result.aic) and (best is None or result.aic < best[0]):
-                best = (float(result.aic), tuple(int(x) for x in order), result.params)
-        if best is None:
-            raise ValueError("no ARIMA order of the grid could be fitted to this history")
-        _, self.order_, self.params_ = best
-
-    def context_length(self) -> int:
-        return self.config.context  # type: ignore[attr-defined]
-
-    def _forecast(self, context: pd.Series, index: pd.DatetimeIndex) -> pd.DataFrame:
-        remainder = context.to_numpy(dtype="float64") - self._profile_at(_ns(context.index))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            result = _arima(remainder, self.order_).filter(self.params_)
-            predicted = result.get_forecast(len(index))
-        mean = np.asarray(predicted.predicted_mean, dtype="float64")
-        sd = np.sqrt(np.maximum(np.asarray(predicted.var_pred_mean, dtype="float64"), 0.0))
-        yhat = self._profile_at(_ns(index)) + mean
-        z = norm.ppf(QUANTILES)
-        frame = pd.DataFrame(yhat[:, None] + sd[:, None] * z[None, :], index=index,
-                             columns=list(QUANTILE_COLUMNS))
-        frame["yhat"] = yhat
-        return frame
-
-    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        return ({"order": list(self.order_), "slot_ns": int(self.slot_ns_)},
-                {"profile": self.profile_, "params": np.asarray(self.params_)})
-
-    def set_state(self, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        self.order_ = tuple(int(x) for x in params["order"])
-        self.slot_ns_ = int(params["slot_ns"])
-        self.profile_ = arrays["profile"]
-        self.params_ = arrays["params"]
-
-
-# -- random forest, direct multi-step ------------------------------------------------------
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class RandomForestForecasterConfig(ForecasterConfig):
-    """``n_lags``: recent values seen (their median is the reference level).
-    ``n_samples``: (origin, steps ahead) pairs learnt from. ``train_horizon``: the
-    longest distance ahead sampled in training (farther ones reuse it). Forest
-    hyperparameters as in scikit-learn; ``slot_s``: the profile's slot."""
-
-    n_lags: int = 12
-    n_samples: int = 10_000
-    train_horizon: int = 288
-    n_estimators: int = 40
-    max_depth: int = 12
-    min_samples_leaf: int = 5
-    slot_s: int = 300
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_int("n_lags", self.n_lags, 1, 1000)
-        check_int("n_samples", self.n_samples, 100, 10_000_000)
-        check_int("train_horizon", self.train_horizon, 1, 100_000)
-        check_int("n_estimators", self.n_estimators, 1, 2000)
-        check_int("max_depth", self.max_depth, 1, 100)
-        check_int("min_samples_leaf", self.min_samples_leaf, 1, 10_000)
-        check_int("slot_s", self.slot_s, 1, 86_400)
-
-
-@register_forecaster
-class RandomForestForecaster(_SeasonalProfile, Forecaster):
-    """Direct multi-step forest on recent values, season and calendar; quantiles out of bag."""
-
-    name = "random_forest"
-    config_class = RandomForestForecasterConfig
-    min_history_length = 50
-
-    @property
-    def n_features(self) -> int:
-        return self.config.n_lags + 7  # type: ignore[attr-defined]
-
-    def context_length(self) -> int:
-        return self.config.n_lags + self.period_steps  # type: ignore[attr-defined]
-
-    def _features(self, values: np.ndarray, stamps_ns: np.ndarray, origins: np.ndarray,
-                  ahead: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Features, reference level and scale for (origin position, steps ahead) pairs.
-
-        ``values`` may hold NaN (gaps); the origin's own value is ``values[origin]``.
-        """
-        config: RandomForestForecasterConfig = self.config  # type: ignore[assignment]
-        m, step_ns = self.period_steps, self.step_.value
-        lags = np.stack([values[np.maximum(origins - i, 0)] for i in range(config.n_lags)], axis=1)
-        reference = np.nanmedian(np.where(np.isfinite(lags), lags, np.nan), axis=1)
-        reference = np.where(np.isfinite(reference), reference, self.level_)
-        scale = self.scale_
-        target_ns = stamps_ns[origins] + ahead * step_ns
-        seasons_back = (ahead - 1) // m + 1
-        naive_at = origins + ahead - seasons_back * m
-        naive = np.where(naive_at >= 0, values[np.clip(naive_at, 0, len(values) - 1)], np.nan)
-        profile_target = self._profile_at(target_ns)
-        naive = np.where(np.isfinite(naive), naive, profile_target)
-        tod = 2 * np.pi * (target_ns % _DAY.value) / _DAY.value
-        columns = [
-            *(((lags[:, i] - reference) / scale) for i in range(config.n_lags)),
-            (profile_target - reference) / scale,
-            (self._profile_at(stamps_ns[origins]) - reference) / scale,
-            (naive - reference) / scale,
-            np.sin(tod), np.cos(tod),
-            ((target_ns // _DAY.value + 3) % 7 >= 5).astype(float),
-            np.log1p(ahead.astype(float)),
-        ]
-        features = np.nan_to_num(np.stack(columns, axis=1), nan=0.0, posinf=0.0, neginf=0.0)
-        return features, reference, np.full(len(origins), scale)
-
-    def _fit(self, grid: pd.Series) -> None:
-        from sklearn.ensemble import RandomForestRegressor
-
-        config: RandomForestForecasterConfig = self.config  # type: ignore[assignment]
-        values = grid.to_numpy(dtype="float64")
-        stamps = _ns(grid.index)
-        self._fit_profile(grid, config.slot_s)
-        self.level_ = float(np.nanmedian(values))
-        diffs = np.abs(np.diff(values))
-        spread = float(np.nanmedian(np.abs(values - self.level_))) * 1.4826
-        self.scale_ = max(spread, float(np.nanmedian(diffs)) if np.isfinite(diffs).any() else 0.0,
-                          1e-9 * max(1.0, abs(self.level_)))
-        rng = np.random.default_rng(config.seed)
-        horizon = min(config.train_horizon, config.max_horizon, len(values) - config.n_lags - 1)
-        if horizon < 1:
-            raise ValueError(f"history has {len(values)} steps; the forest needs more than "
-                             f"{config.n_lags + 1}")
-        ahead = rng.integers(1, horizon + 1, size=config.n_samples)
-        origins = rng.integers(config.n_lags - 1, len(values) - ahead)
-        keep = np.isfinite(values[origins + ahead]) & np.isfinite(values[origins])
-        origins, ahead = origins[keep], ahead[keep]
-        if origins.size < 50:
-            raise ValueError(f"history holds {origins.size} usable (origin, target) pairs; "
-                             "the forest needs at least 50")
-        features, reference, scale = self._features(values, stamps, origins, ahead)
-        target = (values[origins + ahead] - reference) / scale
-        forest = RandomForestRegressor(
-            n_estimators=config.n_estimators, max_depth=config.max_depth,
-            min_samples_leaf=config.min_samples_leaf, max_features=0.5, bootstrap=True,
-            oob_score=True, random_state=config.seed, n_jobs=1)
-        forest.fit(features, target)
-        residual = target - forest.oob_prediction_
-        bucket = np.searchsorted(_HORIZON_BUCKETS, ahead)
-        overall = np.quantile(residual, QUANTILES)
-        self.residual_quantiles_ = np.stack([
-            np.quantile(residual[bucket == b], QUANTILES) if (bucket == b).sum() >= 30
-            else overall for b in range(len(_HORIZON_BUCKETS))])
-        # A bucket beyond those trained on keeps the farthest trained one's spread.
-        trained = [b for b in range(len(_HORIZON_BUCKETS)) if (bucket == b).sum() >= 30]
-        if trained:
-            self.residual_quantiles_[trained[-1] + 1:] = self.residual_quantiles_[trained[-1]]
-        self.forest_ = forest
-
-    def _forecast(self, context: pd.Series, index: pd.DatetimeIndex) -> pd.DataFrame:
-        values = context.to_numpy(dtype="float64")
-        stamps = _ns(context.index)
-        ahead = np.arange(1, len(index) + 1)
-        origins = np.full(len(index), len(values) - 1)
-        # The forest knows distances up to its training horizon; beyond, the farthest it knows
-        # with the target's own calendar and season.
-        features, reference, scale = self._features(values, stamps, origins, ahead)
-        limit = np.log1p(float(min(self.config.train_horizon, self.config.max_horizon)))
-        features[:, -1] = np.minimum(features[:, -1], limit)
-        yhat = reference + scale * self.forest_.predict(features)
-        bucket = np.searchsorted(_HORIZON_BUCKETS, ahead)
-        quantiles = yhat[:, None] + scale[:, None] * self.residual_quantiles_[bucket]
-        frame = pd.DataFrame(quantiles, index=index, columns=list(QUANTILE_COLUMNS))
-        frame["yhat"] = yhat
-        return frame
-
-    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        return ({"slot_ns": int(self.slot_ns_), "level": self.level_, "scale": self.scale_},
-                {"profile": self.profile_, "residual_quantiles": self.residual_quantiles_})
-
-    def set_state(self, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        self.slot_ns_ = int(params["slot_ns"])
-        self.level_, self.scale_ = float(params["level"]), float(params["scale"])
-        self.profile_ = arrays["profile"]
-        self.residual_quantiles_ = arrays["residual_quantiles"]
-
-    def _save_files(self, directory: Path) -> None:
-        from models.random_forest import FOREST_FILE, save_forest
-
-        save_forest(self.forest_, directory / FOREST_FILE)
-
-    def _load_files(self, directory: Path) -> None:
-        from models.random_forest import FOREST_FILE, load_forest
-
-        self.forest_ = load_forest(directory / FOREST_FILE, self.n_features, type(self).__name__)
-
-
-# -- median of several forecasters --------------------------------------------------------
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class MedianEnsembleConfig(ForecasterConfig):
-    """``members``: the forecasters whose median is taken (each with its defaults)."""
-
-    members: tuple[str, ...] = ("seasonal_naive", "arima", "random_forest")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if len(self.members) < 2:
-            raise ValueError(f"members={self.members!r}: an ensemble needs at least two")
-        unknown = [m for m in self.members if m not in FORECASTERS or m == "median_ensemble"]
-        if unknown:
-            raise ValueError(f"unknown ensemble member(s) {unknown}; known: "
-                             f"{sorted(n for n in FORECASTERS if n != 'median_ensemble')}")
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> Self:
-        values = dict(values)
-        if "members" in values:
-            values["members"] = tuple(values["members"])
-        return super().from_dict(values)
-
-
-@register_forecaster
-class MedianEnsembleForecaster(Forecaster):
-    """Median, per step and column, of its members' forecasts."""
-
-    name = "median_ensemble"
-    config_class = MedianEnsembleConfig
-    min_history_length = 50
-
-    @classmethod
-    def from_members(cls, members: list[Forecaster]) -> MedianEnsembleForecaster:
-        """An ensemble of forecasters already fitted on the same history."""
-        config = MedianEnsembleConfig(members=tuple(m.name for m in members),
-                                      max_horizon=min(m.config.max_horizon for m in members))
-        ensemble = cls(config)
-        first = members[0]
-        ensemble.step_, ensemble.season_, ensemble.last_ = first.step_, first.season_, first.last_
-        ensemble.members_ = list(members)
-        ensemble.context_ = max((m.context_ for m in members), key=len)
-        return ensemble
-
-    def _fit(self, grid: pd.Series) -> None:
-        horizon = self.config.max_horizon
-        self.members_ = [make_forecaster(name, max_horizon=horizon).fit(grid)
-                         for name in self.config.members]  # type: ignore[attr-defined]
-
-    def context_length(self) -> int:
-        return max(m.context_length() for m in self.members_)
-
-    def _forecast(self, context: pd.Series, index: pd.DatetimeIndex) -> pd.DataFrame:
-        frames = [m._forecast(context.iloc[-m.context_length():], index) for m in self.members_]
-        columns = list(FORECAST_COLUMNS)
-        stacked = np.stack([f[columns].to_numpy(dtype="float64") for f in frames])
-        return pd.DataFrame(np.median(stacked, axis=0), index=index, columns=columns)
-
-    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        return {"members": [m.name for m in self.members_]}, {}
-
-    def _save_files(self, directory: Path) -> None:
-        for member in self.members_:
-            member.save(directory / "members" / member.name)
-
-    def _load_files(self, directory: Path) -> None:
-        self.members_ = [Forecaster.load(directory / "members" / name)
-                         for name in self.config.members]  # type: ignore[attr-defined]

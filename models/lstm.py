@@ -18,23 +18,27 @@ context with gaps or cut short by the window's start needs no imputation; the
 network is trained on such contexts too (the start of the history, real gaps,
 and a seeded share of training contexts truncated or punched with a gap).
 
-``torch`` is imported here and nowhere else in ``models``, and only when a
+``torch`` is imported only here, in :mod:`models.lstm_forecast` and in
+:mod:`models.lstm_shared` (what the two LSTMs share), and only when a
 network is built, trained, run, saved or loaded: it takes about a second to
 import, which every ``import models`` (the CLI, a serving worker that has no
 LSTM) would otherwise pay. :class:`LstmNetwork` is therefore created on first
 use; ``from models.lstm import LstmNetwork`` works as for any class.
+
+The module stays whole: the lazily defined network must keep the name
+``models.lstm.LstmNetwork`` for pickle (Ray), and its windows, training and
+detector share private types a split would only make public; what it shares
+with the forecaster is in :mod:`models.lstm_shared`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import functools
 import logging
 import math
-import pickle
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
@@ -49,7 +53,19 @@ from models.base import (
     check_series,
     register,
 )
-from models.thresholds import robust_scale
+from models.lstm_shared import (
+    N_INPUTS,
+    NETWORK_FILE,
+    Windows,
+    check_float,
+    context_matrix,
+    day_phase,
+    normalise,
+    read_network_state,
+    scale_floor,
+    torch_settings,
+)
+from models.seasonality import robust_scale
 
 if TYPE_CHECKING:
     import torch
@@ -72,16 +88,9 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 
-#: File holding the network's weights: a torch state dict, read back with ``weights_only=True``.
-NETWORK_FILE = "network.pt"
 #: Fewest training and held-out windows a fit accepts.
 MIN_TRAIN_WINDOWS = 20
 MIN_VALIDATION_WINDOWS = 10
-#: Normalised context values are clipped to this magnitude before the network sees them, so a
-#: past spike cannot saturate the recurrent state (the target is never clipped when scoring).
-INPUT_CLIP = 10.0
-#: The scale floor of a series is this fraction of the robust spread of its first differences.
-FLOOR_FRACTION = 0.5
 #: Share of training contexts cut short at a random point (as at a window's start), and share
 #: punched with a random gap of up to ``context_length // 8`` points.
 _TRUNCATE_SHARE = 0.2
@@ -91,22 +100,12 @@ _GAP_SHARE = 0.1
 #: shape; a fixed shape makes a point's score independent of how many points are scored with it,
 #: bit for bit, which is what causality on prefixes needs.
 INFERENCE_BATCH = 128
-_MAD_TO_SIGMA = 1.4826
 #: Output heads: a point prediction, or a prediction with its spread (Laplace likelihood).
 HEADS = ("point", "laplace")
 #: Training targets are clipped to this magnitude (normalised units).
 _TARGET_CLIP = 1.0e6
 #: Bounds of the predicted log-spread, in normalised units.
 _LOG_SPREAD_BOUND = 8.0
-
-
-def _check_float(name: str, value: Any, low: float, high: float, *, open_low: bool) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a float, got {type(value).__name__} {value!r}")
-    below = value <= low if open_low else value < low
-    if below or value > high or not math.isfinite(value):
-        bracket = "(" if open_low else "["
-        raise ValueError(f"{name}={value} must lie in {bracket}{low}, {high}]")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -184,9 +183,9 @@ class LstmDetectorConfig(DetectorConfig):
         check_int("epochs", self.epochs, 1, 10_000)
         check_int("patience", self.patience, 1, 10_000)
         check_int("batch_size", self.batch_size, 1, 100_000)
-        _check_float("learning_rate", self.learning_rate, 0.0, 1.0, open_low=True)
+        check_float("learning_rate", self.learning_rate, 0.0, 1.0, open_low=True)
         check_int("max_windows", self.max_windows, MIN_TRAIN_WINDOWS, 10_000_000)
-        _check_float("validation_fraction", self.validation_fraction, 0.05, 0.5, open_low=False)
+        check_float("validation_fraction", self.validation_fraction, 0.05, 0.5, open_low=False)
         if self.head not in HEADS:
             raise ValueError(f"head={self.head!r}; accepted: {', '.join(map(repr, HEADS))}")
         check_int("seed", self.seed, 0, 2**32 - 1)
@@ -250,87 +249,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-@contextlib.contextmanager
-def _torch_settings() -> Iterator[None]:
-    """One thread and deterministic kernels for the duration; the caller's settings after.
-
-    One thread: the matrices are tiny, so more threads only add overhead, and
-    the machine is shared. These are process-wide settings of torch: two
-    threads of one process fitting at once would see each other's.
-    """
-    import torch
-
-    threads = torch.get_num_threads()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
-        torch.set_num_threads(threads)
-
-
 # -- windows ------------------------------------------------------------------------------
-#: Inputs per step: normalised value, observed flag, sine and cosine of the time of day.
-N_INPUTS = 4
-_DAY_NS = 86_400 * 10**9
-
-def _contexts(values: np.ndarray, positions: np.ndarray, length: int) -> np.ndarray:
-    """Row ``i`` holds ``values[p - length : p]`` for ``p = positions[i]``; NaN before the start."""
-    padded = np.concatenate([np.full(length, np.nan), values])
-    view = np.lib.stride_tricks.sliding_window_view(padded, length)
-    return view[positions]
-
-
-def _row_median(matrix: np.ndarray, n_observed: np.ndarray) -> np.ndarray:
-    """Median of the finite values of each row (each row holds at least one)."""
-    ordered = np.sort(matrix, axis=1)  # NaN sorts last
-    rows = np.arange(matrix.shape[0])
-    return 0.5 * (ordered[rows, (n_observed - 1) // 2] + ordered[rows, n_observed // 2])
-
-
-@dataclasses.dataclass
-class _Windows:
-    """Normalised contexts and targets of some points of a series."""
-
-    positions: np.ndarray  # (m,) positions in the series
-    inputs: np.ndarray  # (m, context_length, N_INPUTS) float32
-    target: np.ndarray  # (m,) (value - reference) / scale; NaN where the value is missing
-    reference: np.ndarray  # (m,) median of the context, in the series' units
-    scale: np.ndarray  # (m,) robust scale of the context, never below the floor
-
-
-def day_phase(index: pd.DatetimeIndex) -> np.ndarray:
-    """Each timestamp's time of day as a fraction in [0, 1)."""
-    return (index.as_unit("ns").asi8 % _DAY_NS) / _DAY_NS
-
-
-def _normalise(
-    contexts: np.ndarray, values: np.ndarray, positions: np.ndarray, floor: float,
-    phase: np.ndarray | None = None,
-) -> _Windows:
-    observed = np.isfinite(contexts)
-    n_observed = observed.sum(axis=1)
-    reference = _row_median(contexts, n_observed)
-    spread = _MAD_TO_SIGMA * _row_median(np.abs(contexts - reference[:, None]), n_observed)
-    scale = np.maximum(spread, floor)
-    with np.errstate(over="ignore", invalid="ignore"):
-        z = (contexts - reference[:, None]) / scale[:, None]
-        target = (values[positions] - reference) / scale
-    inputs = np.zeros((*contexts.shape, N_INPUTS), dtype=np.float32)
-    inputs[..., 0] = np.where(observed, np.clip(z, -INPUT_CLIP, INPUT_CLIP), 0.0)
-    inputs[..., 1] = observed
-    if phase is not None:
-        # Where in the day each step lies, so that the network can learn a daily cycle longer
-        # than its context (0 before the start of the series).
-        angle = 2 * np.pi * _contexts(phase, positions, contexts.shape[1])
-        inputs[..., 2] = np.nan_to_num(np.sin(angle), nan=0.0)
-        inputs[..., 3] = np.nan_to_num(np.cos(angle), nan=0.0)
-    return _Windows(positions, inputs, target, reference, scale)
-
-
 def _scorable(values: np.ndarray, config: LstmDetectorConfig) -> np.ndarray:
     """Positions whose context holds at least ``min_context`` observed points."""
     observed = np.isfinite(values).astype(np.int64)
@@ -338,18 +257,6 @@ def _scorable(values: np.ndarray, config: LstmDetectorConfig) -> np.ndarray:
     start = np.maximum(np.arange(values.size) - config.context_length, 0)
     n_observed = cumulative[np.arange(values.size)] - cumulative[start]
     return np.flatnonzero(n_observed >= config.min_context)
-
-
-def scale_floor(values: np.ndarray) -> float:
-    """Smallest context scale of a series: half the robust spread of its observed steps.
-
-    A flat context (MAD 0) would otherwise turn the smallest change into an
-    infinite deviation; the floor ties "small" to how much the series usually
-    moves from one point to the next.
-    """
-    finite = values[np.isfinite(values)]
-    steps = np.diff(finite) if finite.size > 1 else np.zeros(1)
-    return FLOOR_FRACTION * robust_scale(steps)
 
 
 @dataclasses.dataclass
@@ -367,8 +274,8 @@ class _Prediction:
 class _Split:
     """Training and held-out windows of one series."""
 
-    train: _Windows
-    validation: _Windows
+    train: Windows
+    validation: Windows
 
 
 def _split(
@@ -391,11 +298,11 @@ def _split(
             "smaller min_context"
         )
     rng = np.random.default_rng([config.seed, 2, stream])
-    contexts = _contexts(values, train_positions, config.context_length).copy()
+    contexts = context_matrix(values, train_positions, config.context_length).copy()
     _augment(contexts, config, rng)
-    train = _normalise(contexts, values, train_positions, floor, phase)
-    validation = _normalise(
-        _contexts(values, validation_positions, config.context_length),
+    train = normalise(contexts, values, train_positions, floor, phase)
+    validation = normalise(
+        context_matrix(values, validation_positions, config.context_length),
         values,
         validation_positions,
         floor,
@@ -444,7 +351,7 @@ def predict(network: LstmNetwork, inputs: np.ndarray) -> tuple[np.ndarray, np.nd
         return out[:, 0], out[:, 1]
     network.eval()
     batch = np.zeros((INFERENCE_BATCH, *inputs.shape[1:]), dtype=np.float32)
-    with _torch_settings(), torch.inference_mode():
+    with torch_settings(), torch.inference_mode():
         for first in range(0, n, INFERENCE_BATCH):
             chunk = inputs[first : first + INFERENCE_BATCH]
             size = chunk.shape[0]
@@ -463,7 +370,7 @@ def _loss(head: str, target: torch.Tensor, output: torch.Tensor) -> torch.Tensor
     return ((target - mean).abs() * torch.exp(-log_spread) + log_spread).mean()
 
 
-def _validation_loss(head: str, network: LstmNetwork, windows: _Windows) -> float:
+def _validation_loss(head: str, network: LstmNetwork, windows: Windows) -> float:
     import torch
 
     mean, spread = predict(network, windows.inputs)
@@ -492,7 +399,7 @@ def _train(
     target = np.clip(
         np.concatenate([s.train.target for s in splits]), -_TARGET_CLIP, _TARGET_CLIP
     ).astype(np.float32)
-    validation = _Windows(
+    validation = Windows(
         positions=np.concatenate([s.validation.positions for s in splits]),
         inputs=np.concatenate([s.validation.inputs for s in splits]),
         target=np.concatenate([s.validation.target for s in splits]),
@@ -500,7 +407,7 @@ def _train(
         scale=np.concatenate([s.validation.scale for s in splits]),
     )
     rng = np.random.default_rng([config.seed, 1])
-    with _torch_settings(), torch.random.fork_rng(devices=[]):
+    with torch_settings(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         network = network_class().from_config(config)
         optimiser = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
@@ -600,28 +507,6 @@ def _network_copy(
     return own.eval()
 
 
-def read_network_state(path: Path, owner: str) -> Mapping[str, torch.Tensor]:
-    """The state dict saved at ``path``, read with ``weights_only=True`` (no arbitrary objects).
-
-    Raises
-    ------
-    ModelFormatError
-        The file is missing, unreadable or holds something else than a state dict.
-    """
-    if not path.is_file():
-        raise ModelFormatError(f"{path} is missing; a saved {owner} needs it")
-    import torch
-
-    try:
-        # weights_only: tensors and plain containers only; any other object refuses to load.
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as error:
-        raise ModelFormatError(f"cannot read the network in {path}: {error}") from error
-    if not isinstance(state, Mapping):
-        raise ModelFormatError(f"{path} holds a {type(state).__name__}, not a state dict")
-    return state
-
-
 @register
 class LstmDetector(Detector):
     """Residual of an LSTM's one-step-ahead prediction, in units of the context's spread.
@@ -667,6 +552,12 @@ class LstmDetector(Detector):
     config_class = LstmDetectorConfig
     config: LstmDetectorConfig
     min_history_length: ClassVar[int] = 60
+    requires_torch: ClassVar[bool] = True
+    saved_apart: ClassVar[frozenset[str]] = frozenset({"network_"})
+
+    @classmethod
+    def _test_config(cls) -> LstmDetectorConfig:
+        return LstmDetectorConfig(hidden_size=8, epochs=1, max_windows=500)
 
     def min_history_points(self, step: pd.Timedelta | None = None) -> int:
         """``min_context`` points of past, then enough windows to train on and to hold out."""
@@ -741,8 +632,8 @@ class LstmDetector(Detector):
         reference, scale = np.full(n, np.nan), np.full(n, np.nan)
         positions = _scorable(values, self.config)
         if positions.size:
-            windows = _normalise(
-                _contexts(values, positions, self.config.context_length),
+            windows = normalise(
+                context_matrix(values, positions, self.config.context_length),
                 values,
                 positions,
                 self.scale_floor_,
@@ -770,28 +661,7 @@ class LstmDetector(Detector):
         half = raw_threshold * self.residual_scale_ * p.spread
         return p.reference + p.scale * (p.mean - half), p.reference + p.scale * (p.mean + half)
 
-    # -- state ----------------------------------------------------------------------------
-    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        params = {
-            "scale_floor_": self.scale_floor_,
-            "residual_scale_": self.residual_scale_,
-            "network_source_": self.network_source_,
-            "n_train_windows_": self.n_train_windows_,
-            "n_validation_windows_": self.n_validation_windows_,
-            "n_epochs_": self.n_epochs_,
-            "best_epoch_": self.best_epoch_,
-        }
-        return params, {}
-
-    def set_state(self, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        self.scale_floor_ = float(params["scale_floor_"])
-        self.residual_scale_ = float(params["residual_scale_"])
-        self.network_source_ = str(params["network_source_"])
-        self.n_train_windows_ = int(params["n_train_windows_"])
-        self.n_validation_windows_ = int(params["n_validation_windows_"])
-        self.n_epochs_ = int(params["n_epochs_"])
-        self.best_epoch_ = int(params["best_epoch_"])
-
+    # -- state: the default get_state, and the network apart -------------------------------
     def _save_files(self, directory: Path) -> None:
         import torch
 

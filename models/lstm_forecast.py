@@ -19,7 +19,7 @@ final state and features of one target step and returns its three quantiles
 
 Everything is in units normalised per window: centred on the context's
 median and divided by its robust spread, never less than the series' own
-robust spread (see :func:`models.lstm._normalise`). The network predicts
+robust spread (see :func:`models.lstm_shared.normalise`). The network predicts
 *offsets* from the smoothed seasonal naive value, and starts at zero offset,
 so training begins where the seasonal naive rule is; quantiles are built as
 ``q50 − softplus(·) ≤ q50 ≤ q50 + softplus(·)`` and never cross. Loss: the
@@ -39,6 +39,11 @@ covers 80 % of the held-out values.
 
 ``torch`` is imported only when a network is built, trained, run, saved or
 loaded, so that ``import models`` stays light.
+
+The module stays whole: windows, network, training and forecaster are one
+algorithm whose private types (``_Series``, ``_Batch``, ``_Prepared``) a split
+would only make public; what it shares with the detector is in
+:mod:`models.lstm_shared`.
 """
 
 from __future__ import annotations
@@ -50,12 +55,13 @@ import logging
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import pandas as pd
 
 from models.base import ModelFormatError, check_int
+from models.catalog import register
 from models.forecast import (
     _HORIZON_BUCKETS,
     _WEEK,
@@ -63,21 +69,20 @@ from models.forecast import (
     QUANTILES,
     Forecaster,
     ForecasterConfig,
-    register_forecaster,
 )
-from models.lstm import (
-    _DAY_NS,
+from models.lstm_shared import (
+    DAY_NS,
     INPUT_CLIP,
     N_INPUTS,
     NETWORK_FILE,
-    _check_float,
-    _contexts,
-    _normalise,
-    _torch_settings,
+    check_float,
+    context_matrix,
+    normalise,
     read_network_state,
     scale_floor,
+    torch_settings,
 )
-from models.thresholds import robust_scale
+from models.seasonality import robust_scale
 
 if TYPE_CHECKING:
     import torch
@@ -178,9 +183,9 @@ class LstmForecasterConfig(ForecasterConfig):
         check_int("hidden_size", self.hidden_size, 1, 1024)
         check_int("epochs", self.epochs, 1, 10_000)
         check_int("batch_size", self.batch_size, 1, 100_000)
-        _check_float("learning_rate", self.learning_rate, 0.0, 1.0, open_low=True)
+        check_float("learning_rate", self.learning_rate, 0.0, 1.0, open_low=True)
         check_int("n_windows", self.n_windows, MIN_TRAIN_WINDOWS, 10_000_000)
-        _check_float("validation_fraction", self.validation_fraction, 0.05, 0.5, open_low=False)
+        check_float("validation_fraction", self.validation_fraction, 0.05, 0.5, open_low=False)
         if not isinstance(self.calibrate, bool):
             raise TypeError(f"calibrate must be a bool, got {type(self.calibrate).__name__}")
         check_int("seed", self.seed, 0, 2**32 - 1)
@@ -280,8 +285,8 @@ def _windows(series: _Series, origins: np.ndarray, ahead: np.ndarray, config: Ls
     values, m = series.values, series.period
     n = len(values)
     padded = np.append(values, np.nan)  # the encoder's window ends at origin + 1, possibly n
-    phase = ((series.start_ns + series.step_ns * np.arange(n + 1)) % _DAY_NS) / _DAY_NS
-    windows = _normalise(_contexts(padded, origins + 1, config.context), padded, origins + 1,
+    phase = ((series.start_ns + series.step_ns * np.arange(n + 1)) % DAY_NS) / DAY_NS
+    windows = normalise(context_matrix(padded, origins + 1, config.context), padded, origins + 1,
                          series.floor, phase)
     finite = np.isfinite(values)
     counts = np.concatenate([[0], np.cumsum(finite)])
@@ -309,8 +314,8 @@ def _windows(series: _Series, origins: np.ndarray, ahead: np.ndarray, config: Ls
 
     ref, sc = reference[:, None], scale[:, None]
     target_ns = series.start_ns + series.step_ns * position
-    angle = 2 * np.pi * (target_ns % _DAY_NS) / _DAY_NS
-    weekend = ((target_ns // _DAY_NS + 3) % 7 >= 5).astype(float)  # 1970-01-01 was a Thursday
+    angle = 2 * np.pi * (target_ns % DAY_NS) / DAY_NS
+    weekend = ((target_ns // DAY_NS + 3) % 7 >= 5).astype(float)  # 1970-01-01 was a Thursday
     base = (smooth - ref) / sc
     columns = [
         (naive - ref) / sc,
@@ -386,7 +391,7 @@ def _run(network: LstmForecastNetwork, batch: _Batch) -> np.ndarray:
 
     out = np.empty((*batch.base.shape, 3), dtype="float64")
     network.eval()
-    with _torch_settings(), torch.inference_mode():
+    with torch_settings(), torch.inference_mode():
         for first in range(0, len(batch.base), _INFERENCE_BATCH):
             rows = slice(first, first + _INFERENCE_BATCH)
             out[rows] = network(torch.from_numpy(batch.inputs[rows]),
@@ -423,7 +428,7 @@ def _train(prepared: list[_Prepared], config: LstmForecasterConfig
     base = torch.from_numpy(train.base.astype(np.float32))
     target = torch.from_numpy(train.target.astype(np.float32))
     rng = np.random.default_rng([config.seed, 4])
-    with _torch_settings(), torch.random.fork_rng(devices=[]):
+    with torch_settings(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         network = network_class()(hidden_size=config.hidden_size)
         optimiser = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
@@ -466,7 +471,7 @@ def _interval_factors(quantiles: np.ndarray, batch: _Batch) -> np.ndarray:
 
 
 # -- the forecaster -----------------------------------------------------------------------
-@register_forecaster
+@register
 class LstmForecaster(Forecaster):
     """Quantiles of every step ahead from an LSTM encoder and a decoder shared across horizons.
 
@@ -480,6 +485,13 @@ class LstmForecaster(Forecaster):
     config_class = LstmForecasterConfig
     config: LstmForecasterConfig
     min_history_length: ClassVar[int] = 100
+    requires_torch: ClassVar[bool] = True
+    saved_apart: ClassVar[frozenset[str]] = frozenset({"network_"})
+
+    @classmethod
+    def _test_config(cls) -> LstmForecasterConfig:
+        return LstmForecasterConfig(context=24, train_horizon=48, max_horizon=48, hidden_size=8,
+                                    epochs=1, n_windows=300)
 
     def _fit(self, grid: pd.Series) -> None:
         prepared = self._prepare_series(grid, "history", stream=0)
@@ -530,19 +542,7 @@ class LstmForecaster(Forecaster):
         frame["yhat"] = frame["q50"]
         return frame
 
-    # -- state ----------------------------------------------------------------------------
-    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        params = {"scale_floor": self.scale_floor_, "n_train_windows": self.n_train_windows_,
-                  "best_epoch": self.best_epoch_, "network_source": self.network_source_}
-        return params, {"interval_factors": self.interval_factors_}
-
-    def set_state(self, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        self.scale_floor_ = float(params["scale_floor"])
-        self.n_train_windows_ = int(params["n_train_windows"])
-        self.best_epoch_ = int(params["best_epoch"])
-        self.network_source_ = str(params["network_source"])
-        self.interval_factors_ = np.asarray(arrays["interval_factors"], dtype="float64")
-
+    # -- state: the default get_state, and the network apart -------------------------------
     def _save_files(self, directory: Path) -> None:
         import torch
 

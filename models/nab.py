@@ -29,6 +29,9 @@ published description (pure numpy/pandas, no file access):
   one that maximises the corpus's raw score; :func:`sweep_threshold` tries
   every distinct score value, exactly.
 
+The module stays whole: it is one published scoring rule and the sweeps that
+apply it, checked against that description side by side.
+
 Examples
 --------
 >>> stamps = list(range(10))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import zipfile
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -30,7 +30,7 @@ from sklearn.tree import DecisionTreeRegressor
 
 from features.lags import CALENDAR_COLUMNS, ROLLING_STATISTICS, lag_feature_matrix
 from models.base import Detector, DetectorConfig, ModelFormatError, check_int, register
-from models.thresholds import robust_scale
+from models.seasonality import robust_scale
 
 #: File holding the fitted forest, written with skops (no pickle).
 FOREST_FILE = "forest.skops"
@@ -174,6 +174,11 @@ class RandomForestDetector(Detector):
     name: ClassVar[str] = "random_forest"
     config_class = RandomForestDetectorConfig
     config: RandomForestDetectorConfig
+    saved_apart: ClassVar[frozenset[str]] = frozenset({"forest_"})
+
+    @classmethod
+    def _test_config(cls) -> RandomForestDetectorConfig:
+        return RandomForestDetectorConfig(n_estimators=10, max_depth=6)
 
     def min_history_points(self, step: pd.Timedelta | None = None) -> int:
         """``context_length`` points of past, then ``MIN_TRAIN_ROWS`` points to learn from."""
@@ -300,20 +305,7 @@ class RandomForestDetector(Detector):
         high = rows.reference + self.scale_ * (mean + half)
         return low, high
 
-    # -- state ----------------------------------------------------------------------------
-    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        params = {
-            "scale_": self.scale_,
-            "residual_scale_": self.residual_scale_,
-            "n_train_points_": self.n_train_points_,
-        }
-        return params, {}
-
-    def set_state(self, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        self.scale_ = float(params["scale_"])
-        self.residual_scale_ = float(params["residual_scale_"])
-        self.n_train_points_ = int(params["n_train_points_"])
-
+    # -- state: the default get_state, and the forest apart ---------------------------------
     def _save_files(self, directory: Path) -> None:
         save_forest(self.forest_, directory / FOREST_FILE)
 

@@ -14,7 +14,7 @@ from mlflow.pyfunc import PythonModel
 from features.schema import METRIC, SERVICE, TIMESTAMP, VALUE
 from features.series import split_series, to_series
 from features.validation import validate_frame
-from models.base import DEFAULT_THRESHOLD
+from models.alarms import ALARM_THRESHOLD
 from models.bundle import DetectorBundle
 
 
@@ -37,7 +37,7 @@ class DetectorBundleModel(PythonModel):
                         METRIC: metric,
                         VALUE: result.values,
                         "score": result.score,
-                        "is_anomaly": result.score >= DEFAULT_THRESHOLD,
+                        "is_anomaly": result.score >= ALARM_THRESHOLD,
                     }
                 )
             )

@@ -182,12 +182,12 @@ def _fit_correlations(
     return fitted
 
 
-def _pip_requirements(detectors: tuple[str, ...]) -> list[str]:
+def _pip_requirements(bundle: DetectorBundle) -> list[str]:
     """What the logged pyfunc needs to import the bundled ``features`` and ``models`` code."""
     names = ["numpy", "pandas", "scipy", "pyarrow", "mlflow", "scikit-learn", "statsmodels",
              "skops", "threadpoolctl"]
-    if "lstm" in detectors:
-        names.append("torch")  # models.lstm imports torch only when a network is used
+    if any(cls.requires_torch for cls in bundle.model_classes()):
+        names.append("torch")  # the LSTM modules import torch only when a network is used
     # A local build tag such as "+cpu" is not on the package index: pin the release only.
     return [f"{name}=={metadata.version(name).split('+')[0]}" for name in names]
 
@@ -477,7 +477,7 @@ def _register(bundle: DetectorBundle, series: dict[SeriesKey, pd.Series],
             code_paths=[str(Path(features.__file__).parent), str(Path(models.__file__).parent)],
             signature=signature,
             input_example=example,
-            pip_requirements=_pip_requirements(options.detectors),
+            pip_requirements=_pip_requirements(bundle),
             registered_model_name=options.model_name,
         )
     version = str(model_info.registered_model_version)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import signal
 
-import models.arima
+import models.arma
 from models import ArimaDetector, make_detector
 from models.arima import ArimaDetectorConfig
 
@@ -160,7 +160,7 @@ def test_scoring_never_refits_nor_calls_statsmodels(ar1, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("statsmodels was called while scoring")
 
-    monkeypatch.setattr(models.arima, "ARIMA", refuse)
+    monkeypatch.setattr(models.arma, "ARIMA", refuse)  # where the detector reaches statsmodels
     again = ar1.score(window * 3.0)  # other values, same parameters
     pd.testing.assert_series_equal(ar1.score(window), expected)
     assert len(again) == len(window)

@@ -16,6 +16,7 @@ from models import (
     WindowBaselineDetector,
     make_detector,
 )
+from models.alarms import ALARM_THRESHOLD
 from models.base import FORMAT_VERSION
 from models.bundle import DEFAULT_DETECTORS, DetectorBundle, SeriesScores, combine, fit_available
 
@@ -213,8 +214,10 @@ def test_anomalous_positions_never_include_nan():
         expected_high=empty,
         known_series=True,
     )
-    assert scores.anomalous().tolist() == [0, 3]
+    assert scores.anomalous(threshold=0.99).tolist() == [0, 3]
     assert scores.anomalous(threshold=0.995).tolist() == [0]
+    # By default, what the service pages at.
+    assert scores.anomalous().tolist() == scores.anomalous(threshold=ALARM_THRESHOLD).tolist() == []
 
 
 # -- short histories: the detectors that have enough data ------------------------------------

@@ -1,8 +1,9 @@
 """One contract suite for every registered detector.
 
 A detector enrols by registering: the suite is parametrised over
-``models.registered_names()``. A detector whose defaults are slow to fit adds a
-cheap preset to ``PRESETS``; one that needs no fit is listed in ``NO_FIT_NEEDED``.
+``models.registered_names()``. Each class carries its cheap test config
+(``_test_config()``); one that needs no fit says so with ``requires_fit = False``.
+The forecasters have the same suite in ``test_forecaster_contract.py``.
 """
 
 from __future__ import annotations
@@ -28,19 +29,26 @@ from models import (
 
 NAMES = registered_names()
 
-#: Cheap test configs (few trees, one epoch, ...) for detectors whose defaults are slow.
-PRESETS: dict[str, dict[str, Any]] = {
-    "arima": {"max_p": 1, "max_q": 1, "fit_length": 600},
-    "lstm": {"hidden_size": 8, "epochs": 1, "max_windows": 500},
-    "random_forest": {"n_estimators": 10, "max_depth": 6},
-}
-
 #: Detectors that score without a fit (``is_fitted`` is True from the start).
-NO_FIT_NEEDED = {"window_baseline"}
+NO_FIT_NEEDED = {n for n in NAMES if not registry_class(n).requires_fit}
+
+
+def test_the_presets_and_flags_are_those_the_suite_was_written_with():
+    # Moved from this file into the classes (``_test_config``, ``requires_fit``).
+    presets = {name: registry_class(name)._test_config().to_dict() for name in NAMES}
+    defaults = {name: registry_class(name).config_class().to_dict() for name in NAMES}
+    assert {n for n in NAMES if presets[n] != defaults[n]} == {"arima", "lstm", "random_forest"}
+    assert {k: presets["arima"][k] for k in ("max_p", "max_q", "fit_length")} == {
+        "max_p": 1, "max_q": 1, "fit_length": 600}
+    assert {k: presets["lstm"][k] for k in ("hidden_size", "epochs", "max_windows")} == {
+        "hidden_size": 8, "epochs": 1, "max_windows": 500}
+    assert {k: presets["random_forest"][k] for k in ("n_estimators", "max_depth")} == {
+        "n_estimators": 10, "max_depth": 6}
+    assert {n for n in NAMES if not registry_class(n).requires_fit} == {"window_baseline"}
 
 
 def fresh(name: str, **overrides: Any) -> Detector:
-    return make_detector(name, **{**PRESETS.get(name, {}), **overrides})
+    return make_detector(name, **{**registry_class(name)._test_config().to_dict(), **overrides})
 
 
 def assert_same_scores(a: pd.Series, b: pd.Series) -> None:

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from models.arima_forecast import ArimaForecaster
 from models.backtest import backtest, choose, mase_scale, origins
 from models.base import ModelFormatError, NotFittedError
 from models.forecast import (
     FORECAST_COLUMNS,
-    ArimaForecaster,
     Forecaster,
     SeasonalNaiveForecaster,
     make_forecaster,
@@ -135,7 +135,7 @@ def test_choose_prefers_the_ensemble_unless_a_model_is_clearly_better():
 
 
 def test_median_ensemble_is_the_median_of_its_members_and_reloads(tmp_path):
-    from models.forecast import MedianEnsembleForecaster
+    from models.ensemble_forecast import MedianEnsembleForecaster
 
     series = daily()
     ensemble = MedianEnsembleForecaster().fit(series)
@@ -164,7 +164,7 @@ def test_mase_scale_and_origins():
 
 
 def test_random_forest_forecaster_saves_without_pickle_and_reloads(tmp_path):
-    from models.forecast import RandomForestForecaster
+    from models.random_forest_forecast import RandomForestForecaster
 
     model = RandomForestForecaster().fit(daily(days=4))
     path = model.save(tmp_path / "rf")

@@ -9,19 +9,18 @@ import pandas as pd
 import pytest
 
 from models import (
-    DEFAULT_THRESHOLD,
+    EXPECTED_RANGE_SCORE,
     DynamicThresholdDetector,
     StaticThresholdDetector,
     WindowBaselineDetector,
     make_detector,
 )
-from models.base import Z_AT_THRESHOLD, z_to_score
+from models.base import Z_AT_EXPECTED_RANGE_SCORE, z_to_score
+from models.seasonality import detect_season, robust_scale
 from models.thresholds import (
     DynamicThresholdConfig,
     StaticThresholdConfig,
     WindowBaselineConfig,
-    detect_season,
-    robust_scale,
 )
 
 #: The shared fixtures (tests/models/conftest.py) are 5-minute data with a daily sine.
@@ -41,7 +40,8 @@ def _clean_window(daily: pd.Series) -> pd.Series:
 
 
 def test_z_to_score_maps_the_threshold_z_to_0_99():
-    assert z_to_score(np.array([Z_AT_THRESHOLD]))[0] == pytest.approx(DEFAULT_THRESHOLD, abs=1e-12)
+    at = z_to_score(np.array([Z_AT_EXPECTED_RANGE_SCORE]))[0]
+    assert at == pytest.approx(EXPECTED_RANGE_SCORE, abs=1e-12)
     assert z_to_score(np.array([0.0]))[0] == 0.0
     out = z_to_score(np.array([-1.0, 1.0, np.nan, 40.0]))
     assert out[0] == out[1]
