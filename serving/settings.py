@@ -19,11 +19,9 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator, mode
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
 from models.alarms import AlarmPolicy
+from registry import DEFAULT_MODEL_NAME
 from serving.live import LiveConfig
 from serving.security import TokenStore
-
-#: The registered model served when none is named.
-DEFAULT_MODEL_NAME = "novaevo-detectors"
 
 
 def load_alarm_policy(path: Path) -> AlarmPolicy:

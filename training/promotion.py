@@ -6,7 +6,7 @@ champion on the same holdout data, metric by metric, as the gate rules say
 metric that neither model has is skipped; one that only the champion has
 fails the gate (the challenger cannot show it is as good); when no rule
 could be compared the gate fails too. Moving the alias and its history
-live in :mod:`serving.registry` (the service's admin endpoints use them
+live in :mod:`registry.aliases` (the service's admin endpoints use them
 too) and are re-exported here.
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from serving.registry import (
+from registry.aliases import (
     AliasMove,
     champion_history,
     model_versions,

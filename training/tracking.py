@@ -18,12 +18,12 @@ from pathlib import Path
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from serving.registry import CHALLENGER, CHAMPION, alias_version
+from registry import DEFAULT_MODEL_NAME
+from registry.aliases import CHALLENGER, CHAMPION, alias_version
 
 _log = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "novaevo-aiops"
-DEFAULT_MODEL_NAME = "novaevo-detectors"
 #: Artifact root of new experiments, for database stores that have no server to choose one.
 ARTIFACT_ROOT_ENV = "AIOPS_ARTIFACT_ROOT"
 

@@ -31,8 +31,7 @@ from models.bundle import DEFAULT_DETECTORS, DetectorBundle
 from models.correlation import CorrelationDetector, CorrelationDetectorConfig
 from models.evaluation import EventScores, event_scores
 from models.forecast import FORECASTERS, regular_grid
-from serving.loader import load_model
-from serving.settings import Settings
+from registry.bundles import ModelRef, load_bundle
 from training.fleet import fit_fleet, fit_forecasters, fit_services, refit_forecasters
 from training.plots import log_plots
 from training.promotion import DEFAULT_GATE, GateDecision, GateRule, gate, set_champion
@@ -502,9 +501,9 @@ def _gate(version: str, options: TrainOptions, measured: _Holdout | None) -> Gat
     else:
         try:
             with tempfile.TemporaryDirectory() as cache:
-                champion = load_model(Settings(
-                    model_name=options.model_name, model_alias=CHAMPION,
-                    tracking_uri=mlflow.get_tracking_uri(), cache_dir=Path(cache))).bundle
+                _, champion = load_bundle(ModelRef(
+                    tracking_uri=mlflow.get_tracking_uri(), name=options.model_name,
+                    alias=CHAMPION, cache_dir=Path(cache)))
         except (LookupError, MlflowException, OSError, ModelFormatError) as error:
             decision = GateDecision(False, f"the champion (version {champion_version}) could "
                                     f"not be loaded to compare with: {error}", {})

@@ -8,7 +8,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 from mlflow.exceptions import MlflowException
 
-from serving import registry
+from registry import aliases
 from serving.problems import responses
 from serving.routes.deps import AdminCaller, App
 from serving.schemas import AdminModelsResponse, AdminPromoteRequest, AdminReloadResponse
@@ -41,8 +41,8 @@ def reload(who: AdminCaller, shared: App) -> AdminReloadResponse:
 def list_models(who: AdminCaller, shared: App) -> AdminModelsResponse:
     settings, audit = shared.settings, shared.audit
     try:
-        versions = registry.model_versions(settings.model_name,
-                                           registry.client_for(settings.tracking_uri))
+        versions = aliases.model_versions(settings.model_name,
+                                           aliases.client_for(settings.tracking_uri))
     except LookupError as error:
         audit.record(who.name, "list_models", f"failed: {error}")
         raise HTTPException(404, str(error)) from error
@@ -59,10 +59,10 @@ def list_models(who: AdminCaller, shared: App) -> AdminModelsResponse:
 def promote(body: AdminPromoteRequest, who: AdminCaller, shared: App) -> AdminModelsResponse:
     settings, audit = shared.settings, shared.audit
     try:
-        client = registry.client_for(settings.tracking_uri)
-        move = registry.set_champion(settings.model_name, body.version, action="promote",
+        client = aliases.client_for(settings.tracking_uri)
+        move = aliases.set_champion(settings.model_name, body.version, action="promote",
                                      reason=body.reason, by=who.name, client=client)
-        versions = registry.model_versions(settings.model_name, client)
+        versions = aliases.model_versions(settings.model_name, client)
     except LookupError as error:
         audit.record(who.name, "promote", f"refused: {error}", version=body.version)
         raise HTTPException(404, str(error)) from error

@@ -18,7 +18,7 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from serving.security import scrub
+from registry.redaction import scrub
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
