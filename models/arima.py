@@ -84,8 +84,8 @@ class ArimaDetectorConfig(DetectorConfig):
         the dynamic threshold), so such a shift stops scoring after about n
         points — one incident, not an alarm for as long as the new level
         lasts. A pure ARIMA keeps alarming on a new level, which is what a
-        low-false-positive profile punishes most. Models with d = 1 follow the
-        level anyway.
+        low-false-positive profile punishes most (figures: benchmarks/README.md,
+        "Detection on NAB"). Models with d = 1 follow the level anyway.
     outlier_sd
         An isolated one-step error beyond this many standard deviations scores
         in full, but later predictions use the prediction in its place: a

@@ -100,7 +100,8 @@ def combine(scores: Mapping[str, np.ndarray]) -> np.ndarray:
     is rather than one yes or no per detector, so weak evidence from several
     detectors adds up, and a detector that finds the point ordinary (the
     static threshold inside the seen range) holds a page back. Measurements
-    against the vote: benchmarks/README.md, "Detection on NAB".
+    against the vote: benchmarks/README.md, "Detection on NAB" and "Detection
+    on the synthetic fleet".
     """
     voters = {n: v for n, v in scores.items() if n not in NON_VOTING} or dict(scores)
     stacked = np.vstack([np.asarray(v, dtype="float64") for v in voters.values()])

@@ -142,7 +142,7 @@ class LstmDetectorConfig(DetectorConfig):
         leaves few residuals to calibrate on: a larger share calibrates better
         (fewer alarms on normal points) but trains on less (more anomalies
         missed); the default sits where the first still outweighs the second
-        (figures in benchmarks/README.md).
+        (figures: benchmarks/README.md, "Detection on NAB").
     head
         ``"laplace"`` (the default): the network predicts the next value and
         its spread ``b`` and is trained by the Laplace negative
@@ -155,7 +155,8 @@ class LstmDetectorConfig(DetectorConfig):
         small spreads), which pushes the raw score that calibrates to 0.99 up
         and lets a clear spike score below it; in units of a predicted spread
         the residuals' tail is lighter, so normal points alarm less often and
-        spikes stand out as much (figures in benchmarks/README.md).
+        spikes stand out as much (figures: benchmarks/README.md, "Detection
+        on NAB").
     seed
         Seeds the weights' initialisation, the shuffling and the augmentation:
         same seed and history, same network, bit for bit (on one machine).
