@@ -49,8 +49,10 @@ DEFAULT_CRITICALITY: dict[str, int] = {
 
 #: Default alarm threshold: a point pages when the ensemble finds it rarer than 1 in 10,000
 #: training points (about once a week per series at a 1-minute step if nothing were wrong).
-#: At 0.99, 1 point in 100 alarms by construction: on the synthetic fleet (1-minute steps)
-#: the ensemble's event precision is 0.11 there and 0.55 at 0.9999, recall 0.97 and 0.95.
+#: The threshold is a false-page budget, set without labels: at 0.99, 1 point in 100 alarms by
+#: construction (14 a day per series at a 1-minute step), which buries real incidents under
+#: chance pages; a rarer threshold gives up little recall, since a real incident is far rarer
+#: than either. Measurements: benchmarks/README.md, "Detection on the synthetic fleet".
 ALARM_THRESHOLD = 0.9999
 
 
@@ -76,12 +78,14 @@ class AlarmPolicy:
 
     threshold: float = ALARM_THRESHOLD
     # An alarm within the hour after the last one is the same incident: one page, as an
-    # alerting stack's repeat interval would group it. On the NAB files the ensemble scores
-    # 41.1 / 42.6 / 45.6 / 49.0 (standard) with gaps of 10 / 30 / 60 / 120 minutes.
+    # alerting stack's repeat interval would group it. A longer gap pages a flapping metric
+    # less often, but it may merge distinct incidents, and an alert stays firing for the gap
+    # after its last alarm, so it also resolves later; an hour is the compromise.
     merge_gap_s: float = 3600.0
-    # One alarmed point is one in ten thousand by chance; two in an hour are far rarer.
-    # On the synthetic fleet (nightly refits, threshold 0.9999) the ensemble's event F1 is
-    # 0.73 with min_points=1 and 0.85 with 2 and the lone-point exception, every spike found.
+    # One alarmed point is one in ten thousand by chance; two in an hour are far rarer, so
+    # waiting for a second point removes most chance pages at the cost of paging one point
+    # later. The lone-point exception (lone_point_rarity) keeps a single huge spike paging at
+    # once, so requiring confirmation does not cost the spikes.
     min_points: int = 2
     lone_point_rarity: float = 1000.0
     criticality: Mapping[str, int] = dataclasses.field(

@@ -83,9 +83,9 @@ class ArimaDetectorConfig(DetectorConfig):
         (shrunk toward the fitted mean while the window has little past, as in
         the dynamic threshold), so such a shift stops scoring after about n
         points — one incident, not an alarm for as long as the new level
-        lasts. On the NAB files this lifts ARIMA's low-FP score from 9.0 to
-        26.6 and the ensemble's standard score from 39.7 to 41.1. Models with
-        d = 1 follow the level anyway.
+        lasts. A pure ARIMA keeps alarming on a new level, which is what a
+        low-false-positive profile punishes most (figures: benchmarks/README.md,
+        "Detection on NAB"). Models with d = 1 follow the level anyway.
     outlier_sd
         An isolated one-step error beyond this many standard deviations scores
         in full, but later predictions use the prediction in its place: a

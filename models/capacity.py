@@ -11,11 +11,10 @@ At every step the replicas are the larger of two needs, bounded by
 
 So a service whose forecast is sure of itself runs at its target, and one
 whose q90 lies well above the median gets the replicas that q90 needs, no
-more. Provisioning the q90 at the target instead stacks two margins: on the
-scaling benchmark it cost 28.5 % more replica-hours than a reactive HPA rule,
-against 11.8 % for this rule at about the same share of breached steps
-(0.57 % and 0.89 %; README, "Scaling simulator"). Scheduled events multiply the
-forecast.
+more. Provisioning the q90 at the target instead stacks two margins (the
+quantile's and the utilisation's) and pays for both at every step: far more
+replica-hours for a small further drop in breached steps (figures in
+benchmarks/README.md, "Scaling"). Scheduled events multiply the forecast.
 
 The schedule runs, at every step, the most replicas needed within the next
 ``max(lead_time, stabilisation)``: a replica is started at least its lead time

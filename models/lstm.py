@@ -139,9 +139,10 @@ class LstmDetectorConfig(DetectorConfig):
         The most recent fraction of a history's windows is held out: it stops
         training early and the detector's calibration learns from the
         residuals there, which the network has not trained on. A short history
-        leaves few residuals to calibrate on (about 150 for NAB's 600-point
-        training parts): 0.25 against 0.2 lowered the NAB alarm share outside
-        windows from 2.5 % to 2.2 %; 0.3 to 1.7 %, but missed more windows.
+        leaves few residuals to calibrate on: a larger share calibrates better
+        (fewer alarms on normal points) but trains on less (more anomalies
+        missed); the default sits where the first still outweighs the second
+        (figures: benchmarks/README.md, "Detection on NAB").
     head
         ``"laplace"`` (the default): the network predicts the next value and
         its spread ``b`` and is trained by the Laplace negative
@@ -151,12 +152,11 @@ class LstmDetectorConfig(DetectorConfig):
         stretch) needs a larger deviation to score high. ``"point"``: the
         next value only, Huber loss, spread 1. A residual in units of the
         context's spread is heavy-tailed without a spread (flat contexts make
-        small spreads): on a noisy daily sine the 0.99 raw threshold was about
-        6 against 3.5, and an 8-sigma spike scored 0.985 against 0.999. On the
-        17 NAB realAWSCloudwatch files (fit on the first 15 %) the spread head
-        raised fewer alarms outside the labelled windows (2.5 % against 2.8 %
-        of points at 0.99, mean of three seeds, ``validation_fraction=0.2``)
-        and found as many windows.
+        small spreads), which pushes the raw score that calibrates to 0.99 up
+        and lets a clear spike score below it; in units of a predicted spread
+        the residuals' tail is lighter, so normal points alarm less often and
+        spikes stand out as much (figures: benchmarks/README.md, "Detection
+        on NAB").
     seed
         Seeds the weights' initialisation, the shuffling and the augmentation:
         same seed and history, same network, bit for bit (on one machine).
