@@ -8,6 +8,10 @@ timestamps are a representable duration apart. Every number has documented bound
 number in an answer is finite. Rules that join several fields (as many values as
 timestamps, ``min_replicas`` at most ``max_replicas``) are stated in the
 descriptions; a request that breaks one gets a 422 naming the fields.
+
+The module holds every body of the API, long as that makes it: they share the
+request conventions above (strict numbers, bounded timestamps and values), and an
+API change is reviewed here, beside the committed ``tests/serving/openapi.json``.
 """
 
 from __future__ import annotations
