@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cli import main
 from features.store import list_series, read_dataset
-from training.cli import main
 from training.replay import score_series
 
 
@@ -169,3 +169,4 @@ def test_forecast_bad_arguments_are_one_line_errors(tmp_path, capsys, extra, mes
     csv = write_csv(tmp_path / "load.csv")
     assert main(["forecast", str(csv), "--out", str(tmp_path / "o.csv"), *extra]) == 1
     assert message in capsys.readouterr().err
+
