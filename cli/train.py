@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cli.data import print_import, prometheus_arguments, prometheus_source
+from models.backtest import DEFAULT_FORECASTERS
 from models.bundle import DEFAULT_DETECTORS
 
 
@@ -106,9 +107,6 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     from features.prometheus import PrometheusImportError
     from training.nightly import NightlyLockedError, retrain_nightly
 
-    if not args.nightly:
-        raise ValueError("retrain runs as the nightly job only: pass --nightly "
-                         "(use `aiops train` for a one-off run)")
     try:
         day = dt.date.fromisoformat(args.day) if args.day else None
     except ValueError:
@@ -146,7 +144,8 @@ def _training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--forecast-horizon", type=int, default=288,
                         help="steps ahead the forecasters are backtested on and serve at most "
                              "(default 288; 0: no forecasters)")
-    parser.add_argument("--forecasters", default="seasonal_naive,arima,random_forest",
+    # The models package's default, so that `aiops train` and a TrainOptions() agree.
+    parser.add_argument("--forecasters", default=",".join(DEFAULT_FORECASTERS),
                         help="forecasters compared by backtest per series (their median too); "
                              "lstm is available but slower to train; default: %(default)s")
     parser.add_argument("--gate", help="JSON file of promotion rules (default: holdout event F1 "
@@ -162,7 +161,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
     rt = commands.add_parser("retrain", help="the nightly job: last N days, train, gate, promote")
     _training_arguments(rt)
-    rt.add_argument("--nightly", action="store_true", help="run as the nightly job (required)")
+    # Once required; retrain has no other mode. Still accepted so that the cron jobs and
+    # deploy manifests that pass it keep working.
+    rt.add_argument("--nightly", action="store_true",
+                    help="accepted and ignored: retrain always runs as the nightly job (kept "
+                         "for existing cron jobs and manifests)")
     rt.add_argument("--days", type=float, default=14.0,
                     help="days of data before midnight UTC of the run's day (default 14)")
     rt.add_argument("--day", help="the run's day, YYYY-MM-DD (default: today, UTC)")
