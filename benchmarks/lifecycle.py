@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-AIOPS = [sys.executable, "-m", "training.cli"]
+AIOPS = [sys.executable, "-m", "cli"]
 MODEL = "lifecycle-bench"
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from training.cli import build_parser
+from cli.main import build_parser
 
 DEPLOY = Path(__file__).parents[1] / "deploy"
 

@@ -37,12 +37,12 @@ from features.synth import FleetConfig, generate_fleet
 ROOT = Path(__file__).resolve().parents[2]
 #: One service over a week at hourly steps: 6 series in 48 day partitions.
 SYNTH = FleetConfig(n_services=1, days=7.0, step="1h")
-#: The ``aiops`` entry point (``main`` is what ``python -m training.cli`` runs). It says "ready"
+#: The ``aiops`` entry point (``main`` is what ``python -m cli`` runs). It says "ready"
 #: once its imports are done and then reads its arguments, so that the next writer imports
 #: while this round's store is checked.
 CLI = """
 import json, sys
-from training.cli import main
+from cli import main
 print("ready", flush=True)
 sys.exit(main(json.loads(sys.stdin.readline())))
 """

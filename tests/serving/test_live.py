@@ -139,7 +139,7 @@ CHECKOUT_CPU = 'node_cpu_ratio{service="checkout"}'
 
 def _shipped_defaults() -> tuple[float, int]:
     """The step and forecast horizon ``aiops retrain --nightly --prometheus`` trains at."""
-    from training.cli import build_parser
+    from cli.main import build_parser
 
     args = build_parser().parse_args(["retrain", "--nightly", "--data", "unused"])
     return args.step, args.forecast_horizon

@@ -101,7 +101,7 @@ def serve_process(tmp_path) -> Iterator:
             AIOPS_CACHE_DIR=str(settings.cache_dir), RAY_TMPDIR=str(ray_dir),
             RAY_AUTH_MODE="disabled", AIOPS_NUM_REPLICAS="1", PYTHONUNBUFFERED="1", **env)
         process = subprocess.Popen(
-            [sys.executable, "-m", "training.cli", "serve", "--port", str(port),
+            [sys.executable, "-m", "cli", "serve", "--port", str(port),
              "--num-cpus", "2", *args],
             env=environment, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, start_new_session=True)

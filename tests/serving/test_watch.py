@@ -187,7 +187,7 @@ def test_cli_watch_runs_cycles_and_explains_bad_setups(spiky_prometheus, loaded_
                                                        capsys):
     import yaml
 
-    from training.cli import main
+    from cli import main
 
     register_champion(loaded_model.bundle, mlflow_store, "watch-test", tmp_path)
     monkeypatch.setenv("AIOPS_CACHE_DIR", str(tmp_path / "cache"))

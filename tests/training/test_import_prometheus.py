@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from cli import main
 from features.store import list_series, read_dataset
-from training.cli import main
 from training.tracking import DEFAULT_EXPERIMENT
 
 pytestmark = pytest.mark.integration

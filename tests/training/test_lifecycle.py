@@ -22,10 +22,10 @@ import pytest
 from filelock import FileLock
 from mlflow.tracking import MlflowClient
 
+from cli import main
 from features.schema import DataValidationError
 from features.store import write_dataset
 from serving.security import new_token
-from training.cli import main
 from training.nightly import NightlyLockedError, default_lock_path, retrain_nightly
 from training.promotion import GateRule, champion_history
 from training.tracking import (
@@ -252,7 +252,7 @@ def test_a_stopped_training_run_ends_killed_and_takes_its_ray_down(fleet_dataset
 def _start_training(data: Path, env: dict[str, str], folder: Path) -> subprocess.Popen:
     """A light ``aiops train`` as a process of its own."""
     return subprocess.Popen(
-        [sys.executable, "-m", "training.cli", "train", "--data", str(data), "--model-name",
+        [sys.executable, "-m", "cli", "train", "--data", str(data), "--model-name",
          MODEL, "--detectors", "static_threshold,dynamic_threshold", "--forecast-horizon",
          "48", "--quiet"],
         env=env, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -292,7 +292,7 @@ def test_two_nightly_runs_on_one_registry_register_one_version(fleet_dataset, ml
     configure_tracking()  # the registry exists (two first runs at once race to create it)
     ensure_experiment()
     day = (small_fleet["timestamp"].max() + pd.Timedelta(days=1)).date().isoformat()
-    command = [sys.executable, "-m", "training.cli", "retrain", "--nightly", "--force",
+    command = [sys.executable, "-m", "cli", "retrain", "--nightly", "--force",
                "--day", day, "--days", "2", "--data", str(fleet_dataset), "--model-name", MODEL,
                "--detectors", "static_threshold", "--holdout-fraction", "0",
                "--forecast-horizon", "0", "--quiet"]

@@ -121,8 +121,8 @@ def minutes_of(service: str, metric: str, n_points: int, end: str = "2026-01-05T
 
 def test_a_new_series_is_trained_with_the_detectors_its_history_allows(tmp_path, mlflow_store,
                                                                        capsys):
+    from cli import main
     from features.store import write_dataset
-    from training.cli import main
 
     # 40 minutes: what a user had after importing a fresh node_exporter; 5 minutes: too little.
     write_dataset(pd.concat([minutes_of("checkout", "cpu", 40), minutes_of("search", "cpu", 5)]),
@@ -149,8 +149,8 @@ def test_a_new_series_is_trained_with_the_detectors_its_history_allows(tmp_path,
 
 def test_a_dataset_too_short_for_any_series_names_the_detectors_and_the_wait(tmp_path,
                                                                              mlflow_store, capsys):
+    from cli import main
     from features.store import write_dataset
-    from training.cli import main
 
     write_dataset(minutes_of("checkout", "cpu", 20), tmp_path / "data")
     assert main(["train", "--data", str(tmp_path / "data"), "--quiet",

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cli import main
 from features.store import list_series, read_dataset
-from training.cli import main
 from training.replay import score_series
 
 
@@ -169,3 +169,24 @@ def test_forecast_bad_arguments_are_one_line_errors(tmp_path, capsys, extra, mes
     csv = write_csv(tmp_path / "load.csv")
     assert main(["forecast", str(csv), "--out", str(tmp_path / "o.csv"), *extra]) == 1
     assert message in capsys.readouterr().err
+
+
+
+def test_retrain_needs_no_nightly(fleet_dataset, mlflow_store, tmp_path, monkeypatch, capsys):
+    """``retrain`` has no other mode: ``--nightly``, once required, is a no-op kept for the cron
+    jobs and manifests that pass it (tests/training/test_lifecycle.py runs it with the flag).
+    Without it the nightly job runs, here refusing a day whose window holds no data."""
+    monkeypatch.setenv("AIOPS_LOCK_DIR", str(tmp_path))
+    code = main(["retrain", "--data", str(fleet_dataset), "--days", "1", "--day", "2020-01-01",
+                 "--quiet"])
+    assert code == 1
+    assert "holds no rows between 2019-12-31" in capsys.readouterr().err
+
+
+def test_the_forecasters_default_is_the_models_packages():
+    from cli.main import build_parser
+    from models.backtest import DEFAULT_FORECASTERS
+
+    for command in ("train", "retrain"):
+        args = build_parser().parse_args([command, "--data", "unused"])
+        assert tuple(args.forecasters.split(",")) == DEFAULT_FORECASTERS

@@ -13,14 +13,13 @@ import json
 import pandas as pd
 import pytest
 
+from cli.main import _attach_time_values, build_parser, main
 from features.csv_files import load_windows
 from features.schema import TIMESTAMP
 from features.series import infer_step, to_series
 from features.store import read_dataset
 from features.synth import FleetConfig, generate_fleet
 from serving.live import LiveConfig
-from training import cli
-from training.cli import build_parser, main
 
 #: One duration in every family of spellings: seconds, Prometheus', pandas'.
 DURATIONS = [
@@ -141,7 +140,7 @@ def test_synth_refuses_the_same_non_durations(text, tmp_path, capsys):
 # -- the places that read a time --------------------------------------------------------------
 def _prometheus_time(option):
     def read(text):
-        args = build_parser().parse_args(cli._attach_time_values(
+        args = build_parser().parse_args(_attach_time_values(
             ["data", "import-prometheus", "--url", "http://127.0.0.1:9", "--query", "up",
              "--start", "0", "--step", "1m", "--out", "x", option, text]))
         return getattr(args, option.lstrip("-"))
@@ -156,8 +155,8 @@ def _forecast_until(text, monkeypatch, tmp_path):
         return []
 
     monkeypatch.setattr("training.forecasting.forecast_file", forecast_file)
-    code = main(cli._attach_time_values(["forecast", "in.csv", "--horizon", "1", "--out",
-                                         str(tmp_path / "o.csv"), "--until", text]))
+    code = main(_attach_time_values(["forecast", "in.csv", "--horizon", "1", "--out",
+                                     str(tmp_path / "o.csv"), "--until", text]))
     if code:  # refused: the one-line error is on stderr
         raise SystemExit(code)
     return pd.Timestamp(seen["until"])
