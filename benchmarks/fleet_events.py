@@ -58,7 +58,7 @@ from features.schema import METRIC, SERVICE, TIMESTAMP, VALUE
 from features.series import SeriesKey, split_series, to_series
 from features.synth import INCIDENT_KINDS, FleetConfig, generate_fleet, incident_table
 from models import registered_names
-from models.alarms import ALARM_THRESHOLD, AlarmPolicy
+from models.alarms import ALARM_THRESHOLD, AlarmPolicy, find_incidents
 from models.bundle import DEFAULT_DETECTORS
 from models.evaluation import EventScores, runs
 from training.replay import MIN_TRAIN_POINTS, score_series
@@ -173,32 +173,19 @@ def _score_detector(names: tuple[str, ...], retrain_every: pd.Timedelta | None, 
     return scores, failures
 
 
-def merge_alarms(flags: np.ndarray, index: pd.DatetimeIndex, gap: pd.Timedelta) -> np.ndarray:
-    """Fill the gaps shorter than ``gap`` between alarmed points: one run per paged incident.
-
-    The service groups alarmed points less than ``merge_gap_s`` apart into one
-    incident (models.alarms.find_incidents); counting runs after the same
-    merge measures what an on-call engineer receives.
-    """
-    out = np.asarray(flags, dtype=bool).copy()
-    alarmed = np.flatnonzero(out)
-    if alarmed.size < 2 or gap <= pd.Timedelta(0):
-        return out
-    stamps = index.as_unit("ns").asi8[alarmed]
-    close = np.flatnonzero(np.diff(stamps) <= gap.value)
-    for i in close:
-        out[alarmed[i] : alarmed[i + 1]] = True
-    return out
-
-
 def confirmed_alarms(values: np.ndarray, flags: np.ndarray, index: pd.DatetimeIndex,
                      policy: AlarmPolicy) -> np.ndarray:
-    """Merged alarm runs that the policy pages (enough points, or one very rare point)."""
-    merged = merge_alarms(flags, index, pd.Timedelta(seconds=policy.merge_gap_s))
-    for a, b in runs(merged):
-        if not policy.confirms(values[a:b][flags[a:b]]):
-            merged[a:b] = False
-    return merged
+    """The points of the incidents the policy pages, from its first alarmed point to its last.
+
+    The service's own grouping (``models.alarms.find_incidents``): alarmed points less
+    than ``merge_gap_s`` apart are one incident, paged once it is confirmed; counting
+    those runs measures what an on-call engineer receives. Only ``flags`` points alarm.
+    """
+    out = np.zeros(len(index), dtype=bool)
+    scores = np.where(np.asarray(flags, dtype=bool), values, 0.0)
+    for incident in find_incidents(index, scores, "", policy):
+        out[index.get_loc(incident.start): index.get_loc(incident.end) + 1] = True
+    return out
 
 
 def _alarms_per_series(scores: Mapping[SeriesKey, np.ndarray], policy: AlarmPolicy
