@@ -43,6 +43,23 @@ def window(daily: pd.Series) -> pd.Series:
 
 
 @pytest.fixture(scope="session")
+def fitted_on_history(history):
+    """``cls`` fitted on ``history`` with its ``_test_config()``, once for the whole session.
+
+    The contract suites of every kind share these fits (the expensive part of the
+    suites); a test must never mutate a model it gets here.
+    """
+    fitted: dict[type, object] = {}
+
+    def fit(cls):
+        if cls not in fitted:
+            fitted[cls] = cls(cls._test_config()).fit(history)
+        return fitted[cls]
+
+    return fit
+
+
+@pytest.fixture(scope="session")
 def make_daily_sine():
     """The generator itself, for tests that need another length or seed."""
     return daily_sine
