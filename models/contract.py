@@ -196,7 +196,9 @@ class Model(ABC):
     def __init__(self, config: ModelConfig | None = None) -> None:
         if config is None:
             config = self.config_class()
-        if not isinstance(config, self.config_class):
+        # Exactly its own class: another model's config derived from it has fields this
+        # model would save but not read back.
+        if type(config) is not self.config_class:
             raise TypeError(
                 f"config must be a {self.config_class.__name__}, got {type(config).__name__}"
             )
@@ -333,18 +335,22 @@ class Model(ABC):
 
     @classmethod
     def _saved_class(cls, saved: dict[str, Any], path: Path) -> type[Self]:
-        """The class a saved header names, refused unless it is ``cls`` or derives from it."""
+        """The class a saved header names, refused unless it is ``cls`` or derives from it.
+
+        Names are unique within a kind only (``arima`` is a detector and a forecaster), so
+        the header's class must be the one its name resolves to in ``cls``'s kind.
+        """
         name = saved.get("name", "?")
-        if getattr(cls, "name", None) == name:
-            return cls
         try:
-            target = catalog.model_class(name, cls.kind)
+            target = (cls if getattr(cls, "name", None) == name
+                      else catalog.model_class(name, cls.kind))
         except ValueError as error:
             raise ModelFormatError(
                 f"{path} holds a {catalog.kind_label(cls.kind)} this version does not know: {error}"
             ) from error
-        if not issubclass(target, cls):
-            raise ModelFormatError(f"{path} holds a {saved.get('class')}, not a {cls.__name__}")
+        if not issubclass(target, cls) or saved.get("class") != target.__name__:
+            raise ModelFormatError(f"{path} holds a {saved.get('class')} ({name!r}), not a "
+                                   f"{cls.__name__}")
         return target
 
     def _state_for_save(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

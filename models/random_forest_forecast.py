@@ -54,6 +54,7 @@ class RandomForestForecasterConfig(ForecasterConfig):
         check_int("max_depth", self.max_depth, 1, 100)
         check_int("min_samples_leaf", self.min_samples_leaf, 1, 10_000)
         check_int("slot_s", self.slot_s, 1, 86_400)
+        check_int("seed", self.seed, 0, 2**32 - 1)
 
 
 @register

@@ -237,12 +237,8 @@ NAMESAKE_CASES = [(cls, reader) for cls in CLASSES for reader in READERS
                   if _takes_for_its_namesake(reader, cls)]
 
 
-# A bug in models/, reported, not fixed here: Model._saved_class resolves a saved model by
-# its name within the reader's kind and never checks the header's class, so a saved
-# ArimaDetector read by ArimaForecaster (or Forecaster) is refused only because the two
-# configs differ ("unknown ArimaForecasterConfig field(s)"), without naming ArimaDetector.
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="the header's class is not checked against a namesake of another kind")
+# Names are unique within a kind only: a saved ArimaDetector read by ArimaForecaster (or
+# Forecaster) is refused by its header's class, not by the accident of differing configs.
 @pytest.mark.parametrize(("cls", "reader"), NAMESAKE_CASES,
                          ids=[f"{class_id(c)}-into-{r.__name__}" for c, r in NAMESAKE_CASES])
 def test_a_namesake_of_another_kind_refuses_a_saved_model_naming_its_class(
@@ -409,19 +405,8 @@ def _numeric_fields(cls: type[Model]) -> list[str]:
     ]
 
 
-#: Hyperparameters a config accepts at -1e9 today (bugs in models/, reported, not fixed here).
-ACCEPTS_ABSURD = {
-    ("forecaster", "random_forest", "seed"): (
-        "RandomForestForecasterConfig does not validate seed; -1e9 fails only at fit, "
-        "in scikit-learn, with 'expected non-negative integer'"),
-}
-NUMERIC_CASES = [
-    pytest.param(cls, field, id=f"{class_id(cls)}-{field}", marks=[
-        pytest.mark.xfail(strict=True, raises=pytest.fail.Exception,
-                          reason=ACCEPTS_ABSURD[(cls.kind, cls.name, field)])
-    ] if (cls.kind, cls.name, field) in ACCEPTS_ABSURD else [])
-    for cls in CLASSES for field in _numeric_fields(cls)
-]
+NUMERIC_CASES = [pytest.param(cls, field, id=f"{class_id(cls)}-{field}")
+                 for cls in CLASSES for field in _numeric_fields(cls)]
 
 
 @pytest.mark.parametrize(("cls", "field"), NUMERIC_CASES)
@@ -443,11 +428,8 @@ def test_wrong_config_class_is_a_type_error(cls):
             cls(other())
 
 
-# A bug in models/, reported, not fixed here: SeasonalNaiveForecaster.config_class is the base
-# ForecasterConfig, so it accepts another forecaster's config (ArimaForecasterConfig, …) and
-# then saves a config.json its own load refuses ("unknown ForecasterConfig field(s)").
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception,
-                   reason="a config class that others derive from accepts theirs")
+# SeasonalNaiveForecaster's config is the base ForecasterConfig: another forecaster's config,
+# derived from it, must not pass (it would save fields its load refuses).
 @pytest.mark.parametrize("cls", [c for c in CLASSES if _other_configs(c, derived=True)],
                          ids=class_id)
 def test_another_models_config_derived_from_its_own_is_a_type_error_too(cls):
