@@ -161,4 +161,3 @@ def _timestamp(text: str | None) -> pd.Timestamp | None:
         return pd.Timestamp(text) if text else None
     except ValueError:
         return None
-

@@ -246,4 +246,3 @@ def _backtest_table(selections: dict, failures: dict) -> dict[str, Any]:
         },
         "failures": {f"{k[0]}/{k[1]}": v for k, v in failures.items()},
     }
-

@@ -1,25 +1,28 @@
-"""``aiops train``: fit detectors for a dataset, evaluate them, track and register in MLflow."""
+"""``aiops train``: fit detectors for a dataset, evaluate them, track and register in MLflow.
+
+:func:`train` is the job's outline, step by step in one MLflow run; the steps
+that have a life of their own are apart: what a run is asked for
+(:mod:`training.options`), fitting on the training split and measuring on the
+holdout (:mod:`training.holdout`), the logged and registered model
+(:mod:`training.registration`) and the champion–challenger comparison
+(:mod:`training.comparison`). The names other code imports from here stay
+importable from here (:data:`__all__`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
-import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 import mlflow
 import mlflow.data
 import pandas as pd
-from mlflow.models import infer_signature
-from mlflow.tracking import MlflowClient
 
-import features
-import models
-from features.schema import METRIC, SERVICE, TIMESTAMP, VALUE
-from features.series import SeriesKey, split_series, to_labels, to_series
+from features.schema import TIMESTAMP
+from features.series import split_series, to_labels, to_series
 from features.store import read_dataset
 from models.bundle import DetectorBundle
 from training.comparison import MIN_UNSEEN_SHARE, _gate
@@ -34,37 +37,14 @@ from training.holdout import (
 )
 from training.options import TrainOptions, TrainResult
 from training.plots import log_plots
+from training.registration import _register
 from training.runs import tracked_run
-from training.tracking import (
-    CHALLENGER,
-    configure_tracking,
-    ensure_experiment,
-)
+from training.tracking import configure_tracking, ensure_experiment
 
 __all__ = ["MIN_UNSEEN_SHARE", "TrainOptions", "TrainResult", "evaluate", "forecast_holdout",
            "holdout_metrics", "train"]
 
 _log = logging.getLogger(__name__)
-_PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
-
-
-def _pip_requirements(bundle: DetectorBundle) -> list[str]:
-    """What the logged pyfunc needs to import the bundled ``features`` and ``models`` code."""
-    names = ["numpy", "pandas", "scipy", "pyarrow", "mlflow", "scikit-learn", "statsmodels",
-             "skops", "threadpoolctl"]
-    if any(cls.requires_torch for cls in bundle.model_classes()):
-        names.append("torch")  # the LSTM modules import torch only when a network is used
-    # A local build tag such as "+cpu" is not on the package index: pin the release only.
-    return [f"{name}=={metadata.version(name).split('+')[0]}" for name in names]
-
-
-def _input_example(series: dict[SeriesKey, pd.Series]) -> pd.DataFrame:
-    (service, metric), values = next(iter(series.items()))
-    tail = values.dropna().iloc[-30:]
-    return pd.DataFrame(
-        {TIMESTAMP: tail.index.strftime("%Y-%m-%dT%H:%M:%SZ"), SERVICE: service, METRIC: metric,
-         VALUE: tail.to_numpy()}
-    )
 
 
 def _log_dataset(frame: pd.DataFrame, path: Path) -> None:
@@ -172,33 +152,3 @@ def train(options: TrainOptions) -> TrainResult:
         decision=decision.reason,
         partial={f"{k[0]}/{k[1]}": v for k, v in partial.items()},
     )
-
-
-def _register(bundle: DetectorBundle, series: dict[SeriesKey, pd.Series],
-              options: TrainOptions) -> str:
-    """Log the bundle as a pyfunc, register it and point ``challenger`` at it."""
-    with tempfile.TemporaryDirectory() as scratch:
-        bundle_dir = bundle.save(Path(scratch) / "bundle")
-        example = _input_example(series)
-        signature = infer_signature(example, _example_output(bundle, example))
-        model_info = mlflow.pyfunc.log_model(
-            name="detector_bundle",
-            python_model=str(_PYFUNC_FILE),
-            artifacts={"bundle": str(bundle_dir)},
-            code_paths=[str(Path(features.__file__).parent), str(Path(models.__file__).parent)],
-            signature=signature,
-            input_example=example,
-            pip_requirements=_pip_requirements(bundle),
-            registered_model_name=options.model_name,
-        )
-    version = str(model_info.registered_model_version)
-    MlflowClient().set_registered_model_alias(options.model_name, CHALLENGER, version)
-    return version
-
-
-def _example_output(bundle: DetectorBundle, example: pd.DataFrame) -> pd.DataFrame:
-    from training.pyfunc_model import DetectorBundleModel
-
-    model = DetectorBundleModel()
-    model.bundle = bundle
-    return model.predict(None, example)
