@@ -10,7 +10,7 @@ from models.ensemble_forecast import MedianEnsembleForecaster
 from models.forecast import SeasonalNaiveForecaster, make_forecaster
 from models.lstm_forecast import LstmForecaster
 from models.thresholds import StaticThresholdDetector
-from training.train import _pip_requirements
+from training.registration import _pip_requirements
 
 KEY = ("checkout", "latency_p99")
 
