@@ -4,6 +4,8 @@ watch`` reading it from a real Prometheus give the same scores and the same aler
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import time
 
 import numpy as np
 import pandas as pd
@@ -16,24 +18,50 @@ from serving.app import create_app
 from serving.live import LiveConfig
 from serving.loader import LoadedModel, ModelHolder
 from serving.watch import Watcher
+from tests.servers import _require
 from tests.serving.conftest import window_body
 from training.replay import score_series
 
 pytestmark = pytest.mark.integration
 
+STEP_S = 10
 WINDOW_S = 4 * 3600
 TRAIN_FRACTION = 0.5
 
 
-def test_replay_api_and_watch_agree_on_one_stream(prometheus_history, settings):
+@pytest.fixture(scope="module")
+def noisy_prometheus(start_prometheus, tmp_path_factory):
+    """4 h of seeded noisy samples every 10 s, ending 5 minutes ago, with a level shift.
+
+    The values are the same in every run, whatever the clock: only the timestamps move.
+    """
+    promtool = _require("promtool")
+    end = int(time.time()) // 60 * 60 - 300
+    stamps = range(end - WINDOW_S + STEP_S, end + 1, STEP_S)
+    rng = np.random.default_rng(14)
+    values = 0.5 + 0.02 * rng.standard_normal(len(stamps))
+    values[-300:-240] += 0.3  # ten minutes, 40 minutes before the end
+    lines = ["# TYPE one_path_cpu gauge"]
+    lines += [f'one_path_cpu{{service="checkout"}} {float(v)!r} {t}' for t, v in zip(stamps, values,
+                                                                            strict=True)]
+    folder = tmp_path_factory.mktemp("one-path")
+    (folder / "history.om").write_text("\n".join([*lines, "# EOF"]) + "\n")
+    subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", "--quiet",
+                    str(folder / "history.om"), str(folder / "tsdb")], check=True, timeout=120,
+                   capture_output=True)
+    return start_prometheus([], data_dir=folder / "tsdb"), end
+
+
+def test_replay_api_and_watch_agree_on_one_stream(noisy_prometheus, settings):
+    prometheus, end_s = noisy_prometheus
     config = LiveConfig.model_validate({
-        "prometheus": {"url": prometheus_history.url, "timeout_s": 10},
-        "step_s": prometheus_history.step_s, "window_s": WINDOW_S, "interval_s": 60,
+        "prometheus": {"url": prometheus.url, "timeout_s": 10},
+        "step_s": STEP_S, "window_s": WINDOW_S, "interval_s": 60,
         "series": [{"service": "checkout", "metric": "cpu",
-                    "query": 'node_cpu_ratio{service="checkout"}'}]})
-    end = pd.Timestamp(prometheus_history.end, unit="s", tz="UTC")
+                    "query": 'one_path_cpu{service="checkout"}'}]})
+    end = pd.Timestamp(end_s, unit="s", tz="UTC")
     stream = config.read(config.series[0].query, WINDOW_S, end=end)
-    assert len(stream) == WINDOW_S // prometheus_history.step_s and stream.notna().all()
+    assert len(stream) == WINDOW_S // STEP_S and stream.notna().all()
 
     # The replay fits on the first rows and scores every row as a stream would.
     n_train = int(len(stream) * TRAIN_FRACTION)
@@ -41,10 +69,10 @@ def test_replay_api_and_watch_agree_on_one_stream(prometheus_history, settings):
     assert len(names) >= 2, names
     replayed = score_series(stream, names, TRAIN_FRACTION, retrain_every=None)
 
-    # The service holds the same fit; a policy that pages on this drifting sine.
+    # The service holds the same fit, and pages as it ships.
     bundle = DetectorBundle({("checkout", "cpu"): fit_series(stream.iloc[:n_train], names)})
     model = LoadedModel(bundle, "one-path", "1", "champion", 0.0)
-    served = settings.replace(alarm_policy=AlarmPolicy(threshold=0.99, merge_gap_s=300))
+    served = settings.replace(alarm_policy=AlarmPolicy())
     client = TestClient(create_app(served, model))
     answer = client.post("/v1/score", json={"series": [window_body(stream, "checkout", "cpu")]})
     assert answer.status_code == 200, answer.text
@@ -57,7 +85,7 @@ def test_replay_api_and_watch_agree_on_one_stream(prometheus_history, settings):
     report = watcher.cycle(end=end.to_pydatetime())
     assert report.scored == ["checkout/cpu"] and not report.failed
     from_api = answer.json()["alerts"]
-    assert from_api, "the policy should page on this stream: the comparison would be empty"
+    assert from_api, "the level shift should page: the comparison would be empty"
     from_watch = [dataclasses.asdict(a) for a in posted]
     # The watcher sets endsAt for Alertmanager's sake and links its alerts to Prometheus'
     # graph of the query; the rest is the API's alert.
