@@ -36,8 +36,9 @@ def _is_loopback(host: str) -> bool:
 
 
 def _wait_for_routes(settings, timeout_s: float = 15.0) -> None:
-    """Wait until the ingress routes to the app: a replica answers 404 to every path until it
-    knows its route, for a moment after ``serve.run`` returns."""
+    """Wait until the app itself answers ``/readyz``: for a moment after ``serve.run``
+    returns, HAProxy has no replica to send to (its 503) and then a replica answers 404 to
+    every path until it knows its route."""
     import httpx
 
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "", "*") else settings.host
@@ -45,7 +46,7 @@ def _wait_for_routes(settings, timeout_s: float = 15.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code != 404:
+            if httpx.get(url, timeout=2).status_code == 200:
                 return
         time.sleep(0.2)
 
