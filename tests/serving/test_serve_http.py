@@ -41,9 +41,11 @@ def served(fleet_dataset: Path, store_uri: str) -> Iterator[str]:
     store = Path(uri.removeprefix("sqlite:///")).parent
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
-        # No holdout: gating is tested in tests/training; here only a served model is needed.
+        # No holdout: gating is tested in tests/training; here only a served model is needed,
+        # with the detectors as they ship. No forecasters: no test here asks for a forecast
+        # (tests/training/test_train.py serves one from a registered bundle).
         result = train(TrainOptions(data=fleet_dataset, model_name=MODEL_NAME, progress=False,
-                                    holdout_fraction=0.0))
+                                    holdout_fraction=0.0, forecast_horizon=0))
     assert result.version == "1"
     settings = Settings(model_name=MODEL_NAME, tracking_uri=uri, cache_dir=store / "cache",
                         port=free_port(), reload_interval_s=1, num_replicas=2)
