@@ -8,7 +8,6 @@ grace period, then the process exits without Python's slow teardown of Ray.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -35,19 +34,24 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _wait_for_routes(settings, timeout_s: float = 15.0) -> None:
-    """Wait until the app itself answers ``/readyz``: for a moment after ``serve.run``
-    returns, HAProxy has no replica to send to (its 503) and then a replica answers 404 to
-    every path until it knows its route."""
+def _wait_for_routes(settings, timeout_s: float = 15.0, in_a_row: int = 3) -> None:
+    """Wait until the app itself answers ``/readyz``, ``in_a_row`` times running.
+
+    For a moment after ``serve.run`` returns, HAProxy has no replica to send to (its 503),
+    then a replica answers 404 to every path until it knows its route; HAProxy spreads
+    requests over what it sends to, so one good answer can be followed by a 404.
+    """
     import httpx
 
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "", "*") else settings.host
     url = f"http://{host}:{settings.port}/readyz"
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
+    good = 0
+    while time.monotonic() < deadline and good < in_a_row:
+        try:
+            good = good + 1 if httpx.get(url, timeout=2).status_code == 200 else 0
+        except httpx.HTTPError:
+            good = 0
         time.sleep(0.2)
 
 
