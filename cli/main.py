@@ -23,7 +23,7 @@ from features.schema import DataValidationError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aiops", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="aiops", description=__doc__.splitlines()[0].replace("``", ""))
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     commands = parser.add_subparsers(dest="command", required=True)
     # In this order: the order `aiops --help` lists the commands in.
