@@ -128,14 +128,17 @@ def replica_count(service: str, who: ForecastCaller, shared: App) -> ReplicaCoun
 
 
 def _check_demand(service: str, demand: pd.Series) -> None:
-    """Refuse live demand a request's history could not hold (see ``serving.schemas.Value``)."""
+    """Refuse live demand beyond what a request's history may hold (``serving.schemas.Value``).
+
+    The Prometheus reader already turns non-finite samples into gaps.
+    """
     values = demand.to_numpy(dtype="float64")
-    wrong = np.flatnonzero(np.isinf(values) | (np.abs(np.nan_to_num(values)) > MAX_QUANTITY))
+    wrong = np.flatnonzero(np.abs(np.nan_to_num(values)) > MAX_QUANTITY)
     if wrong.size:
         at = int(wrong[0])
         raise ValueError(f"{service}'s live demand holds {values[at]} at "
-                         f"{demand.index[at].isoformat()}; values must be finite and of "
-                         f"magnitude at most {MAX_QUANTITY:g}")
+                         f"{demand.index[at].isoformat()}; values must be of magnitude at "
+                         f"most {MAX_QUANTITY:g}")
 
 
 @router.post("/v1/cluster-plan", response_model=ClusterPlanResponse,
