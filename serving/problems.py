@@ -9,6 +9,7 @@ exceptions (``ValueError`` from a use-case, ``HTTPException`` for a status of th
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -56,6 +57,11 @@ def validation_details(error: RequestValidationError) -> list[str]:
     return messages
 
 
+#: Errors whose message is the answer, and their status.
+_STATUS: dict[type[Exception], int] = {PayloadTooLargeError: 413, ValueError: 422,
+                                       NotFittedError: 503}
+
+
 def install(app: FastAPI) -> None:
     """Map every error a route can raise to its :class:`Problem` answer."""
 
@@ -69,17 +75,14 @@ def install(app: FastAPI) -> None:
     async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
         return problem(422, validation_details(error), request)
 
-    @app.exception_handler(PayloadTooLargeError)
-    async def _too_large(request: Request, error: PayloadTooLargeError) -> JSONResponse:
-        return problem(413, str(error), request)
+    def answer(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+        async def handler(request: Request, error: Exception) -> JSONResponse:
+            return problem(status, str(error), request)
+        return handler
 
-    @app.exception_handler(ValueError)
-    async def _bad_value(request: Request, error: ValueError) -> JSONResponse:
-        return problem(422, str(error), request)
-
-    @app.exception_handler(NotFittedError)
-    async def _not_ready(request: Request, error: NotFittedError) -> JSONResponse:
-        return problem(503, str(error), request)
+    # The most derived class wins: a PayloadTooLargeError is a ValueError answered with 413.
+    for kind, status in _STATUS.items():
+        app.add_exception_handler(kind, answer(status))
 
     @app.exception_handler(ModelFormatError)
     async def _bad_model(request: Request, error: ModelFormatError) -> JSONResponse:
