@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import threading
@@ -22,6 +21,7 @@ from serving.app import create_app
 from serving.haproxy import write_launcher
 from serving.loader import LoadedModel, ModelHolder, ModelWatcher, start_model
 from serving.observability import VerdictMetrics, configure_logging, flush_buffered_logs
+from serving.ports import free_port
 from serving.scoring import ScoreQuery, Scoring, score_query
 from serving.settings import Settings
 
@@ -197,8 +197,8 @@ def ingress_environment(settings: Settings, folder: Path | None = None) -> dict[
         "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder),
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(folder / "server-state"),
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
         # A stopping replica waits this long for the load balancer to forget it. Ray's 30 s
         # are for an external one (an ALB); it updates its own HAProxy within a second.
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "3",
@@ -225,12 +225,6 @@ def configure_ingress(settings: Settings, folder: Path | None = None) -> dict[st
 def haproxy_enabled() -> bool:
     """Whether Ray Serve, started from this process, puts HAProxy in front of the replicas."""
     return os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run(settings: Settings, *, blocking: bool = False) -> None:

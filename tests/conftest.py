@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,12 +20,6 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 #: Small enough to train in seconds, long enough for daily seasonality and every incident kind.
 SMALL_FLEET = FleetConfig(n_services=2, days=4.0, step="5min", seed=7, incidents_per_service=5)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

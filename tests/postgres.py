@@ -24,7 +24,6 @@ import itertools
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import warnings
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import pytest
 
+from serving.ports import free_port
 from training.tracking import ARTIFACT_ROOT_ENV
 
 #: SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3; the project installs psycopg2.
@@ -105,12 +105,6 @@ def _unavailable(reason: str) -> None:
     pytest.skip(f"no PostgreSQL for the MLflow store tests: {reason}")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """A PostgreSQL server on 127.0.0.1 and a free port, for the session."""
@@ -155,7 +149,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         if made.returncode != 0:
             pytest.fail(f"initdb failed ({made.returncode}): {made.stderr or made.stdout}")
         for _ in range(3):  # the free port can be taken between choosing and binding it
-            port = _free_port()
+            port = free_port()
             options = (f"-p {port} -c listen_addresses=127.0.0.1 -k {root} -c fsync=off "
                        "-c synchronous_commit=off -c full_page_writes=off")
             start = run(pg_ctl, "-D", data, "-l", log, "-o", options, "-w", "-t",

@@ -34,7 +34,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -43,6 +42,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+
+from serving.ports import free_port
 
 STARTUP_TIMEOUT_S = 60.0
 
@@ -71,12 +72,6 @@ def _require(*names: str) -> str:
             pytest.fail(f"{REQUIRE_ENV}=1 but {reason}")
         pytest.skip(reason)
     return binary
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclasses.dataclass
@@ -160,7 +155,7 @@ def _start(name: str, workdir: Path, command: Callable[[int], list[str]],
            make: Callable[..., RunningServer] = RunningServer, **extra) -> RunningServer:
     """Start ``command(port)`` on a free port; a port taken in the meantime is retried."""
     for attempt in range(3):
-        port = _free_port()
+        port = free_port()
         log_path = workdir / f"{name}.log"
         with open(log_path, "ab") as log:
             process = subprocess.Popen(command(port), cwd=workdir, stdout=log,
