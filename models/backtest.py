@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -209,8 +210,15 @@ def select_forecaster(
             reason = "lowest backtest MASE: " + ", ".join(
                 f"{n} {s.mase:.3f}" for n, s in scores.items())
     limit = max(horizon, max_horizon or horizon)
+    config: dict[str, Any] = {"max_horizon": limit}
+    if chosen == ENSEMBLE:
+        # The median of the forecasters that were compared, not of the ensemble's defaults.
+        members = tuple(n for n in scores if n != ENSEMBLE) or tuple(n for n in names
+                                                                     if n != ENSEMBLE)
+        if len(members) >= 2:
+            config["members"] = members
     try:
-        fitted = make_forecaster(chosen, max_horizon=limit).fit(history)
+        fitted = make_forecaster(chosen, **config).fit(history)
     except ValueError as error:
         if chosen == SeasonalNaiveForecaster.name:
             raise

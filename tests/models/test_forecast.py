@@ -121,6 +121,19 @@ def test_backtest_ranks_a_model_that_knows_the_cycle_above_one_that_does_not():
     assert choose(scores) in ("arima", "median_ensemble")
 
 
+def test_a_chosen_ensemble_is_the_median_of_the_forecasters_compared():
+    from models.backtest import select_forecaster
+
+    # A series both forecasters follow about equally well: the median of the two is chosen.
+    selection = select_forecaster(daily(days=8, noise=2.0), 48,
+                                  ["seasonal_naive", "arima", "median_ensemble"])
+    assert set(selection.scores) == {"seasonal_naive", "arima", "median_ensemble"}
+    if selection.forecaster.name == "median_ensemble":
+        assert [m.name for m in selection.forecaster.members_] == ["seasonal_naive", "arima"]
+    else:  # one was clearly better; then it alone is fitted
+        assert selection.forecaster.name in ("seasonal_naive", "arima")
+
+
 def test_choose_prefers_the_ensemble_unless_a_model_is_clearly_better():
     from models.backtest import BacktestScore
 
