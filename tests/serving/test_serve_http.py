@@ -16,8 +16,8 @@ import pytest
 
 from features.schema import IS_ANOMALY
 from features.series import split_series, to_series
+from serving.ports import free_port
 from serving.settings import Settings
-from tests.conftest import free_port
 from tests.serving.conftest import window_body
 from training.train import TrainOptions, train
 

@@ -24,8 +24,8 @@ import httpx
 import pytest
 
 from serving.loader import start_model
+from serving.ports import free_port
 from serving.settings import Settings
-from tests.conftest import free_port
 from tests.serving.conftest import daily_series, register_champion, window_body
 
 pytestmark = pytest.mark.integration

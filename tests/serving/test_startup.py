@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 
 from serving.app import create_app
 from serving.loader import ModelUnavailableError, start_model
+from serving.ports import free_port
 from serving.settings import Settings
-from tests.conftest import free_port
 from tests.serving.conftest import daily_series, register_champion, window_body
 
 
