@@ -4,7 +4,10 @@ a CSV, without the registry or a server."""
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
+from models.alarms import AlarmPolicy
 from models.bundle import DEFAULT_DETECTORS
 
 
@@ -18,10 +21,32 @@ def _cmd_detect(args: argparse.Namespace) -> int:
             retrain_every = parse_duration(args.retrain_every, name="--retrain-every")
         except ValueError as error:
             raise ValueError(f"{error}; or 'never' to fit once") from None
-    n_rows = detect(args.input, args.out, detector=args.detector,
-                    train_fraction=args.train_fraction, retrain_every=retrain_every)
-    print(f"wrote {n_rows} scored rows to {args.out}")
+    policy = None
+    if args.pages:
+        policy = _alarm_policy(args.alarm_policy)
+    elif args.alarm_policy:
+        raise ValueError("--alarm-policy is the policy of --pages; add --pages")
+    replayed = detect(args.input, args.out, detector=args.detector,
+                      train_fraction=args.train_fraction, retrain_every=retrain_every,
+                      policy=policy)
+    notes = []
+    if replayed.n_repeated:
+        notes.append(f"{replayed.n_repeated} rows repeating an earlier timestamp carry its score")
+    if replayed.n_late:
+        notes.append(f"{replayed.n_late} late rows (earlier than a row before them) not scored")
+    if replayed.n_pages is not None:
+        notes.append(f"{replayed.n_pages} pages at threshold {policy.threshold:.10g}")
+    print(f"wrote {replayed.n_rows} scored rows to {args.out}"
+          + (f" ({'; '.join(notes)})" if notes else ""))
     return 0
+
+
+def _alarm_policy(path: str | None) -> AlarmPolicy:
+    """The policy the service pages with: ``path``, else ``AIOPS_ALARM_POLICY``, else the default."""
+    from serving.settings import load_alarm_policy
+
+    path = path or os.environ.get("AIOPS_ALARM_POLICY")
+    return load_alarm_policy(Path(path)) if path else AlarmPolicy()
 
 
 def _cmd_forecast(args: argparse.Namespace) -> int:
@@ -56,6 +81,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                     help="refit on all rows so far every this long, as the nightly job does "
                          "in production (a duration such as 1D, 12h or 90m; 'never': fit "
                          "once; default 1D)")
+    de.add_argument("--pages", action="store_true",
+                    help="add a 'page' column: 1 at the rows where the service would page "
+                         "under its alarm policy (once per incident, when it is confirmed)")
+    de.add_argument("--alarm-policy", metavar="FILE",
+                    help="the alarm policy of --pages, a JSON file as AIOPS_ALARM_POLICY "
+                         "takes (default: AIOPS_ALARM_POLICY if set, else the default policy)")
     de.set_defaults(func=_cmd_detect)
 
     fc = commands.add_parser("forecast", help="forecast the steps after a history, with quantiles")

@@ -59,6 +59,21 @@ def read_value_csv(
     return validate_frame(frame, file=str(path), naive_timestamps="utc", duplicates=duplicates)
 
 
+def read_value_csv_rows(path: str | Path, raw: pd.DataFrame, *, service: str | None = None,
+                        metric: str | None = None) -> pd.DataFrame:
+    """:func:`read_value_csv` of rows already read as text (``raw``, from ``path``)."""
+    path = Path(path)
+    frame = pd.DataFrame(
+        {
+            TIMESTAMP: raw[TIMESTAMP].to_numpy(),
+            SERVICE: service or path.parent.name or "default",
+            METRIC: metric or path.stem,
+            VALUE: raw[VALUE].to_numpy(),
+        }
+    )
+    return validate_frame(frame, file=str(path), naive_timestamps="utc")
+
+
 def load_windows(path: str | Path) -> dict[str, list[tuple[pd.Timestamp, pd.Timestamp]]]:
     """Read a NAB-style windows file: ``{"folder/file.csv": [[start, end], ...]}``, times in UTC."""
     path = Path(path)

@@ -7,10 +7,27 @@ is scored as a stream would score it: a row's score depends on that row and
 the rows before it only. The scores of the training rows are produced the
 same way (by the model fitted on them), so the output has one score per input
 row; evaluation tools such as NAB ignore the probationary part.
+
+A CSV file is a stream in the order of its rows, as real ones come:
+
+* a row repeating the timestamp of an earlier row (a clock that stepped back an
+  hour repeats an hour of timestamps) carries the score of the first row at
+  that timestamp; its value is not scored a second time;
+* a row whose timestamp is earlier than a row before it, and new, came late: a
+  stream has already scored what came after it, so it gets no score (an empty
+  cell) and changes no other score;
+* gaps, irregular or changing steps and a start at any time of day are scored as
+  they come (each detector reads a gap as missing values, not as zeros).
+
+The counts of repeated and late rows are logged and returned. With a policy, a
+``page`` column marks the rows at which it would page
+(:meth:`models.alarms.AlarmPolicy.pages`): the instant a pager rings, once per
+incident.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 from pathlib import Path
@@ -18,10 +35,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.csv_files import read_value_csv
-from features.schema import IS_ANOMALY, TIMESTAMP, VALUE
+from features.csv_files import read_value_csv_rows
+from features.schema import IS_ANOMALY, TIMESTAMP, VALUE, DataValidationError
 from features.series import split_series, to_series
 from features.store import read_dataset
+from features.timeparse import parse_timestamps
+from features.validation import parse_values
+from models.alarms import AlarmPolicy
 from models.bundle import DEFAULT_DETECTORS, combine, fit_series
 
 _log = logging.getLogger(__name__)
@@ -83,6 +103,30 @@ def _segments(
     return list(itertools.pairwise(cuts))
 
 
+@dataclasses.dataclass(frozen=True)
+class Replayed:
+    """What :func:`detect` wrote: rows, rows repeating a timestamp, rows that came late, pages."""
+
+    n_rows: int
+    n_repeated: int = 0
+    n_late: int = 0
+    n_pages: int | None = None
+
+
+def arrival_order(stamps: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows of a stream are scored, in the order they came: ``(taken, late)`` masks.
+
+    A row is taken when its timestamp is later than every row's before it. A row that
+    repeats an earlier timestamp is neither (it carries that timestamp's score); a row
+    whose timestamp is earlier than a row's before it, and new, is late.
+    """
+    values = stamps.to_numpy(dtype="datetime64[ns]").astype("int64")
+    before = np.maximum.accumulate(np.concatenate([[np.iinfo(np.int64).min], values[:-1]]))
+    taken = values > before
+    late = ~taken & ~pd.Index(values).isin(pd.Index(values[taken]))
+    return taken, late
+
+
 def detect(
     source: str | Path,
     out: str | Path,
@@ -90,10 +134,15 @@ def detect(
     detector: str | None = None,
     train_fraction: float = 0.15,
     retrain_every: pd.Timedelta | None = DEFAULT_RETRAIN_EVERY,
-) -> int:
-    """Score ``source`` and write ``timestamp,value,anomaly_score[,label]`` rows; returns the count."""
+    policy: AlarmPolicy | None = None,
+) -> Replayed:
+    """Score ``source`` and write ``timestamp,value,anomaly_score[,page][,label]`` rows.
+
+    With ``policy``, the ``page`` column (1 where that policy pages) is written.
+    """
     names = (detector,) if detector else DEFAULT_DETECTORS
     source = Path(source)
+    n_repeated = n_late = 0
     if source.is_dir():
         frame = read_dataset(source)
         parts = []
@@ -103,6 +152,8 @@ def detect(
                 {"service": service, "metric": metric, TIMESTAMP: rows[TIMESTAMP].to_numpy(),
                  VALUE: rows[VALUE].to_numpy(), "anomaly_score": scores.to_numpy()}
             )
+            if policy is not None:
+                part["page"] = _page_flags(scores, policy)
             if IS_ANOMALY in rows.columns:
                 part["label"] = rows[IS_ANOMALY].astype(int).to_numpy()
             parts.append(part)
@@ -110,23 +161,57 @@ def detect(
     else:
         if not source.exists():
             raise FileNotFoundError(f"input {source} does not exist")
-        unique = read_value_csv(source, duplicates="first")
-        raw = pd.read_csv(source, dtype=str, keep_default_na=False)
-        scores = score_series(to_series(unique), names, train_fraction, retrain_every)
-        stamps = pd.to_datetime(raw[TIMESTAMP], utc=True, format="mixed").astype("datetime64[ns, UTC]")
+        raw = _read_raw(source)
+        stamps = parse_timestamps(raw[TIMESTAMP], file=str(source), naive="utc")
+        parse_values(raw[VALUE], file=str(source))  # a bad cell is named by its row in the file
+        taken, late = arrival_order(stamps)
+        n_late, n_repeated = int(late.sum()), int((~taken & ~late).sum())
+        scores = score_series(to_series(read_value_csv_rows(source, raw[taken])), names,
+                              train_fraction, retrain_every)
+        index = pd.DatetimeIndex(stamps)
         result = pd.DataFrame(
             {TIMESTAMP: raw[TIMESTAMP], VALUE: raw[VALUE],
-             "anomaly_score": scores.reindex(pd.DatetimeIndex(stamps)).to_numpy()}
+             "anomaly_score": np.where(late, np.nan, scores.reindex(index).to_numpy())}
         )
+        if policy is not None:
+            flags = pd.Series(_page_flags(scores, policy), index=scores.index)
+            # A page rings once: at the row that brought its timestamp, not at a repeat.
+            result["page"] = np.where(taken, flags.reindex(index).fillna(0).to_numpy(), 0)
         if "label" in raw.columns:
             result["label"] = raw["label"]
-        n_repeats = int(stamps.duplicated().sum())
-        if n_repeats:
-            _log.warning("%s repeats %d timestamps; those rows carry the score of the first row "
-                         "at their timestamp", source, n_repeats)
+        if n_repeated:
+            _log.warning("%s: %d rows repeat the timestamp of an earlier row; they carry the "
+                         "score of the first row at their timestamp", source, n_repeated)
+        if n_late:
+            _log.warning("%s: %d rows came late (a timestamp earlier than a row's before them, "
+                         "and new); they are not scored (an empty score)", source, n_late)
     # No rounding: near 1 the digits that rounding would drop are what separates a page
     # from a non-event (0.9999 against 0.999999).
     result["anomaly_score"] = result["anomaly_score"].astype(float)
+    n_pages = None
+    if policy is not None:
+        result["page"] = result["page"].astype(int)
+        n_pages = int(result["page"].sum())
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     result.to_csv(out, index=False)
-    return len(result)
+    return Replayed(n_rows=len(result), n_repeated=n_repeated, n_late=n_late, n_pages=n_pages)
+
+
+def _page_flags(scores: pd.Series, policy: AlarmPolicy) -> np.ndarray:
+    flags = np.zeros(len(scores), dtype=int)
+    flags[policy.pages(scores.index.as_unit("ns").asi8, scores.to_numpy())] = 1
+    return flags
+
+
+def _read_raw(source: Path) -> pd.DataFrame:
+    """The CSV's cells as text, with its ``timestamp`` and ``value`` columns there."""
+    try:
+        raw = pd.read_csv(source, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
+        raise DataValidationError(f"not a readable CSV file ({error})", file=str(source)) from error
+    for column in (TIMESTAMP, VALUE):
+        if column not in raw.columns:
+            raise DataValidationError(
+                f"missing column {column!r}; a CSV needs a header 'timestamp,value', "
+                f"found {list(raw.columns)}", file=str(source), column=column)
+    return raw

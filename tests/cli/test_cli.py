@@ -190,3 +190,81 @@ def test_the_forecasters_default_is_the_models_packages():
     for command in ("train", "retrain"):
         args = build_parser().parse_args([command, "--data", "unused"])
         assert tuple(args.forecasters.split(",")) == DEFAULT_FORECASTERS
+
+
+def _detect(csv: Path, out: Path, *extra: str) -> pd.DataFrame:
+    assert main(["detect", str(csv), "--out", str(out), "--detector", "dynamic_threshold",
+                 "--train-fraction", "0.3", *extra]) == 0
+    return pd.read_csv(out)
+
+
+def test_a_clock_stepping_back_an_hour_is_taken_and_changes_no_score(tmp_path, capsys):
+    clean = write_csv(tmp_path / "f" / "clean.csv", n=1200)
+    rows = pd.read_csv(clean, dtype=str)
+    # At row 700 the clock steps back one hour: 12 timestamps repeat after later ones.
+    stepped = pd.concat([rows.iloc[:700], rows.iloc[688:700].assign(value="0"), rows.iloc[700:]])
+    csv = tmp_path / "f" / "stepped.csv"
+    stepped.to_csv(csv, index=False)
+    expected = _detect(clean, tmp_path / "clean_scores.csv")
+    capsys.readouterr()
+    scores = _detect(csv, tmp_path / "scores.csv")
+    assert "12 rows repeating an earlier timestamp carry its score" in capsys.readouterr().out
+    assert len(scores) == 1212 and scores["timestamp"].tolist() == stepped["timestamp"].tolist()
+    kept = scores.drop(index=range(700, 712)).reset_index(drop=True)
+    pd.testing.assert_series_equal(kept["anomaly_score"], expected["anomaly_score"])
+    # The repeated hour's rows (values 0 here) carry the scores of the first pass.
+    np.testing.assert_array_equal(scores["anomaly_score"].iloc[700:712],
+                                  expected["anomaly_score"].iloc[688:700])
+
+
+def test_a_row_that_comes_late_is_not_scored_and_changes_no_score(tmp_path, capsys):
+    clean = write_csv(tmp_path / "f" / "clean.csv", n=1000)
+    rows = pd.read_csv(clean, dtype=str)
+    # Row 600 arrives after row 603: the other rows are scored as if it never came.
+    late = pd.concat([rows.iloc[:600], rows.iloc[601:604], rows.iloc[600:601], rows.iloc[604:]])
+    csv = tmp_path / "f" / "late.csv"
+    late.to_csv(csv, index=False)
+    without = rows.drop(index=600)
+    (tmp_path / "g").mkdir()
+    without.to_csv(tmp_path / "g" / "clean.csv", index=False)
+    expected = _detect(tmp_path / "g" / "clean.csv", tmp_path / "without.csv")
+    capsys.readouterr()
+    scores = _detect(csv, tmp_path / "scores.csv")
+    assert "1 late rows (earlier than a row before them) not scored" in capsys.readouterr().out
+    assert len(scores) == 1000 and np.isnan(scores["anomaly_score"].iloc[603])
+    pd.testing.assert_series_equal(scores["anomaly_score"].drop(index=603).reset_index(drop=True),
+                                   expected["anomaly_score"])
+
+
+def test_a_bad_value_after_a_late_row_is_named_by_its_row_in_the_file(tmp_path, capsys):
+    rows = pd.read_csv(write_csv(tmp_path / "f" / "s.csv", n=400), dtype=str)
+    rows = pd.concat([rows.iloc[:100], rows.iloc[101:102], rows.iloc[100:101], rows.iloc[102:]])
+    rows.iloc[300, 1] = "oops"
+    rows.to_csv(tmp_path / "f" / "s.csv", index=False)
+    assert main(["detect", str(tmp_path / "f" / "s.csv"), "--out", str(tmp_path / "o.csv")]) == 1
+    error = capsys.readouterr().err
+    assert "s.csv" in error and "row 300" in error and "oops" in error
+
+
+def test_pages_mark_where_the_default_policy_pages_once_per_incident(tmp_path, capsys):
+    from models.alarms import AlarmPolicy
+
+    csv = write_csv(tmp_path / "f" / "series.csv", n=1200)
+    scores = _detect(csv, tmp_path / "scores.csv", "--pages")
+    assert list(scores.columns) == ["timestamp", "value", "anomaly_score", "page"]
+    stamps = pd.to_datetime(scores["timestamp"], utc=True)
+    policy = AlarmPolicy()
+    expected = policy.pages(stamps.astype("int64").to_numpy(), scores["anomaly_score"].to_numpy())
+    np.testing.assert_array_equal(np.flatnonzero(scores["page"]), expected)
+    # The planted jump (+15 on a noise of 0.3) pages, at its own row.
+    assert 1200 - 50 in np.flatnonzero(scores["page"])
+    assert f"{len(expected)} pages at threshold {policy.threshold:.10g}" in capsys.readouterr().out
+
+    # Another policy, from a file as the service reads it.
+    loose = tmp_path / "policy.json"
+    loose.write_text(json.dumps({"threshold": 0.99, "min_points": 1, "merge_gap_s": 300}))
+    scores = _detect(csv, tmp_path / "loose.csv", "--pages", "--alarm-policy", str(loose))
+    assert scores["page"].sum() > len(expected)
+    assert main(["detect", str(csv), "--out", str(tmp_path / "o.csv"),
+                 "--alarm-policy", str(loose)]) == 1
+    assert "add --pages" in capsys.readouterr().err

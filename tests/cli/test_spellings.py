@@ -72,8 +72,10 @@ def _detect_retrain_every(text, tmp_path, monkeypatch):
     seen = {}
 
     def detect(source, out, **kwargs):
+        from training.replay import Replayed
+
         seen.update(kwargs)
-        return 0
+        return Replayed(n_rows=0)
 
     monkeypatch.setattr("training.replay.detect", detect)
     code = main(["detect", "in.csv", "--out", str(tmp_path / "o.csv"), f"--retrain-every={text}"])
