@@ -204,7 +204,7 @@ def test_a_retrain_on_a_little_more_data_is_promoted(small_fleet, mlflow_store, 
     Measured on the holdout the champion was trained on, the champion looks better
     than it is, and a nightly retrain on a little more data was refused for good.
     """
-    options = light_options(tmp_path / "data", forecasters=("arima",))
+    options = light_options(tmp_path / "data", forecasters=("seasonal_naive",))
     end = small_fleet["timestamp"].max()
     write_dataset(small_fleet[small_fleet["timestamp"] <= end - pd.Timedelta(hours=1)],
                   tmp_path / "data")
