@@ -194,9 +194,10 @@ def _alarms_per_series(scores: Mapping[SeriesKey, np.ndarray], policy: AlarmPoli
     for key, values in scores.items():
         series = _SERIES[key]
         values = np.nan_to_num(values, nan=0.0)
-        flags = values >= policy.threshold
+        resolved = policy.for_index(series.index)
+        flags = values >= resolved.threshold
         flags[: _n_train(len(series))] = False
-        alarms[key] = pd.Series(confirmed_alarms(values, flags, series.index, policy),
+        alarms[key] = pd.Series(confirmed_alarms(values, flags, series.index, resolved),
                                 index=series.index)
     return alarms
 
@@ -210,6 +211,7 @@ def _correlation_alarms(frame: pd.DataFrame, policy: AlarmPolicy
     for service, rows in frame.groupby(SERVICE, sort=True):
         wide = rows.pivot(index=TIMESTAMP, columns=METRIC, values=VALUE).sort_index()
         cut = _n_train(len(wide))
+        resolved = policy.for_index(wide.index)
         try:
             detector = CorrelationDetector().fit(wide.iloc[:cut])
             scores = detector.score(wide)
@@ -225,9 +227,9 @@ def _correlation_alarms(frame: pd.DataFrame, policy: AlarmPolicy
             values = np.zeros(len(index))
             if metric in scores.columns:
                 values = np.nan_to_num(scores[metric].reindex(index).to_numpy(), nan=0.0)
-                flags = values >= policy.threshold
+                flags = values >= resolved.threshold
                 flags &= index >= wide.index[cut]
-            alarms[key] = pd.Series(confirmed_alarms(values, flags, index, policy), index=index)
+            alarms[key] = pd.Series(confirmed_alarms(values, flags, index, resolved), index=index)
     return alarms, failures
 
 
@@ -299,8 +301,9 @@ def main() -> None:
     parser.add_argument("--latency-factor", default="2,4",
                         help="LOW,HIGH: how far latency rises in latency_up_cpu_normal "
                              "incidents (default 2,4; 1.3,1.8 makes them subtle)")
-    parser.add_argument("--threshold", type=float, default=ALARM_THRESHOLD,
-                        help=f"alarm threshold (default {ALARM_THRESHOLD:g}, the alarm policy's)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="a fixed alarm threshold (default: the alarm policy's for the "
+                             f"fleet's step, {ALARM_THRESHOLD:g} at 1 minute)")
     parser.add_argument("--min-points", type=int, default=AlarmPolicy().min_points,
                         help="alarmed points an incident needs to page, unless one point is "
                              "lone_point_rarity times rarer than the threshold (default: the "
@@ -372,7 +375,8 @@ def main() -> None:
         reports[name] = match_incidents(incidents, alarms)
         failed = f"; not scored: {len(failures[name])}" if failures[name] else ""
         print(f"  {name}: {len(alarms)} series in {seconds[name]:.1f} s{failed}")
-    _print_tables(reports, seconds, incidents, args.threshold)
+    _print_tables(reports, seconds, incidents,
+                  policy.threshold_at(pd.Timedelta(args.step).total_seconds()))
     _print_missed_by_single(reports, incidents)
     total_s = time.perf_counter() - started
     print(f"\ntotal {total_s:.1f} s")
@@ -380,7 +384,8 @@ def main() -> None:
     watched = (incidents["incident"] == WATCHED_KIND).to_numpy()
     result = {
         "fleet": dataclasses.asdict(config),
-        "threshold": args.threshold,
+        "threshold": policy.threshold_at(pd.Timedelta(args.step).total_seconds()),
+        "chance_alarms_per_month": policy.chance_alarms_per_month,
         "merge_gap_s": args.merge_gap_s,
         "min_points": args.min_points,
         "retrain_every": args.retrain_every,

@@ -143,8 +143,9 @@ def _evaluate(
 
     def deployed_alarms(f: ScoredFile) -> np.ndarray:
         """The pages of the policy at its own threshold: what ``aiops detect --pages`` marks."""
-        return onset_alarms(f.timestamps, f.scores, deployed.threshold,
-                            pd.Timedelta(seconds=deployed.merge_gap_s), deployed)
+        resolved = deployed.for_index(pd.DatetimeIndex(f.timestamps))
+        return onset_alarms(f.timestamps, f.scores, resolved.threshold,
+                            pd.Timedelta(seconds=resolved.merge_gap_s), resolved)
 
     results = {}
     for profile_name, profile in PROFILES.items():
@@ -179,6 +180,13 @@ def _evaluate(
     return results
 
 
+def _policy_threshold(policy: AlarmPolicy) -> str:
+    if policy.threshold is not None:
+        return f"{policy.threshold:g}"
+    return (f"{policy.threshold_at(300.0):g} at NAB's 5-minute step, from "
+            f"{policy.chance_alarms_per_month:g} chance alarms per series per month")
+
+
 def _as_json(score: FileScore) -> dict:
     return {"normalised": _finite(score.normalised), "raw": _finite(score.raw),
             "null": score.null, "perfect": score.perfect, "n_windows": score.n_windows,
@@ -196,8 +204,8 @@ def _print_tables(results: dict[str, dict], seconds: dict[str, float],
     names = list(results)
     width = max(len(n) for n in [*names, "detector"]) + 2
     print("\nNAB score (0 = never alarms, 100 = perfect); as deployed: the pages of the alarm "
-          f"policy at its threshold {deployed.threshold:g}; tuned: one threshold per detector "
-          "and profile, swept over the corpus")
+          f"policy at its threshold ({_policy_threshold(deployed)}); tuned: one threshold per "
+          "detector and profile, swept over the corpus")
     print(f"{'':<{width}}{'as deployed':>30}{'tuned':>30}")
     header = (f"{'detector':<{width}}"
               + "".join(f"{PROFILE_LABELS[p]:>10}" for p in PROFILES) * 2)
@@ -275,7 +283,7 @@ def main() -> None:
     policy = AlarmPolicy(merge_gap_s=args.merge_gap_s, min_points=args.min_points)
     deployed = load_alarm_policy(args.alarm_policy) if args.alarm_policy else AlarmPolicy()
     print(f"as deployed: {'the policy of ' + str(args.alarm_policy) if args.alarm_policy else 'the default alarm policy'} "
-          f"(threshold {deployed.threshold:g}, merge gap {deployed.merge_gap_s:g} s, "
+          f"(threshold {_policy_threshold(deployed)}, merge gap {deployed.merge_gap_s:g} s, "
           f"{deployed.min_points} points or one {deployed.lone_point_rarity:g} times rarer)")
     if args.alarms == "onset":
         print(f"tuned alarms: one per incident (merge gap {args.merge_gap_s:g} s), when confirmed: "
@@ -312,6 +320,8 @@ def main() -> None:
         "retrain_every": args.retrain_every,
         "as_deployed_policy": {"file": str(args.alarm_policy) if args.alarm_policy else None,
                                "threshold": deployed.threshold,
+                               "chance_alarms_per_month": deployed.chance_alarms_per_month,
+                               "threshold_at_5min": deployed.threshold_at(300.0),
                                "merge_gap_s": deployed.merge_gap_s,
                                "min_points": deployed.min_points,
                                "lone_point_rarity": deployed.lone_point_rarity},

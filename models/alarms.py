@@ -47,13 +47,22 @@ DEFAULT_CRITICALITY: dict[str, int] = {
 }
 
 
-#: Default alarm threshold: a point pages when the ensemble finds it rarer than 1 in 10,000
-#: training points (about once a week per series at a 1-minute step if nothing were wrong).
-#: The threshold is a false-page budget, set without labels: at 0.99, 1 point in 100 alarms by
-#: construction (14 a day per series at a 1-minute step), which buries real incidents under
-#: chance pages; a rarer threshold gives up little recall, since a real incident is far rarer
-#: than either. Measurements: benchmarks/README.md, "Detection on the synthetic fleet".
+#: Alarm threshold at a 1-minute step: a point pages when the ensemble finds it rarer than 1 in
+#: 10,000 training points (about once a week per series if nothing were wrong). At 0.99, 1 point
+#: in 100 alarms by construction (14 a day per series at a 1-minute step), which buries real
+#: incidents under chance pages; a rarer threshold gives up little recall, since a real incident
+#: is far rarer than either. Measurements: benchmarks/README.md, "Detection on the synthetic fleet".
 ALARM_THRESHOLD = 0.9999
+#: The step at which the default policy's threshold is ``ALARM_THRESHOLD``.
+REFERENCE_STEP_S = 60.0
+#: Seconds in the month of a budget (30 days).
+MONTH_S = 30 * 86400.0
+#: The default budget: points per series per month that may alarm by chance. The same budget at
+#: every step, so that a 10-second and a 5-minute series alarm as often in time; it is
+#: ``ALARM_THRESHOLD`` at a 1-minute step (1e-4 of 43,200 points), 0.9995 at 5 minutes.
+DEFAULT_CHANCE_ALARMS_PER_MONTH = 4.32  # (1 - ALARM_THRESHOLD) * MONTH_S / REFERENCE_STEP_S
+#: However coarse the step, the threshold stays at or above this (the expected range's score).
+LOWEST_THRESHOLD = 0.99
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -63,7 +72,15 @@ class AlarmPolicy:
     Parameters
     ----------
     threshold
-        Calibrated score at or above which a point is alarmed.
+        Calibrated score at or above which a point is alarmed, whatever the step; ``None``
+        (default): from ``chance_alarms_per_month`` and the series' step
+        (:meth:`threshold_at`).
+    chance_alarms_per_month
+        Points of one series per 30 days that may score at or above the threshold by
+        chance, were the scores calibrated: the threshold is ``1 − budget × step / 30
+        days`` (at most ``LOWEST_THRESHOLD`` below 1), so a series alarms as often in time
+        whatever its step. Pages are fewer: alarmed points merge into incidents and an
+        incident pages once confirmed.
     merge_gap_s
         Alarmed points less than this many seconds apart are one incident.
     min_points
@@ -76,7 +93,8 @@ class AlarmPolicy:
         Metric name → 1 … 4; metrics not listed get ``default_criticality``.
     """
 
-    threshold: float = ALARM_THRESHOLD
+    threshold: float | None = None
+    chance_alarms_per_month: float = DEFAULT_CHANCE_ALARMS_PER_MONTH
     # An alarm within the hour after the last one is the same incident: one page, as an
     # alerting stack's repeat interval would group it. A longer gap pages a flapping metric
     # less often, but it may merge distinct incidents, and an alert stays firing for the gap
@@ -94,8 +112,11 @@ class AlarmPolicy:
     default_criticality: int = 3
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.threshold < 1.0:
+        if self.threshold is not None and not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold={self.threshold} must lie in (0, 1)")
+        if not (self.chance_alarms_per_month > 0 and math.isfinite(self.chance_alarms_per_month)):
+            raise ValueError(f"chance_alarms_per_month={self.chance_alarms_per_month} must be a "
+                             "finite number > 0")
         if not (self.merge_gap_s >= 0 and math.isfinite(self.merge_gap_s)):
             raise ValueError(f"merge_gap_s={self.merge_gap_s} must be a finite number >= 0")
         if self.min_points < 1:
@@ -115,10 +136,41 @@ class AlarmPolicy:
             merged["criticality"] = {**DEFAULT_CRITICALITY, **merged["criticality"]}
         return cls(**merged)
 
+    def threshold_at(self, step_s: float) -> float:
+        """The alarm threshold of a series sampled every ``step_s`` seconds.
+
+        The fixed ``threshold`` if set; else ``1 − chance_alarms_per_month × step_s / 30
+        days``, within ``[LOWEST_THRESHOLD, 1)``. Without a step (a one-point window) the
+        reference step's, one minute.
+        """
+        if self.threshold is not None:
+            return self.threshold
+        step = step_s if step_s > 0 and math.isfinite(step_s) else REFERENCE_STEP_S
+        tail = self.chance_alarms_per_month * step / MONTH_S
+        return float(min(max(1.0 - tail, LOWEST_THRESHOLD), 1.0 - 1e-12))
+
+    def at_step(self, step_s: float) -> AlarmPolicy:
+        """This policy with its threshold fixed for a series sampled every ``step_s`` seconds."""
+        if self.threshold is not None:
+            return self
+        return dataclasses.replace(self, threshold=self.threshold_at(step_s))
+
+    def for_index(self, index: pd.DatetimeIndex | np.ndarray) -> AlarmPolicy:
+        """:meth:`at_step` at the median step of ``index`` (timestamps, or int64 nanoseconds)."""
+        if self.threshold is not None:
+            return self
+        return self.at_step(median_step_s(index))
+
+    def _fixed(self) -> float:
+        if self.threshold is None:
+            raise ValueError("the alarm policy's threshold depends on the series' step; "
+                             "resolve it with at_step() or for_index() first")
+        return self.threshold
+
     @property
     def lone_peak(self) -> float:
         """The score at which one alarmed point pages on its own."""
-        return 1.0 - (1.0 - self.threshold) / self.lone_point_rarity
+        return 1.0 - (1.0 - self._fixed()) / self.lone_point_rarity
 
     def confirms(self, group_scores: np.ndarray) -> bool:
         """Whether one group of alarmed points' scores is an incident that pages."""
@@ -126,9 +178,11 @@ class AlarmPolicy:
 
     def pages(self, timestamps_ns: np.ndarray, scores: np.ndarray,
               threshold: float | None = None) -> np.ndarray:
-        """:func:`page_positions` under this policy (at ``threshold`` if given)."""
-        return page_positions(timestamps_ns, scores,
-                              self.threshold if threshold is None else threshold,
+        """:func:`page_positions` under this policy (at ``threshold`` if given, else at the
+        policy's threshold for the median step of ``timestamps_ns``)."""
+        if threshold is None:
+            threshold = self.for_index(np.asarray(timestamps_ns, dtype="int64")).threshold
+        return page_positions(timestamps_ns, scores, threshold,
                               self.merge_gap_s, self.min_points, self.lone_point_rarity)
 
     def criticality_of(self, metric: str) -> int:
@@ -145,7 +199,7 @@ class AlarmPolicy:
         4 → P1, 3 → P2, otherwise P3. A request rate that drops out for a
         quarter of an hour is P0; a brief CPU blip is P3.
         """
-        tail, at_threshold = 1.0 - peak_score, 1.0 - self.threshold
+        tail, at_threshold = 1.0 - peak_score, 1.0 - self._fixed()
         # A relative tolerance: 1 - 0.9999 is not exactly 1e-4 in floating point.
         rarity = (2 if tail <= at_threshold / 100 * (1 + 1e-9)
                   else 1 if tail <= at_threshold / 10 * (1 + 1e-9) else 0)
@@ -188,10 +242,10 @@ def find_incidents(
     ValueError
         ``index`` and ``scores`` differ in length.
     """
-    policy = policy or AlarmPolicy()
     scores = np.asarray(scores, dtype="float64")
     if len(index) != len(scores):
         raise ValueError(f"index has {len(index)} points but scores has {len(scores)}")
+    policy = (policy or AlarmPolicy()).for_index(index)
     alarmed = np.flatnonzero(np.nan_to_num(scores, nan=0.0) >= policy.threshold)
     if alarmed.size == 0:
         return []
@@ -205,7 +259,7 @@ def find_incidents(
         peak = int(group[np.argmax(scores[group])])
         start, end = index[group[0]], index[group[-1]]
         # A single alarmed point lasts one step, not zero seconds.
-        duration = max((end - start).total_seconds(), _step_s(index))
+        duration = max((end - start).total_seconds(), median_step_s(index))
         incidents.append(
             Incident(
                 start=start,
@@ -251,7 +305,10 @@ def page_positions(
     return alarmed[np.flatnonzero(qualifies)[first]]
 
 
-def _step_s(index: pd.DatetimeIndex) -> float:
-    if len(index) < 2:
+def median_step_s(index: pd.DatetimeIndex | np.ndarray) -> float:
+    """The median step of ``index`` (timestamps, or int64 nanoseconds) in seconds; 0 for one point."""
+    stamps = (index.as_unit("ns").asi8 if isinstance(index, pd.DatetimeIndex)
+              else np.asarray(index, dtype="int64"))
+    if len(stamps) < 2:
         return 0.0
-    return float(np.median(np.diff(index.as_unit("ns").asi8))) / 1e9
+    return float(np.median(np.diff(stamps))) / 1e9

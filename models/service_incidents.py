@@ -48,6 +48,7 @@ def service_incidents(
     own ensemble score on it, which the diagnosis quotes for the siblings of the peak.
     """
     wide = pd.concat(windows, axis=1)
+    policy = policy.for_index(wide.index)
     residuals = detector.residuals(wide)
     expected = detector.expected(wide)
     found = []

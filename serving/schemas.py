@@ -152,8 +152,10 @@ class ScoreRequest(BaseModel):
     )
     threshold: float | None = Field(
         default=None, gt=0.0, lt=1.0,
-        description="Score at or above which a point is reported as anomalous; "
-                    "default: the service's alarm policy (0.9999 unless configured).",
+        description="Score at or above which a point is reported as anomalous, for every "
+                    "series; default: the service's alarm policy, from its budget of chance "
+                    "alarms per month and each series' step (0.9999 at 1 minute, 0.9995 at 5 "
+                    "minutes, unless configured).",
     )
 
 
@@ -190,6 +192,9 @@ class SeriesResult(BaseModel):
         description="False when the model was never trained on this series: it was then scored "
         "by the window baseline, which compares each point with the window's own past."
     )
+    threshold: float = Field(
+        description="The alarm threshold this series was judged at: the request's, or the "
+        "alarm policy's for the series' step (0.9999 at 1 minute, 0.9995 at 5 minutes).")
     detectors: list[str]
     scores: list[float | None] = Field(description="Combined score per point; null for a gap.")
     anomalies: list[Anomaly]
@@ -236,7 +241,8 @@ class AlertOut(BaseModel):
 
 class ScoreResponse(BaseModel):
     model: ModelInfo
-    threshold: float
+    threshold: float = Field(description="The first series' alarm threshold (each result "
+                             "carries its own).")
     results: list[SeriesResult]
     service_incidents: list[ServiceIncidentOut] = Field(
         description="Multi-metric incidents: for each service whose metrics were all sent, "

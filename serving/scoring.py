@@ -71,6 +71,7 @@ class SeriesVerdict:
     service: str
     metric: str
     known_series: bool
+    threshold: float
     detectors: list[str]
     scores: list[float | None]
     anomalies: list[AnomalousPoint]
@@ -89,7 +90,8 @@ class ScoreQuery:
 
 @dataclasses.dataclass(frozen=True)
 class Scoring:
-    """What scoring a set of windows reports."""
+    """What scoring a set of windows reports; ``threshold`` is the first series' (each
+    verdict has its own: the policy's threshold depends on the series' step)."""
 
     threshold: float
     results: list[SeriesVerdict]
@@ -131,7 +133,7 @@ def score_windows(bundle: DetectorBundle, windows: Sequence[Window], policy: Ala
             scored = bundle.score(window.service, window.metric, window.values, wanted)
         except ValueError as error:
             raise ValueError(f"series[{i}] ({window.service}/{window.metric}): {error}") from error
-        results.append(_verdict(window, scored, policy))
+        results.append(_verdict(window, scored, policy.for_index(window.values.index)))
         by_service.setdefault(window.service, {})[window.metric] = window.values
         single_scores.setdefault(window.service, {})[window.metric] = pd.Series(
             scored.score, index=window.values.index)
@@ -144,7 +146,8 @@ def score_windows(bundle: DetectorBundle, windows: Sequence[Window], policy: Ala
             singles = {m: v.reindex(index) for m, v in single_scores[service].items()}
             incidents.extend(_reported(incident) for incident in
                              service_incidents(service, aligned, singles, detector, policy))
-    return Scoring(threshold=policy.threshold, results=results, service_incidents=incidents,
+    threshold = results[0].threshold if results else policy.threshold_at(0.0)
+    return Scoring(threshold=threshold, results=results, service_incidents=incidents,
                    alerts=_alerts(windows, results, incidents, policy, generator_url))
 
 
@@ -202,7 +205,7 @@ def _verdict(window: Window, scored: SeriesScores, policy: AlarmPolicy) -> Serie
     # round() on Python floats: a tenth of the cost of numpy scalars, and the same digits.
     scores = [None if s != s else round(s, REPORTED_DECIMALS) for s in scored.score.tolist()]
     return SeriesVerdict(service=window.service, metric=window.metric,
-                         known_series=scored.known_series,
+                         known_series=scored.known_series, threshold=policy.threshold,
                          detectors=sorted(scored.detector_scores), scores=scores,
                          anomalies=anomalies, incidents=incidents)
 

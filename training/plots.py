@@ -53,7 +53,7 @@ def score_figure(key: SeriesKey, window: pd.Series, score: np.ndarray,
     top.set_title(f"{key[0]}/{key[1]}: holdout, paged incidents in red", fontsize=9)
     top.legend(fontsize=7, loc="upper right")
     bottom.plot(window.index, score, lw=0.7, color="black")
-    bottom.axhline(policy.threshold, color="red", lw=0.6, ls="--")
+    bottom.axhline(policy.for_index(window.index).threshold, color="red", lw=0.6, ls="--")
     bottom.set_ylim(0.9, 1.0005)
     bottom.set_ylabel("score", fontsize=8)
     fig.tight_layout()

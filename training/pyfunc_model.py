@@ -14,7 +14,7 @@ from mlflow.pyfunc import PythonModel
 from features.schema import METRIC, SERVICE, TIMESTAMP, VALUE
 from features.series import split_series, to_series
 from features.validation import validate_frame
-from models.alarms import ALARM_THRESHOLD
+from models.alarms import AlarmPolicy
 from models.bundle import DetectorBundle
 
 
@@ -28,7 +28,9 @@ class DetectorBundleModel(PythonModel):
         frame = validate_frame(model_input, naive_timestamps="utc")
         parts = [pd.DataFrame(columns=[TIMESTAMP, SERVICE, METRIC, VALUE, "score", "is_anomaly"])]
         for (service, metric), rows in split_series(frame):
-            result = self.bundle.score(service, metric, to_series(rows))
+            values = to_series(rows)
+            result = self.bundle.score(service, metric, values)
+            threshold = AlarmPolicy().for_index(values.index).threshold
             parts.append(
                 pd.DataFrame(
                     {
@@ -37,7 +39,7 @@ class DetectorBundleModel(PythonModel):
                         METRIC: metric,
                         VALUE: result.values,
                         "score": result.score,
-                        "is_anomaly": result.score >= ALARM_THRESHOLD,
+                        "is_anomaly": result.score >= threshold,
                     }
                 )
             )

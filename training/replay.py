@@ -111,6 +111,7 @@ class Replayed:
     n_repeated: int = 0
     n_late: int = 0
     n_pages: int | None = None
+    thresholds: tuple[float, ...] = ()
 
 
 def arrival_order(stamps: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -143,6 +144,7 @@ def detect(
     names = (detector,) if detector else DEFAULT_DETECTORS
     source = Path(source)
     n_repeated = n_late = 0
+    thresholds: set[float] = set()
     if source.is_dir():
         frame = read_dataset(source)
         parts = []
@@ -153,7 +155,7 @@ def detect(
                  VALUE: rows[VALUE].to_numpy(), "anomaly_score": scores.to_numpy()}
             )
             if policy is not None:
-                part["page"] = _page_flags(scores, policy)
+                part["page"] = _page_flags(scores, policy, thresholds)
             if IS_ANOMALY in rows.columns:
                 part["label"] = rows[IS_ANOMALY].astype(int).to_numpy()
             parts.append(part)
@@ -174,7 +176,7 @@ def detect(
              "anomaly_score": np.where(late, np.nan, scores.reindex(index).to_numpy())}
         )
         if policy is not None:
-            flags = pd.Series(_page_flags(scores, policy), index=scores.index)
+            flags = pd.Series(_page_flags(scores, policy, thresholds), index=scores.index)
             # A page rings once: at the row that brought its timestamp, not at a repeat.
             result["page"] = np.where(taken, flags.reindex(index).fillna(0).to_numpy(), 0)
         if "label" in raw.columns:
@@ -194,12 +196,17 @@ def detect(
         n_pages = int(result["page"].sum())
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     result.to_csv(out, index=False)
-    return Replayed(n_rows=len(result), n_repeated=n_repeated, n_late=n_late, n_pages=n_pages)
+    return Replayed(n_rows=len(result), n_repeated=n_repeated, n_late=n_late, n_pages=n_pages,
+                    thresholds=tuple(sorted(thresholds)))
 
 
-def _page_flags(scores: pd.Series, policy: AlarmPolicy) -> np.ndarray:
+def _page_flags(scores: pd.Series, policy: AlarmPolicy, thresholds: set[float]) -> np.ndarray:
+    """1 where ``policy``, at its threshold for the series' step, pages; that threshold is
+    added to ``thresholds``."""
+    resolved = policy.for_index(scores.index)
+    thresholds.add(float(resolved.threshold))
     flags = np.zeros(len(scores), dtype=int)
-    flags[policy.pages(scores.index.as_unit("ns").asi8, scores.to_numpy())] = 1
+    flags[resolved.pages(scores.index.as_unit("ns").asi8, scores.to_numpy())] = 1
     return flags
 
 

@@ -56,7 +56,7 @@ def to_response(model: LoadedModel, scoring: Scoring) -> ScoreResponse:
         threshold=scoring.threshold,
         results=[SeriesResult(
             service=r.service, metric=r.metric, known_series=r.known_series,
-            detectors=r.detectors, scores=r.scores,
+            threshold=r.threshold, detectors=r.detectors, scores=r.scores,
             anomalies=[Anomaly(**vars(a)) for a in r.anomalies],
             incidents=[IncidentOut(**vars(i)) for i in r.incidents],
         ) for r in scoring.results],

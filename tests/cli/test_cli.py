@@ -252,13 +252,13 @@ def test_pages_mark_where_the_default_policy_pages_once_per_incident(tmp_path, c
     csv = write_csv(tmp_path / "f" / "series.csv", n=1200)
     scores = _detect(csv, tmp_path / "scores.csv", "--pages")
     assert list(scores.columns) == ["timestamp", "value", "anomaly_score", "page"]
-    stamps = pd.to_datetime(scores["timestamp"], utc=True)
-    policy = AlarmPolicy()
-    expected = policy.pages(stamps.astype("int64").to_numpy(), scores["anomaly_score"].to_numpy())
+    stamps = pd.DatetimeIndex(pd.to_datetime(scores["timestamp"], utc=True)).as_unit("ns")
+    policy = AlarmPolicy().at_step(300.0)  # the file's step: 0.9995
+    expected = policy.pages(stamps.asi8, scores["anomaly_score"].to_numpy())
     np.testing.assert_array_equal(np.flatnonzero(scores["page"]), expected)
     # The planted jump (+15 on a noise of 0.3) pages, at its own row.
     assert 1200 - 50 in np.flatnonzero(scores["page"])
-    assert f"{len(expected)} pages at threshold {policy.threshold:.10g}" in capsys.readouterr().out
+    assert f"{len(expected)} pages at threshold 0.9995" in capsys.readouterr().out
 
     # Another policy, from a file as the service reads it.
     loose = tmp_path / "policy.json"

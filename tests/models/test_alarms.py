@@ -68,7 +68,7 @@ def test_severity_table(metric, peak, minutes, expected):
 
 
 def test_default_threshold_pages_only_one_point_in_ten_thousand_and_rarity_scales_with_it():
-    policy = AlarmPolicy()
+    policy = AlarmPolicy().at_step(60.0)  # INDEX is at a 1-minute step
     assert policy.threshold == 0.9999
     assert find_incidents(INDEX, scores_with((10, 12, 0.9995)), "m") == []
     assert len(find_incidents(INDEX, scores_with((10, 12, 0.99995)), "m")) == 1
@@ -130,3 +130,34 @@ def test_pages_ring_once_per_incident_when_it_is_confirmed():
 def test_a_lone_point_rarity_below_one_is_refused():
     with pytest.raises(ValueError, match="lone_point_rarity"):
         AlarmPolicy(lone_point_rarity=0.5)
+
+
+def test_the_default_threshold_is_one_budget_in_time_whatever_the_step():
+    from models.alarms import ALARM_THRESHOLD, DEFAULT_CHANCE_ALARMS_PER_MONTH, MONTH_S
+
+    policy = AlarmPolicy()
+    assert pytest.approx((1 - ALARM_THRESHOLD) * MONTH_S / 60) == DEFAULT_CHANCE_ALARMS_PER_MONTH
+    assert policy.threshold_at(60.0) == pytest.approx(0.9999, abs=1e-15)
+    assert policy.threshold_at(300.0) == pytest.approx(0.9995, abs=1e-15)
+    assert policy.threshold_at(10.0) == pytest.approx(1 - 1e-4 / 6, abs=1e-15)
+    assert policy.threshold_at(86400.0) == 0.99  # never below the expected range's score
+    assert policy.threshold_at(0.0) == policy.threshold_at(60.0)  # one point: the reference
+    # Chance alarms per month are the same at every step: points per month × tail.
+    for step in (10.0, 60.0, 300.0, 3600.0):
+        assert MONTH_S / step * (1 - policy.threshold_at(step)) == pytest.approx(4.32)
+    # A fixed threshold (a policy file's, a request's) holds at every step.
+    fixed = AlarmPolicy(threshold=0.999)
+    assert fixed.threshold_at(10.0) == fixed.threshold_at(300.0) == 0.999
+    assert AlarmPolicy(chance_alarms_per_month=43.2).threshold_at(60.0) == pytest.approx(0.999)
+    with pytest.raises(ValueError, match="chance_alarms_per_month"):
+        AlarmPolicy(chance_alarms_per_month=0)
+
+
+def test_incidents_and_pages_use_the_threshold_of_the_series_step():
+    # 0.9997 is below the 1-minute threshold (0.9999) and above the 5-minute one (0.9995).
+    for step, expected in (("1min", 0), ("5min", 1)):
+        index = pd.date_range("2026-01-01", periods=60, freq=step, tz="UTC")
+        scores = np.zeros(60)
+        scores[30:33] = 0.9997
+        assert len(find_incidents(index, scores, "m")) == expected
+        assert len(AlarmPolicy().pages(index.as_unit("ns").asi8, scores)) == expected
