@@ -85,6 +85,9 @@ class AlarmPolicy:
         Alarmed points less than this many seconds apart are one incident.
     min_points
         Alarmed points an incident needs to page (1: every alarm pages).
+    resolve_after_points
+        An incident's alert resolves once this many steps have passed since its last
+        alarmed point (the merge gap still makes a later alarm the same incident).
     lone_point_rarity
         An incident with fewer than ``min_points`` points still pages when
         its peak's tail probability is this many times smaller than the
@@ -105,6 +108,10 @@ class AlarmPolicy:
     # later. The lone-point exception (lone_point_rarity) keeps a single huge spike paging at
     # once, so requiring confirmation does not cost the spikes.
     min_points: int = 2
+    # An alert ends a few steps after the problem, not a merge gap later: an on-call engineer
+    # who fixed it sees it resolve. Three quiet steps ride over a point that just misses the
+    # threshold in the middle of a spike.
+    resolve_after_points: int = 3
     lone_point_rarity: float = 1000.0
     criticality: Mapping[str, int] = dataclasses.field(
         default_factory=lambda: dict(DEFAULT_CRITICALITY)
@@ -121,6 +128,8 @@ class AlarmPolicy:
             raise ValueError(f"merge_gap_s={self.merge_gap_s} must be a finite number >= 0")
         if self.min_points < 1:
             raise ValueError(f"min_points={self.min_points} must be >= 1")
+        if self.resolve_after_points < 1:
+            raise ValueError(f"resolve_after_points={self.resolve_after_points} must be >= 1")
         if not (self.lone_point_rarity >= 1 and math.isfinite(self.lone_point_rarity)):
             raise ValueError(f"lone_point_rarity={self.lone_point_rarity} must be a finite "
                              "number >= 1")

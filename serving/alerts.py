@@ -2,10 +2,13 @@
 
 Each alert has the shape of an alert in Alertmanager's webhook payload
 (``status``, ``labels``, ``annotations``, ``startsAt``, ``endsAt``,
-``generatorURL``, ``fingerprint``). An incident still going on at the end of
-the scored window is ``firing`` with the zero ``endsAt`` Alertmanager uses
-for open alerts; one that ended earlier in the window is ``resolved`` at its
-last alarmed point plus one step. The fingerprint is, as in Alertmanager, a
+``generatorURL``, ``fingerprint``). An incident is ``firing`` (with the zero
+``endsAt`` Alertmanager uses for open alerts) until the alarm policy's
+``resolve_after_points`` steps have passed since its last alarmed point, then
+``resolved`` at that point plus one step: it ends a few steps after the
+problem, whatever the window length or the merge gap. An incident that alarms
+again within the merge gap is the same incident (same ``startsAt``), and fires
+again. The fingerprint is, as in Alertmanager, a
 hash of the label set alone, so the same alert sent by successive requests
 has the same fingerprint.
 """
@@ -46,21 +49,21 @@ def fingerprint(labels: dict[str, str]) -> str:
 
 
 def _status(end: dt.datetime, window_end: dt.datetime, step: dt.timedelta,
-            merge_gap: dt.timedelta) -> tuple[Literal["firing", "resolved"], dt.datetime]:
-    if window_end - end <= merge_gap:
+            resolve_after: dt.timedelta) -> tuple[Literal["firing", "resolved"], dt.datetime]:
+    if window_end - end < resolve_after:
         return "firing", OPEN_END
     return "resolved", end + step
 
 
 def series_alerts(result: SeriesVerdict, window_end: dt.datetime, step: dt.timedelta,
-                  merge_gap: dt.timedelta, generator_url: str) -> list[Alert]:
+                  resolve_after: dt.timedelta, generator_url: str) -> list[Alert]:
     ranges = {a.timestamp: (a.expected_low, a.expected_high) for a in result.anomalies}
     alerts = []
     for incident in result.incidents:
         labels = {"alertname": ALERT_NAME, "service": result.service, "metric": result.metric,
                   "severity": incident.severity}
         low, high = ranges.get(incident.peak_at, (float("nan"), float("nan")))
-        status, ends = _status(incident.end, window_end, step, merge_gap)
+        status, ends = _status(incident.end, window_end, step, resolve_after)
         alerts.append(Alert(
             status=status, labels=labels,
             annotations={"summary": f"{result.metric} of {result.service} is anomalous",
@@ -74,10 +77,10 @@ def series_alerts(result: SeriesVerdict, window_end: dt.datetime, step: dt.timed
 
 
 def service_alerts(incident: ServiceIncident, window_end: dt.datetime, step: dt.timedelta,
-                   merge_gap: dt.timedelta, generator_url: str) -> Alert:
+                   resolve_after: dt.timedelta, generator_url: str) -> Alert:
     labels = {"alertname": SERVICE_ALERT_NAME, "service": incident.service,
               "metric": incident.peak_metric, "severity": incident.severity}
-    status, ends = _status(incident.end, window_end, step, merge_gap)
+    status, ends = _status(incident.end, window_end, step, resolve_after)
     return Alert(
         status=status, labels=labels,
         annotations={"summary": f"{', '.join(incident.metrics)} of {incident.service} no longer "

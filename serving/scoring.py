@@ -213,7 +213,7 @@ def _verdict(window: Window, scored: SeriesScores, policy: AlarmPolicy) -> Serie
 def _alerts(windows: Sequence[Window], results: list[SeriesVerdict],
             incidents: list[ServiceIncident], policy: AlarmPolicy,
             generator_url: str) -> list[Alert]:
-    gap = dt.timedelta(seconds=policy.merge_gap_s)
+    quiet = policy.resolve_after_points
     out = []
     ends: dict[str, tuple[dt.datetime, dt.timedelta]] = {}
     for window, result in zip(windows, results, strict=True):
@@ -221,8 +221,8 @@ def _alerts(windows: Sequence[Window], results: list[SeriesVerdict],
         end = stamps[-1].to_pydatetime()
         step = (end - stamps[-2].to_pydatetime()) if len(stamps) > 1 else dt.timedelta(minutes=1)
         ends[window.service] = max(ends.get(window.service, (end, step)), (end, step))
-        out.extend(series_alerts(result, end, step, gap, generator_url))
+        out.extend(series_alerts(result, end, step, quiet * step, generator_url))
     for incident in incidents:
         end, step = ends[incident.service]
-        out.append(service_alerts(incident, end, step, gap, generator_url))
+        out.append(service_alerts(incident, end, step, quiet * step, generator_url))
     return out

@@ -98,6 +98,7 @@ def test_incident_severity_uses_its_duration():
     ("values", "field"),
     [
         ({"threshold": 1.0}, "threshold"),
+        ({"resolve_after_points": 0}, "resolve_after_points"),
         ({"merge_gap_s": -1}, "merge_gap_s"),
         ({"min_points": 0}, "min_points"),
         ({"criticality": {"cpu": 7}}, "criticality of 'cpu'"),

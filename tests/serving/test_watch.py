@@ -106,8 +106,9 @@ def live(prometheus_url: str, alertmanager_url: str = "http://127.0.0.1:9") -> L
 
 @pytest.fixture
 def watch_settings(settings):
-    # Incidents end 5 minutes after their last alarmed point (the default is an hour).
-    return settings.replace(alarm_policy=AlarmPolicy(merge_gap_s=300))
+    # The policy as it ships: a one-hour merge gap, alerts resolved three quiet steps after.
+    assert settings.alarm_policy == AlarmPolicy()
+    return settings
 
 
 def at(seconds: int) -> dt.datetime:
@@ -141,16 +142,21 @@ def test_alerts_reach_alertmanager_once_then_resolve(spiky_prometheus, start_ale
     assert "expected range" in firing[0]["annotations"]["description"]
     assert firing[0]["startsAt"].startswith(at(spike_at).strftime("%Y-%m-%dT%H:%M"))
     # Later cycles while it still fires tell Alertmanager nothing new.
-    still = watcher.cycle(end=at(spike_at + 180))
+    still = watcher.cycle(end=at(spike_at + 90))  # the spike goes on
     assert not still.fired and not still.kept_open and len(posts) == 1
     listed = httpx.get(f"{alertmanager.url}/api/v2/alerts",
                        params={"filter": f'alertname="{ALERT_NAME}"'}, timeout=5).json()
     assert len(listed) == 1 and listed[0]["status"]["state"] == "active"
 
-    after = watcher.cycle(end=at(spike_at + SPIKE_LENGTH_S + 600))
+    # The spike's last point is at +110 s: three quiet 10 s steps later the alert resolves, with
+    # the window still an hour long and the merge gap an hour.
+    last = spike_at + SPIKE_LENGTH_S - STEP_S
+    assert not watcher.cycle(end=at(last + 2 * STEP_S)).resolved
+    after = watcher.cycle(end=at(last + 3 * STEP_S))
     assert len(after.resolved) == 1 and len(posts) == 2
     resolved = webhook.wait_for("resolved")
     assert len(resolved) == 1 and resolved[0]["labels"] == firing[0]["labels"]
+    assert resolved[0]["endsAt"].startswith(at(last + STEP_S).strftime("%Y-%m-%dT%H:%M:%S"))
     quiet = watcher.cycle(end=at(spike_at + SPIKE_LENGTH_S + 660))
     assert not (quiet.fired or quiet.resolved) and len(posts) == 2
     time.sleep(2.5)  # two more group intervals: nothing else may arrive
