@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from features.schema import METRIC, SERVICE, TIMESTAMP, VALUE
-from models.alarms import ALARM_THRESHOLD, AlarmPolicy
+from models.alarms import AlarmPolicy
 from models.bundle import DetectorBundle
 from models.thresholds import DynamicThresholdDetector
 
@@ -25,11 +25,12 @@ def test_is_anomaly_is_the_alarm_policys_default_threshold():
     frame = pd.DataFrame({TIMESTAMP: index[-288:], SERVICE: "checkout", METRIC: "latency_p99",
                           VALUE: window})
     scored = model.predict(None, frame)
-    assert AlarmPolicy().threshold == ALARM_THRESHOLD
+    threshold = AlarmPolicy().threshold_at(300.0)  # the policy's, at this 5-minute step
+    assert threshold == 0.9995
     np.testing.assert_array_equal(scored["is_anomaly"].to_numpy(),
-                                  scored["score"].to_numpy() >= ALARM_THRESHOLD)
+                                  scored["score"].to_numpy() >= threshold)
     assert scored["is_anomaly"].iloc[150]
     # Scores between the expected range's 0.99 and the paging threshold are not anomalies.
-    between = scored["score"].between(0.99, ALARM_THRESHOLD, inclusive="left")
+    between = scored["score"].between(0.99, threshold, inclusive="left")
     assert between.iloc[50] and between.sum() >= 1
     assert not scored.loc[between, "is_anomaly"].any()
