@@ -304,3 +304,21 @@ def test_window_values_beyond_the_largest_magnitude_are_refused(client, live_win
     assert response.status_code == 422
     assert response.json()["detail"][0].startswith("series.0.values.3: ")
     assert "1e+30" in response.json()["detail"][0]
+
+
+def test_unrelated_incidents_of_a_service_are_not_merged_and_keep_their_own_diagnosis(
+        service_client):
+    """Latency up, then 50 minutes later CPU up while load is normal: within the one-hour merge
+    gap, but the first ended long before the second began, so they are two incidents."""
+    client, service_frame = service_client
+    window = service_frame(seed=5, start="2026-01-09").iloc[:120].drop(columns="unrelated")
+    window.iloc[60:66, window.columns.get_loc("latency_p99")] *= 1.6
+    window.iloc[76:82, window.columns.get_loc("cpu_utilization")] *= 1.8
+    body = {"series": [window_body(window[m], service="api", metric=m) for m in window.columns]}
+    incidents = client.post("/v1/score", json=body).json()["service_incidents"]
+    assert len(incidents) == 2, incidents
+    latency, cpu = sorted(incidents, key=lambda i: i["start"])
+    assert latency["metrics"] == ["latency_p99"] and "cpu_utilization" in cpu["metrics"]
+    assert latency["end"] < window.index[70].strftime("%Y-%m-%dT%H:%M:%SZ") <= cpu["start"]
+    assert latency["diagnosis"].startswith("latency_p99 high while")
+    assert cpu["diagnosis"] != latency["diagnosis"]  # its own reading, not the older one's
