@@ -17,12 +17,15 @@ A CSV file is a stream in the order of its rows, as real ones come:
   stream has already scored what came after it, so it gets no score (an empty
   cell) and changes no other score;
 * gaps, irregular or changing steps and a start at any time of day are scored as
-  they come (each detector reads a gap as missing values, not as zeros).
+  they come (each detector reads a gap as missing values, not as zeros); a constant
+  stretch is scored as values like any others (a stuck value pages at most where it
+  leaves the expected range, not for its length).
 
 The counts of repeated and late rows are logged and returned. With a policy, a
 ``page`` column marks the rows at which it would page
 (:meth:`models.alarms.AlarmPolicy.pages`): the instant a pager rings, once per
-incident.
+incident, at the policy's threshold for the series' median step (the service takes
+each window's: the same for a series that keeps its step).
 """
 
 from __future__ import annotations

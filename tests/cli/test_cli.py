@@ -268,3 +268,44 @@ def test_pages_mark_where_the_default_policy_pages_once_per_incident(tmp_path, c
     assert main(["detect", str(csv), "--out", str(tmp_path / "o.csv"),
                  "--alarm-policy", str(loose)]) == 1
     assert "add --pages" in capsys.readouterr().err
+
+
+def _stream(kind: str, seed: int = 0) -> pd.DataFrame:
+    """Two days and a half of a 5-minute daily cycle, bent the way real streams are."""
+    rng = np.random.default_rng(seed)
+    n = 720
+    index = pd.date_range("2014-02-14 14:30", periods=n, freq="5min")
+    values = 10 + 3 * np.sin(np.arange(n) * 2 * np.pi / 288) + rng.normal(0, 0.3, n)
+    if kind == "long gap":  # a day and an hour without data
+        keep = np.r_[0:300, 600:n]
+        index, values = index[keep], values[keep]
+    elif kind == "changing step":  # 5-minute steps, then 1-minute ones
+        fine = pd.date_range(index[399] + pd.Timedelta("1min"), periods=1600, freq="1min")
+        phase = (400 * 5 + np.arange(1600)) * 2 * np.pi / 1440
+        index = index[:400].append(fine)
+        values = np.r_[values[:400], 10 + 3 * np.sin(phase) + rng.normal(0, 0.3, 1600)]
+    elif kind == "jittered":  # scrapes up to 40 s early or late
+        index = index + pd.to_timedelta(rng.integers(-40, 40, n), unit="s")
+    elif kind == "odd start":  # starts mid-day, off the minute
+        index = index + pd.Timedelta("3h07min12s")
+    elif kind == "constant stretch":  # a stuck sensor for 10 hours
+        values[400:520] = values[399]
+    return pd.DataFrame({"timestamp": index.strftime("%Y-%m-%d %H:%M:%S"), "value": values})
+
+
+@pytest.mark.parametrize("kind", ["long gap", "changing step", "jittered", "odd start",
+                                  "constant stretch"])
+def test_real_stream_shapes_are_scored_row_for_row_and_do_not_page_by_themselves(kind, tmp_path):
+    """Each shape as documented in training/replay.py: every row scored, in order, at the
+    default detectors and alarm policy; none of these shapes pages (a stuck value pages at
+    most once, where it departs from the expected range)."""
+    rows = _stream(kind)
+    csv = tmp_path / "f" / "stream.csv"
+    csv.parent.mkdir()
+    rows.to_csv(csv, index=False)
+    assert main(["detect", str(csv), "--out", str(tmp_path / "o.csv"), "--pages"]) == 0
+    scores = pd.read_csv(tmp_path / "o.csv")
+    assert scores["timestamp"].tolist() == rows["timestamp"].tolist()
+    assert scores["anomaly_score"].notna().all() and scores["anomaly_score"].between(0, 1).all()
+    assert scores["page"].sum() <= (1 if kind == "constant stretch" else 0), \
+        scores.loc[scores["page"] == 1]
