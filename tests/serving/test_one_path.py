@@ -31,7 +31,7 @@ TRAIN_FRACTION = 0.5
 
 @pytest.fixture(scope="module")
 def noisy_prometheus(start_prometheus, tmp_path_factory):
-    """4 h of seeded noisy samples every 10 s, ending 5 minutes ago, with a level shift.
+    """4 h of seeded noisy samples every 10 s, ending 5 minutes ago, with two level shifts.
 
     The values are the same in every run, whatever the clock: only the timestamps move.
     """
@@ -40,7 +40,8 @@ def noisy_prometheus(start_prometheus, tmp_path_factory):
     stamps = range(end - WINDOW_S + STEP_S, end + 1, STEP_S)
     rng = np.random.default_rng(14)
     values = 0.5 + 0.02 * rng.standard_normal(len(stamps))
-    values[-300:-240] += 0.3  # ten minutes, 40 minutes before the end
+    values[-650:-590] += 0.3  # ten minutes, ending 98 minutes before the end: resolved
+    values[-6:] += 0.3  # the last minute, more than the merge gap later: still firing
     lines = ["# TYPE one_path_cpu gauge"]
     lines += [f'one_path_cpu{{service="checkout"}} {float(v)!r} {t}' for t, v in zip(stamps, values,
                                                                             strict=True)]
@@ -84,8 +85,17 @@ def test_replay_api_and_watch_agree_on_one_stream(noisy_prometheus, settings):
     watcher = Watcher(config, ModelHolder(model), served, post=posted.extend)
     report = watcher.cycle(end=end.to_pydatetime())
     assert report.scored == ["checkout/cpu"] and not report.failed
+    # The replay pages where the service's incidents are confirmed: one page each.
+    incidents = result["incidents"]
+    assert len(incidents) == 2, incidents
+    pages = AlarmPolicy().pages(stream.index.as_unit("ns").asi8, replayed.to_numpy())
+    paged_at = stream.index[pages]
+    assert len(paged_at) == len(incidents)
+    for at, incident in zip(paged_at, incidents, strict=True):
+        assert pd.Timestamp(incident["start"]) <= at <= pd.Timestamp(incident["end"])
+
     from_api = answer.json()["alerts"]
-    assert from_api, "the level shift should page: the comparison would be empty"
+    assert [a["status"] for a in from_api] == ["resolved", "firing"], from_api
     from_watch = [dataclasses.asdict(a) for a in posted]
     # The watcher sets endsAt for Alertmanager's sake and links its alerts to Prometheus'
     # graph of the query; the rest is the API's alert.
