@@ -35,7 +35,8 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     if replayed.n_late:
         notes.append(f"{replayed.n_late} late rows (earlier than a row before them) not scored")
     if replayed.n_pages is not None:
-        at = ", ".join(f"{t:.10g}" for t in replayed.thresholds)
+        low, high = min(replayed.thresholds), max(replayed.thresholds)
+        at = f"{low:.10g}" if low == high else f"{low:.10g} to {high:.10g}"
         notes.append(f"{replayed.n_pages} pages at threshold {at}")
     print(f"wrote {replayed.n_rows} scored rows to {args.out}"
           + (f" ({'; '.join(notes)})" if notes else ""))

@@ -158,6 +158,15 @@ class AlarmPolicy:
         tail = self.chance_alarms_per_month * step / MONTH_S
         return float(min(max(1.0 - tail, LOWEST_THRESHOLD), 1.0 - 1e-12))
 
+    def thresholds_at(self, steps_s: np.ndarray) -> np.ndarray:
+        """:meth:`threshold_at` of every step in ``steps_s``."""
+        steps = np.asarray(steps_s, dtype="float64")
+        if self.threshold is not None:
+            return np.full(steps.shape, self.threshold)
+        steps = np.where((steps > 0) & np.isfinite(steps), steps, REFERENCE_STEP_S)
+        tail = self.chance_alarms_per_month * steps / MONTH_S
+        return np.clip(1.0 - tail, LOWEST_THRESHOLD, 1.0 - 1e-12)
+
     def at_step(self, step_s: float) -> AlarmPolicy:
         """This policy with its threshold fixed for a series sampled every ``step_s`` seconds."""
         if self.threshold is not None:
@@ -286,7 +295,7 @@ def find_incidents(
 def page_positions(
     timestamps_ns: np.ndarray,
     scores: np.ndarray,
-    threshold: float,
+    threshold: float | np.ndarray,
     merge_gap_s: float,
     min_points: int = 1,
     lone_point_rarity: float = math.inf,
@@ -298,13 +307,15 @@ def page_positions(
     pages at its ``min_points``-th alarmed point, or at its first point whose
     tail probability is ``lone_point_rarity`` times smaller than the
     threshold's if that comes first; an incident that never qualifies does
-    not page. :meth:`AlarmPolicy.pages` applies a policy's settings.
+    not page. ``threshold`` may also be one per point (a stream whose step changes).
+    :meth:`AlarmPolicy.pages` applies a policy's settings.
     """
     values = np.nan_to_num(np.asarray(scores, dtype="float64"), nan=-np.inf)
-    alarmed = np.flatnonzero(values >= threshold)
+    thresholds = np.broadcast_to(np.asarray(threshold, dtype="float64"), values.shape)
+    alarmed = np.flatnonzero(values >= thresholds)
     if alarmed.size == 0:
         return alarmed
-    lone_peak = 1.0 - (1.0 - threshold) / lone_point_rarity
+    lone_peak = 1.0 - (1.0 - thresholds[alarmed]) / lone_point_rarity
     stamps = np.asarray(timestamps_ns, dtype="int64")[alarmed]
     starts = np.concatenate([[True], np.diff(stamps) > merge_gap_s * 1e9])
     group = np.cumsum(starts) - 1

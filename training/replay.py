@@ -24,8 +24,8 @@ A CSV file is a stream in the order of its rows, as real ones come:
 The counts of repeated and late rows are logged and returned. With a policy, a
 ``page`` column marks the rows at which it would page
 (:meth:`models.alarms.AlarmPolicy.pages`): the instant a pager rings, once per
-incident, at the policy's threshold for the series' median step (the service takes
-each window's: the same for a series that keeps its step).
+incident, each row at the policy's threshold for the median step of the rows up to it
+(the service takes each window's: the same for a series that keeps its step).
 """
 
 from __future__ import annotations
@@ -44,12 +44,14 @@ from features.series import split_series, to_series
 from features.store import read_dataset
 from features.timeparse import parse_timestamps
 from features.validation import parse_values
-from models.alarms import AlarmPolicy
+from models.alarms import AlarmPolicy, page_positions
 from models.bundle import DEFAULT_DETECTORS, combine, fit_series
 
 _log = logging.getLogger(__name__)
 
 MIN_TRAIN_POINTS = 10
+#: The rows over which ``--pages`` takes a row's median step: an hour at 10 s, a day at 5 min.
+PAGE_STEP_POINTS = 360
 #: ``aiops detect`` refits daily by default, as the nightly retraining job does in production.
 DEFAULT_RETRAIN_EVERY = pd.Timedelta(days=1)
 
@@ -204,12 +206,21 @@ def detect(
 
 
 def _page_flags(scores: pd.Series, policy: AlarmPolicy, thresholds: set[float]) -> np.ndarray:
-    """1 where ``policy``, at its threshold for the series' step, pages; that threshold is
-    added to ``thresholds``."""
-    resolved = policy.for_index(scores.index)
-    thresholds.add(float(resolved.threshold))
+    """1 where ``policy`` pages; the thresholds used are added to ``thresholds``.
+
+    Each row is judged at the policy's threshold for the median step of the
+    ``PAGE_STEP_POINTS`` rows up to it (the service takes each window's median step): the
+    same threshold throughout for a series that keeps its step, and causal for one that
+    changes it.
+    """
+    stamps = scores.index.as_unit("ns").asi8
+    steps = np.diff(stamps, prepend=stamps[:1] - (stamps[1:2] - stamps[:1])) / 1e9
+    trailing = pd.Series(steps).rolling(PAGE_STEP_POINTS, min_periods=1).median().to_numpy()
+    per_row = policy.thresholds_at(trailing)
+    thresholds.update(np.unique(per_row).tolist())
     flags = np.zeros(len(scores), dtype=int)
-    flags[resolved.pages(scores.index.as_unit("ns").asi8, scores.to_numpy())] = 1
+    flags[page_positions(stamps, scores.to_numpy(), per_row, policy.merge_gap_s,
+                         policy.min_points, policy.lone_point_rarity)] = 1
     return flags
 
 

@@ -56,3 +56,24 @@ def test_replay_with_refits_is_causal():
 def test_a_non_positive_period_is_refused():
     with pytest.raises(ValueError, match="retrain_every"):
         score_series(shifted_series(), ("static_threshold",), 0.2, pd.Timedelta(0))
+
+
+def test_pages_judge_each_row_at_the_threshold_of_its_trailing_step():
+    """A stream that goes from 5-minute to 1-minute steps: 0.9997 is above the 5-minute
+    threshold (0.9995) and below the 1-minute one (0.9999); the replay's pages follow the
+    step of the rows up to each row, as the service follows each window's."""
+    from models.alarms import AlarmPolicy
+    from training.replay import PAGE_STEP_POINTS, _page_flags
+
+    coarse = pd.date_range("2026-01-05", periods=400, freq="5min", tz="UTC")
+    fine = pd.date_range(coarse[-1] + pd.Timedelta("1min"), periods=3 * PAGE_STEP_POINTS,
+                         freq="1min", tz="UTC")
+    scores = pd.Series(0.5, index=coarse.append(fine))
+    scores.iloc[[200, 201]] = 0.9997  # two alarmed points: confirmed at 5 minutes
+    scores.iloc[[400 + 2 * PAGE_STEP_POINTS, 401 + 2 * PAGE_STEP_POINTS]] = 0.9997
+    seen: set[float] = set()
+    flags = _page_flags(scores, AlarmPolicy(), seen)
+    assert np.flatnonzero(flags).tolist() == [201]
+    assert min(seen) == pytest.approx(0.9995) and max(seen) == pytest.approx(0.9999)
+    # Scores of early rows do not depend on later rows, nor do their pages.
+    assert _page_flags(scores.iloc[:300], AlarmPolicy(), set()).tolist() == flags[:300].tolist()
