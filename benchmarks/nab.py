@@ -63,16 +63,23 @@ DEFAULT_OUT = Path("benchmarks/results/nab.json")
 _ZERO = FileScore(raw=0.0, null=0.0, perfect=0.0, n_windows=0, n_tp=0, n_fn=0, n_fp=0)
 
 
-def _replay(task: tuple[str, str | None, float, str | None]) -> tuple[str, np.ndarray, np.ndarray]:
-    """Run ``aiops detect`` on one file; its timestamps (ns, UTC) and scores, one per row."""
-    path, detector, train_fraction, retrain_every = task
+Replay = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _replay(task: tuple[str, str | None, float, str | None, AlarmPolicy]
+            ) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+    """Run ``aiops detect --pages`` on one file: its timestamps (ns, UTC), scores and pages
+    under ``policy``, one per row."""
+    path, detector, train_fraction, retrain_every, policy = task
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "scores.csv"
         detect(path, out, detector=detector, train_fraction=train_fraction,
-               retrain_every=None if retrain_every == "never" else pd.Timedelta(retrain_every))
-        rows = pd.read_csv(out, usecols=["timestamp", "anomaly_score"])
+               retrain_every=None if retrain_every == "never" else pd.Timedelta(retrain_every),
+               policy=policy)
+        rows = pd.read_csv(out, usecols=["timestamp", "anomaly_score", "page"])
     stamps = pd.to_datetime(rows["timestamp"], utc=True, format="mixed")
-    return path, stamps.to_numpy(dtype="datetime64[ns]"), rows["anomaly_score"].to_numpy(float)
+    return (path, stamps.to_numpy(dtype="datetime64[ns]"), rows["anomaly_score"].to_numpy(float),
+            rows["page"].to_numpy(dtype=bool))
 
 
 def _files(nab: Path) -> list[Path]:
@@ -100,10 +107,11 @@ def _windows(nab: Path, files: Sequence[Path]) -> dict[Path, list]:
 
 
 def _run_detector(
-    name: str, files: Sequence[Path], train_fraction: float, retrain_every: str | None, jobs: int
-) -> tuple[dict[Path, tuple[np.ndarray, np.ndarray]], float]:
+    name: str, files: Sequence[Path], train_fraction: float, retrain_every: str | None, jobs: int,
+    deployed: AlarmPolicy,
+) -> tuple[dict[Path, Replay], float]:
     detector = None if name == COMBINED else name
-    tasks = [(str(path), detector, train_fraction, retrain_every) for path in files]
+    tasks = [(str(path), detector, train_fraction, retrain_every, deployed) for path in files]
     started = time.perf_counter()
     if jobs > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
@@ -111,7 +119,7 @@ def _run_detector(
     else:
         results = [_replay(task) for task in tasks]
     seconds = time.perf_counter() - started
-    return {Path(path): (stamps, scores) for path, stamps, scores in results}, seconds
+    return {Path(path): (stamps, scores, pages) for path, stamps, scores, pages in results}, seconds
 
 
 def _finite(value: float) -> float | None:
@@ -119,33 +127,27 @@ def _finite(value: float) -> float | None:
 
 
 def _evaluate(
-    replays: dict[Path, tuple[np.ndarray, np.ndarray]],
+    replays: dict[Path, Replay],
     windows: dict[Path, list],
     merge_gap: pd.Timedelta | None,
     policy: AlarmPolicy,
-    deployed: AlarmPolicy,
 ) -> dict[str, dict]:
     """Per profile: the score as deployed, and tuned (threshold, overall, per folder).
 
-    As deployed: the pages of ``deployed`` at its own threshold. Tuned: with
-    ``merge_gap``, alarms are incident onsets confirmed as ``policy`` does;
-    without, every row at or above the swept threshold is an alarm.
+    As deployed: the pages ``aiops detect --pages`` marked. Tuned: with ``merge_gap``,
+    alarms are incident onsets confirmed as ``policy`` does; without, every row at or
+    above the swept threshold is an alarm.
     """
     corpus = {
         path: ScoredFile(stamps, scores, windows[path], probation_length(len(stamps)))
-        for path, (stamps, scores) in replays.items()
+        for path, (stamps, scores, _) in replays.items()
     }
+    pages = {path: paged for path, (_, _, paged) in replays.items()}
 
     def alarms(f: ScoredFile, threshold: float) -> np.ndarray:
         if merge_gap is None:
             return f.scores >= threshold
         return onset_alarms(f.timestamps, f.scores, threshold, merge_gap, policy)
-
-    def deployed_alarms(f: ScoredFile) -> np.ndarray:
-        """The pages of the policy at its own threshold: what ``aiops detect --pages`` marks."""
-        resolved = deployed.for_index(pd.DatetimeIndex(f.timestamps))
-        return onset_alarms(f.timestamps, f.scores, resolved.threshold,
-                            pd.Timedelta(seconds=resolved.merge_gap_s), resolved)
 
     results = {}
     for profile_name, profile in PROFILES.items():
@@ -165,8 +167,7 @@ def _evaluate(
             folders[folder] = folders[folder] + result if folder in folders else result
         total = sum(per_file.values(), start=_ZERO)
         as_deployed = {
-            path: score_file(f.timestamps, deployed_alarms(f), f.windows, profile,
-                             f.probation_rows)
+            path: score_file(f.timestamps, pages[path], f.windows, profile, f.probation_rows)
             for path, f in corpus.items()
         }
         results[profile_name] = {
@@ -298,12 +299,12 @@ def main() -> None:
     started = time.perf_counter()
     for name in names:
         replays, seconds[name] = _run_detector(name, files, args.train_fraction,
-                                               args.retrain_every, args.jobs)
+                                               args.retrain_every, args.jobs, deployed)
         merge_gap = pd.Timedelta(seconds=args.merge_gap_s) if args.alarms == "onset" else None
-        results[name] = _evaluate(replays, windows, merge_gap, policy, deployed)
+        results[name] = _evaluate(replays, windows, merge_gap, policy)
         print(f"  {name}: detect over {len(files)} files in {seconds[name]:.1f} s")
     repeats = {f"{p.parent.name}/{p.name}": int(pd.Index(stamps).duplicated().sum())
-               for p, (stamps, _) in replays.items()}
+               for p, (stamps, _, _) in replays.items()}
     repeats = {k: v for k, v in repeats.items() if v}
     if repeats:
         print("  note: rows repeating a timestamp carry the score of the first (aiops detect): "
