@@ -78,7 +78,7 @@ class AlarmPolicy:
     chance_alarms_per_month
         Points of one series per 30 days that may score at or above the threshold by
         chance, were the scores calibrated: the threshold is ``1 − budget × step / 30
-        days`` (at most ``LOWEST_THRESHOLD`` below 1), so a series alarms as often in time
+        days`` (never below ``LOWEST_THRESHOLD``), so a series alarms as often in time
         whatever its step. Pages are fewer: alarmed points merge into incidents and an
         incident pages once confirmed.
     merge_gap_s
@@ -100,8 +100,8 @@ class AlarmPolicy:
     chance_alarms_per_month: float = DEFAULT_CHANCE_ALARMS_PER_MONTH
     # An alarm within the hour after the last one is the same incident: one page, as an
     # alerting stack's repeat interval would group it. A longer gap pages a flapping metric
-    # less often, but it may merge distinct incidents, and an alert stays firing for the gap
-    # after its last alarm, so it also resolves later; an hour is the compromise.
+    # less often but may merge distinct incidents; an hour is the compromise. (Its alert
+    # resolves sooner, after resolve_after_points quiet steps, and fires again if it returns.)
     merge_gap_s: float = 3600.0
     # One alarmed point is one in ten thousand by chance; two in an hour are far rarer, so
     # waiting for a second point removes most chance pages at the cost of paging one point
@@ -152,11 +152,7 @@ class AlarmPolicy:
         days``, within ``[LOWEST_THRESHOLD, 1)``. Without a step (a one-point window) the
         reference step's, one minute.
         """
-        if self.threshold is not None:
-            return self.threshold
-        step = step_s if step_s > 0 and math.isfinite(step_s) else REFERENCE_STEP_S
-        tail = self.chance_alarms_per_month * step / MONTH_S
-        return float(min(max(1.0 - tail, LOWEST_THRESHOLD), 1.0 - 1e-12))
+        return float(self.thresholds_at(np.array([step_s]))[0])
 
     def thresholds_at(self, steps_s: np.ndarray) -> np.ndarray:
         """:meth:`threshold_at` of every step in ``steps_s``."""
