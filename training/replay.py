@@ -25,7 +25,8 @@ The counts of repeated and late rows are logged and returned. With a policy, a
 ``page`` column marks the rows at which it would page
 (:meth:`models.alarms.AlarmPolicy.pages`): the instant a pager rings, once per
 incident, each row at the policy's threshold for the median step of the rows up to it
-(the service takes each window's: the same for a series that keeps its step).
+(the service takes each window's: the same for a series that keeps its step). The first
+fit's training rows never page: the service had not scored them live.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def score_series(
         raise ValueError(f"train_fraction={train_fraction} must lie in (0, 1)")
     if retrain_every is not None and retrain_every <= pd.Timedelta(0):
         raise ValueError(f"retrain_every={retrain_every} must be positive")
-    n_train = max(int(len(series) * train_fraction), MIN_TRAIN_POINTS)
+    n_train = training_rows(len(series), train_fraction)
     if n_train >= len(series):
         raise ValueError(
             f"series has {len(series)} points; need more than {MIN_TRAIN_POINTS} to fit and score"
@@ -89,6 +90,11 @@ def score_series(
         segment = combine({name: d.score(scored).to_numpy()[lo:] for name, d in detectors.items()})
         combined[lo:end] = segment
     return pd.Series(combined, index=series.index, name="anomaly_score")
+
+
+def training_rows(n_rows: int, train_fraction: float) -> int:
+    """The rows of a series the first fit sees (and scores in sample)."""
+    return max(int(n_rows * train_fraction), MIN_TRAIN_POINTS)
 
 
 def _segments(
@@ -160,7 +166,7 @@ def detect(
                  VALUE: rows[VALUE].to_numpy(), "anomaly_score": scores.to_numpy()}
             )
             if policy is not None:
-                part["page"] = _page_flags(scores, policy, thresholds)
+                part["page"] = _page_flags(scores, policy, thresholds, train_fraction)
             if IS_ANOMALY in rows.columns:
                 part["label"] = rows[IS_ANOMALY].astype(int).to_numpy()
             parts.append(part)
@@ -181,7 +187,8 @@ def detect(
              "anomaly_score": np.where(late, np.nan, scores.reindex(index).to_numpy())}
         )
         if policy is not None:
-            flags = pd.Series(_page_flags(scores, policy, thresholds), index=scores.index)
+            flags = pd.Series(_page_flags(scores, policy, thresholds, train_fraction),
+                              index=scores.index)
             # A page rings once: at the row that brought its timestamp, not at a repeat.
             result["page"] = np.where(taken, flags.reindex(index).fillna(0).to_numpy(), 0)
         if "label" in raw.columns:
@@ -205,8 +212,11 @@ def detect(
                     thresholds=tuple(sorted(thresholds)))
 
 
-def _page_flags(scores: pd.Series, policy: AlarmPolicy, thresholds: set[float]) -> np.ndarray:
+def _page_flags(scores: pd.Series, policy: AlarmPolicy, thresholds: set[float],
+                train_fraction: float) -> np.ndarray:
     """1 where ``policy`` pages; the thresholds used are added to ``thresholds``.
+
+    The first fit's training rows never page: the service had not scored them live.
 
     Each row is judged at the policy's threshold for the median step of the
     ``PAGE_STEP_POINTS`` rows up to it (the service takes each window's median step): the
@@ -218,8 +228,10 @@ def _page_flags(scores: pd.Series, policy: AlarmPolicy, thresholds: set[float]) 
     trailing = pd.Series(steps).rolling(PAGE_STEP_POINTS, min_periods=1).median().to_numpy()
     per_row = policy.thresholds_at(trailing)
     thresholds.update(np.unique(per_row).tolist())
+    live = scores.to_numpy().copy()
+    live[:training_rows(len(scores), train_fraction)] = np.nan
     flags = np.zeros(len(scores), dtype=int)
-    flags[page_positions(stamps, scores.to_numpy(), per_row, policy.merge_gap_s,
+    flags[page_positions(stamps, live, per_row, policy.merge_gap_s,
                          policy.min_points, policy.lone_point_rarity)] = 1
     return flags
 

@@ -72,8 +72,11 @@ def test_pages_judge_each_row_at_the_threshold_of_its_trailing_step():
     scores.iloc[[200, 201]] = 0.9997  # two alarmed points: confirmed at 5 minutes
     scores.iloc[[400 + 2 * PAGE_STEP_POINTS, 401 + 2 * PAGE_STEP_POINTS]] = 0.9997
     seen: set[float] = set()
-    flags = _page_flags(scores, AlarmPolicy(), seen)
+    flags = _page_flags(scores, AlarmPolicy(), seen, train_fraction=0.01)
     assert np.flatnonzero(flags).tolist() == [201]
     assert min(seen) == pytest.approx(0.9995) and max(seen) == pytest.approx(0.9999)
     # Scores of early rows do not depend on later rows, nor do their pages.
-    assert _page_flags(scores.iloc[:300], AlarmPolicy(), set()).tolist() == flags[:300].tolist()
+    early = _page_flags(scores.iloc[:300], AlarmPolicy(), set(), train_fraction=0.01 * 3)
+    assert early.tolist() == flags[:300].tolist()
+    # Rows the first fit saw never page: the service had not scored them.
+    assert not _page_flags(scores, AlarmPolicy(), set(), train_fraction=0.2).any()
