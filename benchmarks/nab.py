@@ -52,7 +52,6 @@ from models.nab import (
     sweep_onset_threshold,
     sweep_threshold,
 )
-from serving.settings import load_alarm_policy
 from training.replay import detect
 
 COMBINED = "combined"
@@ -282,7 +281,7 @@ def main() -> None:
     files = [f for f in files if f in windows]
     n_windows = sum(len(w) for w in windows.values())
     policy = AlarmPolicy(merge_gap_s=args.merge_gap_s, min_points=args.min_points)
-    deployed = load_alarm_policy(args.alarm_policy) if args.alarm_policy else AlarmPolicy()
+    deployed = AlarmPolicy.from_file(args.alarm_policy) if args.alarm_policy else AlarmPolicy()
     print(f"as deployed: {'the policy of ' + str(args.alarm_policy) if args.alarm_policy else 'the default alarm policy'} "
           f"(threshold {_policy_threshold(deployed)}, merge gap {deployed.merge_gap_s:g} s, "
           f"{deployed.min_points} points or one {deployed.lone_point_rarity:g} times rarer)")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 from models.alarms import AlarmPolicy
 from models.bundle import DEFAULT_DETECTORS
@@ -45,10 +44,8 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
 def _alarm_policy(path: str | None) -> AlarmPolicy:
     """The policy the service pages with: ``path``, else ``AIOPS_ALARM_POLICY``, else the default."""
-    from serving.settings import load_alarm_policy
-
     path = path or os.environ.get("AIOPS_ALARM_POLICY")
-    return load_alarm_policy(Path(path)) if path else AlarmPolicy()
+    return AlarmPolicy.from_file(path) if path else AlarmPolicy()
 
 
 def _cmd_forecast(args: argparse.Namespace) -> int:

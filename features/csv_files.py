@@ -34,6 +34,12 @@ def read_value_csv(
     ``realAWSCloudwatch/ec2_cpu_utilization_24ae8d.csv`` becomes service
     ``realAWSCloudwatch``, metric ``ec2_cpu_utilization_24ae8d``.
     """
+    return value_frame(path, read_csv_text(path), service=service, metric=metric,
+                       duplicates=duplicates)
+
+
+def read_csv_text(path: str | Path) -> pd.DataFrame:
+    """A ``timestamp,value`` CSV's cells as text, its two columns checked to be there."""
     path = Path(path)
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -48,20 +54,18 @@ def read_value_csv(
                 file=str(path),
                 column=column,
             )
-    frame = pd.DataFrame(
-        {
-            TIMESTAMP: raw[TIMESTAMP],
-            SERVICE: service or path.parent.name or "default",
-            METRIC: metric or path.stem,
-            VALUE: raw[VALUE],
-        }
-    )
-    return validate_frame(frame, file=str(path), naive_timestamps="utc", duplicates=duplicates)
+    return raw
 
 
-def read_value_csv_rows(path: str | Path, raw: pd.DataFrame, *, service: str | None = None,
-                        metric: str | None = None) -> pd.DataFrame:
-    """:func:`read_value_csv` of rows already read as text (``raw``, from ``path``)."""
+def value_frame(
+    path: str | Path,
+    raw: pd.DataFrame,
+    *,
+    service: str | None = None,
+    metric: str | None = None,
+    duplicates: DuplicatePolicy = "error",
+) -> pd.DataFrame:
+    """Rows of :func:`read_csv_text` (all, or some) in the long format, as :func:`read_value_csv`."""
     path = Path(path)
     frame = pd.DataFrame(
         {
@@ -71,7 +75,7 @@ def read_value_csv_rows(path: str | Path, raw: pd.DataFrame, *, service: str | N
             VALUE: raw[VALUE].to_numpy(),
         }
     )
-    return validate_frame(frame, file=str(path), naive_timestamps="utc")
+    return validate_frame(frame, file=str(path), naive_timestamps="utc", duplicates=duplicates)
 
 
 def load_windows(path: str | Path) -> dict[str, list[tuple[pd.Timestamp, pd.Timestamp]]]:

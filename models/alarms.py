@@ -25,8 +25,10 @@ configurable.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -180,6 +182,15 @@ class AlarmPolicy:
             raise ValueError("the alarm policy's threshold depends on the series' step; "
                              "resolve it with at_step() or for_index() first")
         return self.threshold
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> AlarmPolicy:
+        """A policy from a JSON file such as ``{"threshold": 0.995, "merge_gap_s": 900,
+        "criticality": {"payments_latency": 1}}``; errors name the file."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, ValueError, TypeError) as error:
+            raise ValueError(f"alarm policy {path}: {error}") from error
 
     @property
     def lone_peak(self) -> float:

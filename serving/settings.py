@@ -10,7 +10,6 @@ authentication and the live configuration. The groups stay one flat class, so th
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -22,15 +21,6 @@ from models.alarms import AlarmPolicy
 from registry import DEFAULT_MODEL_NAME
 from serving.live import LiveConfig
 from serving.security import TokenStore
-
-
-def load_alarm_policy(path: Path) -> AlarmPolicy:
-    """An :class:`AlarmPolicy` from a JSON file such as
-    ``{"threshold": 0.995, "merge_gap_s": 900, "criticality": {"payments_latency": 1}}``."""
-    try:
-        return AlarmPolicy.from_dict(json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError) as error:
-        raise ValueError(f"alarm policy {path}: {error}") from error
 
 
 def _env(name: str) -> Any:
@@ -139,7 +129,7 @@ class Settings(BaseSettings):
     @field_validator("alarm_policy", mode="before")
     @classmethod
     def _policy_file(cls, value: object) -> object:
-        return load_alarm_policy(Path(value)) if isinstance(value, str) else value
+        return AlarmPolicy.from_file(value) if isinstance(value, str) else value
 
     @field_validator("live", mode="before")
     @classmethod

@@ -39,8 +39,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.csv_files import read_value_csv_rows
-from features.schema import IS_ANOMALY, TIMESTAMP, VALUE, DataValidationError
+from features.csv_files import read_csv_text, value_frame
+from features.schema import IS_ANOMALY, TIMESTAMP, VALUE
 from features.series import split_series, to_series
 from features.store import read_dataset
 from features.timeparse import parse_timestamps
@@ -174,12 +174,12 @@ def detect(
     else:
         if not source.exists():
             raise FileNotFoundError(f"input {source} does not exist")
-        raw = _read_raw(source)
+        raw = read_csv_text(source)
         stamps = parse_timestamps(raw[TIMESTAMP], file=str(source), naive="utc")
         parse_values(raw[VALUE], file=str(source))  # a bad cell is named by its row in the file
         taken, late = arrival_order(stamps)
         n_late, n_repeated = int(late.sum()), int((~taken & ~late).sum())
-        scores = score_series(to_series(read_value_csv_rows(source, raw[taken])), names,
+        scores = score_series(to_series(value_frame(source, raw[taken])), names,
                               train_fraction, retrain_every)
         index = pd.DatetimeIndex(stamps)
         result = pd.DataFrame(
@@ -234,17 +234,3 @@ def _page_flags(scores: pd.Series, policy: AlarmPolicy, thresholds: set[float],
     flags[page_positions(stamps, live, per_row, policy.merge_gap_s,
                          policy.min_points, policy.lone_point_rarity)] = 1
     return flags
-
-
-def _read_raw(source: Path) -> pd.DataFrame:
-    """The CSV's cells as text, with its ``timestamp`` and ``value`` columns there."""
-    try:
-        raw = pd.read_csv(source, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
-        raise DataValidationError(f"not a readable CSV file ({error})", file=str(source)) from error
-    for column in (TIMESTAMP, VALUE):
-        if column not in raw.columns:
-            raise DataValidationError(
-                f"missing column {column!r}; a CSV needs a header 'timestamp,value', "
-                f"found {list(raw.columns)}", file=str(source), column=column)
-    return raw
