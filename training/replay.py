@@ -166,7 +166,8 @@ def detect(
                  VALUE: rows[VALUE].to_numpy(), "anomaly_score": scores.to_numpy()}
             )
             if policy is not None:
-                part["page"] = _page_flags(scores, policy, thresholds, train_fraction)
+                part["page"], used = page_flags(scores, policy, train_fraction)
+                thresholds.update(used)
             if IS_ANOMALY in rows.columns:
                 part["label"] = rows[IS_ANOMALY].astype(int).to_numpy()
             parts.append(part)
@@ -187,8 +188,9 @@ def detect(
              "anomaly_score": np.where(late, np.nan, scores.reindex(index).to_numpy())}
         )
         if policy is not None:
-            flags = pd.Series(_page_flags(scores, policy, thresholds, train_fraction),
-                              index=scores.index)
+            paged, used = page_flags(scores, policy, train_fraction)
+            thresholds.update(used)
+            flags = pd.Series(paged, index=scores.index)
             # A page rings once: at the row that brought its timestamp, not at a repeat.
             result["page"] = np.where(taken, flags.reindex(index).fillna(0).to_numpy(), 0)
         if "label" in raw.columns:
@@ -212,9 +214,9 @@ def detect(
                     thresholds=tuple(sorted(thresholds)))
 
 
-def _page_flags(scores: pd.Series, policy: AlarmPolicy, thresholds: set[float],
-                train_fraction: float) -> np.ndarray:
-    """1 where ``policy`` pages; the thresholds used are added to ``thresholds``.
+def page_flags(scores: pd.Series, policy: AlarmPolicy,
+               train_fraction: float) -> tuple[np.ndarray, list[float]]:
+    """1 where ``policy`` pages, and the distinct thresholds the rows were judged at.
 
     The first fit's training rows never page: the service had not scored them live.
 
@@ -227,10 +229,9 @@ def _page_flags(scores: pd.Series, policy: AlarmPolicy, thresholds: set[float],
     steps = np.diff(stamps, prepend=stamps[:1] - (stamps[1:2] - stamps[:1])) / 1e9
     trailing = pd.Series(steps).rolling(PAGE_STEP_POINTS, min_periods=1).median().to_numpy()
     per_row = policy.thresholds_at(trailing)
-    thresholds.update(np.unique(per_row).tolist())
     live = scores.to_numpy().copy()
     live[:training_rows(len(scores), train_fraction)] = np.nan
     flags = np.zeros(len(scores), dtype=int)
     flags[page_positions(stamps, live, per_row, policy.merge_gap_s,
                          policy.min_points, policy.lone_point_rarity)] = 1
-    return flags
+    return flags, np.unique(per_row).tolist()

@@ -63,7 +63,7 @@ def test_pages_judge_each_row_at_the_threshold_of_its_trailing_step():
     threshold (0.9995) and below the 1-minute one (0.9999); the replay's pages follow the
     step of the rows up to each row, as the service follows each window's."""
     from models.alarms import AlarmPolicy
-    from training.replay import PAGE_STEP_POINTS, _page_flags
+    from training.replay import PAGE_STEP_POINTS, page_flags
 
     coarse = pd.date_range("2026-01-05", periods=400, freq="5min", tz="UTC")
     fine = pd.date_range(coarse[-1] + pd.Timedelta("1min"), periods=3 * PAGE_STEP_POINTS,
@@ -71,12 +71,11 @@ def test_pages_judge_each_row_at_the_threshold_of_its_trailing_step():
     scores = pd.Series(0.5, index=coarse.append(fine))
     scores.iloc[[200, 201]] = 0.9997  # two alarmed points: confirmed at 5 minutes
     scores.iloc[[400 + 2 * PAGE_STEP_POINTS, 401 + 2 * PAGE_STEP_POINTS]] = 0.9997
-    seen: set[float] = set()
-    flags = _page_flags(scores, AlarmPolicy(), seen, train_fraction=0.01)
+    flags, seen = page_flags(scores, AlarmPolicy(), train_fraction=0.01)
     assert np.flatnonzero(flags).tolist() == [201]
     assert min(seen) == pytest.approx(0.9995) and max(seen) == pytest.approx(0.9999)
     # Scores of early rows do not depend on later rows, nor do their pages.
-    early = _page_flags(scores.iloc[:300], AlarmPolicy(), set(), train_fraction=0.01 * 3)
+    early, _ = page_flags(scores.iloc[:300], AlarmPolicy(), train_fraction=0.01 * 3)
     assert early.tolist() == flags[:300].tolist()
     # Rows the first fit saw never page: the service had not scored them.
-    assert not _page_flags(scores, AlarmPolicy(), set(), train_fraction=0.2).any()
+    assert not page_flags(scores, AlarmPolicy(), train_fraction=0.2)[0].any()
