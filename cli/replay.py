@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from cli.arguments import positive_int
 from models.alarms import AlarmPolicy
 from models.bundle import DEFAULT_DETECTORS
 
@@ -27,7 +28,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         raise ValueError("--alarm-policy is the policy of --pages; add --pages")
     replayed = detect(args.input, args.out, detector=args.detector,
                       train_fraction=args.train_fraction, retrain_every=retrain_every,
-                      policy=policy)
+                      policy=policy, jobs=args.jobs)
     notes = []
     if replayed.n_repeated:
         notes.append(f"{replayed.n_repeated} rows repeating an earlier timestamp carry its score")
@@ -86,6 +87,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     de.add_argument("--alarm-policy", metavar="FILE",
                     help="the alarm policy of --pages, a JSON file as AIOPS_ALARM_POLICY "
                          "takes (default: AIOPS_ALARM_POLICY if set, else the default policy)")
+    de.add_argument("--jobs", type=positive_int, default=min(2, os.cpu_count() or 1),
+                    help="processes the refits run in (default: 2, or 1 on one CPU); the "
+                         "scores do not depend on it")
     de.set_defaults(func=_cmd_detect)
 
     fc = commands.add_parser("forecast", help="forecast the steps after a history, with quantiles")

@@ -259,7 +259,7 @@ class ArimaDetector(Detector):
             order, criterion, mu, ar, ma, sigma2 = select_order(
                 runs(clipped, starts), self.config
             )
-            refined = mle_refine(with_gap_markers(clipped, starts), order, mu, ar, ma, sigma2)
+            refined = mle_refine(with_gap_markers(clipped, starts), order, mu, ar, ma)
             self.estimation_ = "css" if refined is None else "mle"
             if refined is not None:
                 mu, ar, ma, sigma2 = refined

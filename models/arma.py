@@ -306,32 +306,35 @@ def mle_refine(
     mu: float,
     ar: np.ndarray,
     ma: np.ndarray,
-    sigma2: float,
 ) -> tuple[float, np.ndarray, np.ndarray, float] | None:
-    """Exact maximum likelihood (statsmodels, Kalman filter) from the CSS start; None on failure."""
+    """Exact maximum likelihood (statsmodels, Kalman filter) from the CSS start; None on failure.
+
+    Returns ``(mu, ar, ma, sigma2)``.
+    """
     p, d, q = order
     trend = "c" if d == 0 else "n"
-    start = np.r_[[mu] if d == 0 else [], ar, ma, sigma2]
+    # sigma² is concentrated out of the likelihood: one parameter fewer to search, the
+    # same optimum, about half the time of the full search.
+    start = np.r_[[mu] if d == 0 else [], ar, ma]
     # The Kalman filter's matrices are tiny: BLAS threads only add overhead, and on a busy
     # machine their spinning made one fit 30 times slower.
     with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
         # Convergence and start-parameter warnings: the CSS estimate stands if the MLE fails.
         warnings.simplefilter("ignore")
         try:
-            model = ARIMA(z, order=(p, d, q), trend=trend)
-            params = model.fit(
+            model = ARIMA(z, order=(p, d, q), trend=trend, concentrate_scale=True)
+            result = model.fit(
                 start_params=start,
                 method_kwargs={"maxiter": _MLE_MAXITER, "disp": 0},
                 cov_type="none",
-                return_params=True,
             )
+            params, scale = np.asarray(result.params, dtype="float64"), float(result.scale)
         except (ValueError, np.linalg.LinAlgError) as error:
             _log.debug("ARIMA%s maximum likelihood failed: %s", order, error)
             return None
-    params = np.asarray(params, dtype="float64")
-    if not np.all(np.isfinite(params)) or params[-1] <= 0:
+    if not (np.all(np.isfinite(params)) and np.isfinite(scale) and scale > 0):
         return None
     offset = 1 if d == 0 else 0
     mle_mu = float(params[0]) if d == 0 else 0.0
     mle_ar, mle_ma = params[offset : offset + p], params[offset + p : offset + p + q]
-    return mle_mu, mle_ar, mle_ma, float(params[-1])
+    return mle_mu, mle_ar, mle_ma, scale

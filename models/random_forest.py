@@ -63,6 +63,11 @@ class RandomForestDetectorConfig(DetectorConfig):
     max_train_points
         Only the most recent training points with a full past are learned from
         (bounds the fit time of long histories).
+    max_samples
+        Each tree learns from a bootstrap sample of this fraction of the rows
+        (subsampled bagging): half the fit time of full bootstraps at 0.5, and
+        each row is out of bag for about 60 % of the trees instead of 37 %, so
+        the out-of-bag residuals the calibration learns from rest on more trees.
     seed
         ``random_state`` of the forest: same seed and history, same model.
     """
@@ -75,6 +80,7 @@ class RandomForestDetectorConfig(DetectorConfig):
     rolling_lengths: tuple[int, ...] = (6, 24)
     fill_limit: int = 3
     max_train_points: int = 4000
+    max_samples: float = 0.5
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -100,6 +106,10 @@ class RandomForestDetectorConfig(DetectorConfig):
             raise ValueError(f"rolling_lengths={list(self.rolling_lengths)} repeats a length")
         check_int("fill_limit", self.fill_limit, 0, 1000)
         check_int("max_train_points", self.max_train_points, MIN_TRAIN_ROWS, 1_000_000)
+        if isinstance(self.max_samples, bool) or not isinstance(self.max_samples, int | float):
+            raise TypeError(f"max_samples must be a float, got {type(self.max_samples).__name__}")
+        if not 0.1 <= self.max_samples <= 1.0:
+            raise ValueError(f"max_samples={self.max_samples} must lie in [0.1, 1]")
         check_int("seed", self.seed, 0, 2**32 - 1)
 
     @property
@@ -243,6 +253,7 @@ class RandomForestDetector(Detector):
             # A float: scikit-learn reads an int 1 as one feature, not all of them.
             max_features=float(config.max_features),
             bootstrap=True,
+            max_samples=config.max_samples,
             random_state=config.seed,
             n_jobs=1,
         ).fit(features, target)

@@ -8,6 +8,9 @@ a pure function of numpy arrays and timestamps in ns.
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -155,7 +158,40 @@ def recent_level(
     return (n_past * recent + prior_weight * prior_level) / (n_past + prior_weight)
 
 
+#: Held-out residuals of the latest histories (see :func:`held_out_residuals`).
+_HELD_OUT_MEMO: OrderedDict[tuple[bytes, str, int], np.ndarray] = OrderedDict()
+_HELD_OUT_MEMO_SIZE = 16
+_HELD_OUT_LOCK = threading.Lock()
+
+
 def held_out_residuals(
+    stamps_ns: np.ndarray, values: np.ndarray, season: str, slot_ns: int
+) -> np.ndarray:
+    """Each point's residual against a profile built without its own cycle (read-only).
+
+    The dynamic threshold and ARIMA fitted on one history both choose its season
+    from these residuals; the last few results are kept, keyed by a digest of the
+    history, so the second fit does not compute them again.
+    """
+    digest = hashlib.blake2b(np.ascontiguousarray(stamps_ns, dtype="int64").tobytes(),
+                             digest_size=16)
+    digest.update(np.ascontiguousarray(values, dtype="float64").tobytes())
+    key = (digest.digest(), season, int(slot_ns))
+    with _HELD_OUT_LOCK:
+        cached = _HELD_OUT_MEMO.get(key)
+        if cached is not None:
+            _HELD_OUT_MEMO.move_to_end(key)
+            return cached
+    residuals = _held_out_residuals(stamps_ns, values, season, slot_ns)
+    residuals.flags.writeable = False
+    with _HELD_OUT_LOCK:
+        _HELD_OUT_MEMO[key] = residuals
+        while len(_HELD_OUT_MEMO) > _HELD_OUT_MEMO_SIZE:
+            _HELD_OUT_MEMO.popitem(last=False)
+    return residuals
+
+
+def _held_out_residuals(
     stamps_ns: np.ndarray, values: np.ndarray, season: str, slot_ns: int
 ) -> np.ndarray:
     """Each point's residual against a profile built without its own cycle.

@@ -53,6 +53,17 @@ def test_replay_with_refits_is_causal():
     np.testing.assert_allclose(prefix[later], full[prefix.index[later]])
 
 
+def test_refits_in_parallel_give_the_same_scores_bit_for_bit():
+    series = shifted_series(days=4)
+    names = ("static_threshold", "dynamic_threshold", "arima")
+    retrain = pd.Timedelta(days=1)
+    serial = score_series(series, names, 0.2, retrain)
+    parallel = score_series(series, names, 0.2, retrain, jobs=2)
+    assert np.array_equal(serial.to_numpy(), parallel.to_numpy(), equal_nan=True)
+    with pytest.raises(ValueError, match="jobs=0"):
+        score_series(series, names, 0.2, retrain, jobs=0)
+
+
 def test_a_non_positive_period_is_refused():
     with pytest.raises(ValueError, match="retrain_every"):
         score_series(shifted_series(), ("static_threshold",), 0.2, pd.Timedelta(0))
