@@ -346,6 +346,25 @@ def fetch_range(
     return data["result"]
 
 
+#: A point of a live window whose range selectors (``x[5m]``) hold fewer than this share of
+#: their usual samples is not a real value: a scrape gap makes ``rate(x[5m])`` dip.
+MIN_RANGE_COVERAGE = 0.9
+#: A range-vector selector: a metric name and/or label matchers, then a range in brackets (a
+#: subquery, ``[1h:1m]``, is not one); an ``offset`` after it belongs to it.
+_RANGE_SELECTOR = re.compile(
+    r"(?P<selector>(?:[a-zA-Z_:][a-zA-Z0-9_:]*\s*)?\{[^{}]*\}|[a-zA-Z_:][a-zA-Z0-9_:]*)"
+    r"\s*\[\s*(?P<range>[0-9][0-9a-zA-Z.]*)\s*\](?P<offset>\s+offset\s+-?[0-9][0-9a-zA-Z.]*)?"
+)
+
+
+def range_selectors(query: str) -> list[str]:
+    """The range-vector selectors of a PromQL expression, such as ``x{job="a"}[5m]``."""
+    return list(dict.fromkeys(
+        f"{m['selector'].strip()}[{m['range']}]{m['offset'] or ''}"
+        for m in _RANGE_SELECTOR.finditer(query)
+    ))
+
+
 def fetch_window(
     url: str,
     query: str,
@@ -362,27 +381,53 @@ def fetch_window(
     leaves them out) and infinite values are NaN, so the result is a regular
     grid with gaps marked, as the detectors expect.
 
+    A point computed over a range that missed scrapes is NaN too: for each
+    range selector of the query (``rate(x[5m])`` reads ``x[5m]``), Prometheus
+    counts the samples in the range at every point, over all the series it selects
+    (``sum(count_over_time(x[5m]))``: a pod replaced by another keeps the sum), and
+    a point whose count falls below ``MIN_RANGE_COVERAGE`` of the window's median
+    count is a scrape gap's after-effect (a rate over a range that holds a 100 s
+    gap dips by a third), not a value to score.
+
     Raises
     ------
     PrometheusImportError
         Prometheus failed, or the query gave no series or several (aggregate it
         with ``sum``/``avg`` to one).
     """
+    own_client = client is None
+    client = client or httpx.Client()
+    try:
+        window = _fetch_one(client, url, query, start, end, step_s, timeout_s=timeout_s)
+        for selector in range_selectors(query):
+            counts = _fetch_one(client, url, f"sum(count_over_time({selector}))", start, end,
+                                step_s, timeout_s=timeout_s, empty_ok=True)
+            usual = float(np.nanmedian(counts)) if counts.notna().any() else math.nan
+            short = (counts < MIN_RANGE_COVERAGE * usual).to_numpy() & window.notna().to_numpy()
+            if short.any():
+                _log.info("%s: %d of %d points not scored: %s held fewer than %.0f%% of its "
+                          "usual %g samples there (a scrape gap)", query, int(short.sum()),
+                          len(window), selector, 100 * MIN_RANGE_COVERAGE, usual)
+                window[short] = np.nan
+    finally:
+        if own_client:
+            client.close()
+    return window
+
+
+def _fetch_one(client: httpx.Client, url: str, query: str, start: pd.Timestamp,
+               end: pd.Timestamp, step_s: float, *, timeout_s: float,
+               empty_ok: bool = False) -> pd.Series:
+    """The one series of ``query`` on the grid (all NaN for none, with ``empty_ok``)."""
     step_ms = round(step_s * 1000)
     start_ms = -(-_ms(start) // step_ms) * step_ms
     end_ms = _ms(end)
     found: list[Mapping[str, Any]] = []
-    own_client = client is None
-    client = client or httpx.Client()
-    try:
-        for chunk_start, chunk_end in chunk_ranges(start_ms, end_ms, step_ms):
-            found.extend(fetch_range(client, url, query, chunk_start, chunk_end, step_ms,
-                                     timeout_s=timeout_s))
-    finally:
-        if own_client:
-            client.close()
+    for chunk_start, chunk_end in chunk_ranges(start_ms, end_ms, step_ms):
+        found.extend(fetch_range(client, url, query, chunk_start, chunk_end, step_ms,
+                                 timeout_s=timeout_s))
     series = {_labels_text(item.get("metric") or {}) for item in found}
-    if len(series) != 1:
+    if len(series) != 1 and not (empty_ok and not series):
         what = "no series" if not series else f"{len(series)} series: {sorted(series)[:5]}"
         raise PrometheusImportError(f"expected one series, got {what}; aggregate the query "
                                     f"(sum/avg) to one", url=url, query=query,

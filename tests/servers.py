@@ -293,6 +293,12 @@ HISTORY_STEP_S = 10
 HISTORY_HOURS = 48
 #: Seconds after the history's start where http_latency_seconds is NaN and +Inf.
 HISTORY_NAN_AT_S, HISTORY_INF_AT_S = 3_600, 7_200
+#: A counter of ``HISTORY_COUNTER_RATE`` per second (label job="checkout") with no samples for
+#: ``HISTORY_SCRAPE_GAP_S`` seconds from ``HISTORY_SCRAPE_GAP_AT_S`` after the start (a
+#: Prometheus restart): ``rate(...[5m])`` over the gap dips although the rate never changed.
+HISTORY_COUNTER = "http_requests_total"
+HISTORY_COUNTER_RATE = 50.0
+HISTORY_SCRAPE_GAP_AT_S, HISTORY_SCRAPE_GAP_S = 86_400, 100
 
 
 def history_value(metric: str, service: str, t: int, start: int) -> float:
@@ -334,6 +340,13 @@ def _openmetrics(start: int, end: int) -> str:
                 v = history_value(metric, value, t, start)
                 text = "NaN" if math.isnan(v) else ("+Inf" if math.isinf(v) else repr(v))
                 lines.append(f'{metric}{{{label}="{value}"}} {text} {t}')
+    lines.append(f"# TYPE {HISTORY_COUNTER.removesuffix('_total')} counter")
+    gap = range(start + HISTORY_SCRAPE_GAP_AT_S,
+                start + HISTORY_SCRAPE_GAP_AT_S + HISTORY_SCRAPE_GAP_S)
+    for t in range(start, end + 1, HISTORY_STEP_S):
+        if t not in gap:
+            lines.append(f'{HISTORY_COUNTER}{{job="checkout"}} '
+                         f"{HISTORY_COUNTER_RATE * (t - start)!r} {t}")
     lines.append("# EOF")
     return "\n".join(lines) + "\n"
 

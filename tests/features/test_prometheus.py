@@ -30,6 +30,7 @@ from features.prometheus import (
     import_prometheus,
     last_stored,
     parse_step,
+    range_selectors,
 )
 from features.store import list_series, read_dataset
 from tests.servers import EXPORTED, HISTORY_INF_AT_S, HISTORY_NAN_AT_S, ScrapeTarget
@@ -589,3 +590,18 @@ def test_two_imports_into_one_store_at_once_store_each_row_once(tmp_path, monkey
         thread.join(30)
     assert errors == []
     assert read_dataset(tmp_path)["value"].tolist() == [float(i) for i in range(1, 11)]
+
+
+@pytest.mark.parametrize(("query", "selectors"), [
+    ("rate(x[5m])", ["x[5m]"]),
+    ('sum by (service) (rate(http_requests_total{job="api",code=~"5.."}[5m]))',
+     ['http_requests_total{job="api",code=~"5.."}[5m]']),
+    ('rate(x[5m] offset 1h) / rate(y{a="b"} [1m])', ["x[5m] offset 1h", 'y{a="b"}[1m]']),
+    ('avg_over_time({__name__="x"}[10m])', ['{__name__="x"}[10m]']),
+    ("rate(x[5m]) + rate(x[5m])", ["x[5m]"]),
+    ("up", []),
+    ('node_cpu_ratio{service="checkout"}', []),
+    ("max_over_time(rate(x[1m])[1h:1m])", ["x[1m]"]),  # a subquery is not a range selector
+])
+def test_range_selectors_are_found_as_written(query, selectors):
+    assert range_selectors(query) == selectors

@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from features.prometheus import PrometheusImportError
+from features.prometheus import PrometheusImportError, fetch_range
 from models import StaticThresholdDetector
 from models.bundle import DetectorBundle
 from models.forecast import SeasonalNaiveForecaster
@@ -58,6 +58,40 @@ def test_a_window_comes_back_on_a_regular_grid_with_gaps_marked(prometheus_histo
                                                                      "checkout", t))
     with pytest.raises(PrometheusImportError, match="expected one series, got 2"):
         config.read("node_cpu_ratio", 600, end=end)
+
+
+def test_a_rate_over_a_scrape_gap_is_a_gap_not_a_dip(prometheus_history, caplog):
+    """A counter with no samples for 100 s (a Prometheus restart): ``rate(...[5m])`` dips
+    by about a third while the gap is in its range; those points come back as missing, the
+    others as Prometheus computed them."""
+    from tests.servers import (
+        HISTORY_COUNTER,
+        HISTORY_COUNTER_RATE,
+        HISTORY_SCRAPE_GAP_AT_S,
+        HISTORY_SCRAPE_GAP_S,
+    )
+
+    config = live_config(prometheus_history.url)
+    gap_at = prometheus_history.start + HISTORY_SCRAPE_GAP_AT_S
+    end = pd.Timestamp(gap_at + 1800, unit="s", tz="UTC")
+    query = f'sum(rate({HISTORY_COUNTER}{{job="checkout"}}[5m]))'
+    with caplog.at_level("INFO", logger="features.prometheus"):
+        window = config.read(query, 3600, end=end)
+    assert len(window) == 360
+    missing = window.index[window.isna()]
+    gap_start = pd.Timestamp(gap_at, unit="s", tz="UTC")
+    # Every point whose 5 minutes held the gap long enough to lose a tenth of its samples.
+    assert missing.min() >= gap_start and missing.max() < gap_start + pd.Timedelta(
+        seconds=HISTORY_SCRAPE_GAP_S + 300)
+    assert 10 <= len(missing) <= 40, missing
+    assert window.dropna().between(0.9 * HISTORY_COUNTER_RATE,
+                                   1.1 * HISTORY_COUNTER_RATE).all(), window.describe()
+    assert "not scored" in caplog.text and "scrape gap" in caplog.text
+    # Prometheus' own answer dips there: what would have been scored.
+    with httpx.Client() as client:
+        (raw,) = fetch_range(client, prometheus_history.url, query, int(missing[0].value // 1e6),
+                             int(missing[-1].value // 1e6), 10_000, timeout_s=5)
+    assert min(float(v) for _, v in raw["values"]) < 0.8 * HISTORY_COUNTER_RATE
 
 
 def test_keda_endpoint_answers_one_number_from_live_demand(settings, loaded_model,
