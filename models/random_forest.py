@@ -65,9 +65,9 @@ class RandomForestDetectorConfig(DetectorConfig):
         (bounds the fit time of long histories).
     max_samples
         Each tree learns from a bootstrap sample of this fraction of the rows
-        (subsampled bagging): half the fit time of full bootstraps at 0.5, and
-        each row is out of bag for about 60 % of the trees instead of 37 %, so
-        the out-of-bag residuals the calibration learns from rest on more trees.
+        (1: as many as there are rows). 0.5 halves the fit time; on the synthetic
+        fleet it sent 17 false pages against 15 with full samples (NAB: about the
+        same), so full samples stay the default.
     seed
         ``random_state`` of the forest: same seed and history, same model.
     """
@@ -80,7 +80,7 @@ class RandomForestDetectorConfig(DetectorConfig):
     rolling_lengths: tuple[int, ...] = (6, 24)
     fill_limit: int = 3
     max_train_points: int = 4000
-    max_samples: float = 0.5
+    max_samples: float = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:
