@@ -65,9 +65,8 @@ class RandomForestDetectorConfig(DetectorConfig):
         (bounds the fit time of long histories).
     max_samples
         Each tree learns from a bootstrap sample of this fraction of the rows
-        (1: as many as there are rows). 0.5 halves the fit time; on the synthetic
-        fleet it sent 17 false pages against 15 with full samples (NAB: about the
-        same), so full samples stay the default.
+        (1: as many as there are rows; 0.5 halves the fit time, see
+        benchmarks/README.md for what it does to accuracy).
     seed
         ``random_state`` of the forest: same seed and history, same model.
     """
