@@ -74,8 +74,9 @@ class ArimaDetectorConfig(DetectorConfig):
     criterion
         ``"bic"`` (parsimonious, the default) or ``"aic"`` chooses the order.
     fit_length
-        The ARIMA is fitted on at most the last ``fit_length`` observed points
-        of the history (the profile uses all of it), which bounds the fit time.
+        The ARIMA's coefficients are fitted on at most the last ``fit_length``
+        observed points of the history, which bounds the fit time; the profile
+        and the calibration use all of it.
     level_window
         0: a model with d = 0 predicts around its fitted mean, a pure ARIMA,
         so a lasting level shift keeps scoring high. n > 0 (default 60): the
@@ -241,7 +242,8 @@ class ArimaDetector(Detector):
         observed = np.flatnonzero(np.isfinite(residual))
         n_fit = self.config.fit_length
         first = int(observed[-n_fit]) if observed.size > n_fit else 0
-        residual, stamps = residual[first:], history.index.asi8[first:]
+        whole, whole_stamps = residual, history.index.asi8
+        residual, stamps = residual[first:], whole_stamps[first:]
         self.center_ = float(np.nanmedian(residual)) if observed.size else 0.0
         # Robust units (1.4826 MAD, floored for flat data; never overflows as a variance can).
         self.scale_ = robust_scale(residual)
@@ -265,10 +267,13 @@ class ArimaDetector(Detector):
                 mu, ar, ma, sigma2 = refined
             self.criterion_value_ = float(criterion) if np.isfinite(criterion) else None
             self._set_model(order, mu, ar, ma, sigma2, robust_scale(z))
-        # In-sample standardised one-step errors of the fit span, for the calibration.
-        z = (residual - self.center_) / self.scale_
+        # Standardised one-step errors of the whole history, for the calibration: the fit span
+        # bounds the cost of estimating a few coefficients, but at a fine step it can be shorter
+        # than the week (at 1 minute, 3,000 points are a weekend, whose quiet noise would make
+        # every busy Monday look rare); filtering the rest with the coefficients is cheap.
+        z = (whole - self.center_) / self.scale_
         raw, _, _, position = innovations(
-            z, segment_starts(z, stamps, self.step_ns_), self._model, self._local_mean(z)
+            z, segment_starts(z, whole_stamps, self.step_ns_), self._model, self._local_mean(z)
         )
         p, d, q = self.order_
         raw[position < d + max(p, q)] = np.nan  # burn-in: errors the start of a run still shapes

@@ -364,3 +364,23 @@ def test_saved_state_is_plain_json_and_arrays(ar1, tmp_path):
     assert {"sigma2_", "season_", "mu_", "scale_", "center_"} <= set(state)
     with np.load(tmp_path / "arrays.npz", allow_pickle=False) as arrays:
         assert set(arrays.files) == {"profile_", "innovation_sd_"}
+
+
+def test_a_busy_monday_after_a_quiet_weekend_is_not_rare():
+    """At a 1-minute step the fit span (3,000 points) is the weekend alone: its quiet noise
+    must not become what normal looks like, so the calibration learns from the whole week."""
+    from models.alarms import AlarmPolicy
+
+    index = pd.date_range("2026-01-05T00:00Z", periods=8 * 1440, freq="1min")  # Mon..Mon
+    weekend = index.dayofweek >= 5
+    noise = np.random.default_rng(3).normal(0.0, 1.0, len(index)) * np.where(weekend, 0.5, 3.0)
+    series = pd.Series(100.0 + noise, index=index)
+    monday = index >= pd.Timestamp("2026-01-12T00:00Z")
+    detector = make_detector("arima").fit(series[~monday])
+    assert weekend[~monday][-detector.config.fit_length:].mean() > 0.95  # the span: a weekend
+    scores = detector.score(series).to_numpy()[monday]
+    threshold = AlarmPolicy().threshold_at(60.0)
+    # By chance about 0.14 of 1,440 points reach the 1-minute threshold; with the weekend's
+    # calibration nearly all of them would.
+    assert (scores >= threshold).sum() <= 3
+    assert (scores >= 0.99).mean() < 0.03
