@@ -372,7 +372,7 @@ def test_a_busy_monday_after_a_quiet_weekend_is_not_rare():
     from models.alarms import AlarmPolicy
 
     index = pd.date_range("2026-01-05T00:00Z", periods=8 * 1440, freq="1min")  # Mon..Mon
-    weekend = index.dayofweek >= 5
+    weekend = index.day_of_week >= 5
     noise = np.random.default_rng(3).normal(0.0, 1.0, len(index)) * np.where(weekend, 0.5, 3.0)
     series = pd.Series(100.0 + noise, index=index)
     monday = index >= pd.Timestamp("2026-01-12T00:00Z")
