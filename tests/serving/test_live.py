@@ -239,3 +239,39 @@ def test_a_live_step_other_than_the_models_step_is_refused_naming_both(tmp_path,
     holder.model = trained_on_live_data
     report = watcher.cycle()
     assert report.scored == [] and report.failed == {"checkout/cpu_ratio": expected}
+
+
+def test_the_watcher_does_not_page_on_a_scrape_gap_it_would_page_on_as_a_dip(
+        prometheus_history, tmp_path):
+    """The symptom from the field: a 100 s scrape gap made rate(...[5m]) dip and paged. The
+    watcher, at the shipped policy, reads those points as a gap; scored as Prometheus gives
+    them, the same model pages."""
+    from models import make_detector
+    from serving.scoring import Window, score_windows
+    from tests.servers import HISTORY_COUNTER, HISTORY_SCRAPE_GAP_AT_S
+
+    query = f'sum(rate({HISTORY_COUNTER}{{job="checkout"}}[5m]))'
+    gap_at = prometheus_history.start + HISTORY_SCRAPE_GAP_AT_S
+    live = LiveConfig.model_validate({
+        "prometheus": {"url": prometheus_history.url}, "step_s": 10, "window_s": 3600,
+        "series": [{"service": "checkout", "metric": "request_rate", "query": query}]})
+    history = live.read(query, 6 * 3600, end=pd.Timestamp(gap_at - 3600, unit="s", tz="UTC"))
+    key = ("checkout", "request_rate")
+    bundle = DetectorBundle({key: {name: make_detector(name).fit(history)
+                                   for name in ("static_threshold", "dynamic_threshold")}})
+    settings = Settings(tracking_uri=f"sqlite:///{tmp_path / 'unused.db'}", live=live)
+    posted: list = []
+    watcher = Watcher(live, ModelHolder(LoadedModel(bundle, "m", "1", "champion", time.time())),
+                      settings, post=posted.extend)
+    end = pd.Timestamp(gap_at + 80, unit="s", tz="UTC")  # the rate is still dipping
+    report = watcher.cycle(end=end.to_pydatetime())
+    assert report.scored == ["checkout/request_rate"] and report.failed == {}
+    assert report.fired == [] and posted == []
+    with httpx.Client() as client:
+        (raw,) = fetch_range(client, prometheus_history.url, query, (gap_at - 3000) * 1000,
+                             int(end.value // 1_000_000), 10_000, timeout_s=5)
+    values = pd.Series([float(v) for _, v in raw["values"]],
+                       index=pd.to_datetime([float(t) for t, _ in raw["values"]], unit="s",
+                                            utc=True).as_unit("ns"))
+    dipped = score_windows(bundle, [Window(*key, values)], settings.alarm_policy).alerts
+    assert any(alert.status == "firing" for alert in dipped), dipped
