@@ -93,7 +93,7 @@ def score_series(
     tasks = [(series, detector_names, start, end, 0 if start == n_train else start)
              for start, end in _segments(series.index, n_train, retrain_every)]
     if jobs > 1 and len(tasks) > 1:
-        # Forked before any fit, so the workers inherit the imports and no thread pool;
+        # Forked workers inherit the imports; the fits run in them, never in this process;
         # the longest fits (the latest refits) go first.
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(min(jobs, len(tasks)), mp_context=context) as pool:
