@@ -203,12 +203,16 @@ def test_a_killed_append_adds_all_of_its_rows_or_none(tmp_path, writers):
     assert _assert_whole(root, new) == 0
     n_killed = 0
     for point in _kill_points(12, n_changes):
-        shutil.rmtree(root)
-        shutil.copytree(base, root)
-        killed, _ = _run(spare, args, root, kill_at_change=point)
-        spare = writers(APPEND)
+        for _ in range(2):  # a writer that finished before that change is killed earlier again
+            shutil.rmtree(root)
+            shutil.copytree(base, root)
+            killed, seen = _run(spare, args, root, kill_at_change=point)
+            spare = writers(APPEND)
+            _assert_whole(root, old, new)
+            if killed or not seen:
+                break
+            point = 1 + point % seen  # a busy machine shows fewer, coarser changes
         n_killed += killed
-        _assert_whole(root, old, new)
     assert n_killed >= 7
     _run(spare, args, root)  # the rerun after the last kill
     assert _assert_whole(root, old, new) == 1
