@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from abc import ABC
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -47,6 +48,16 @@ def check_int(name: str, value: Any, low: int, high: int) -> None:
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if not low <= value <= high:
         raise ValueError(f"{name}={value} must lie in [{low}, {high}]")
+
+
+def check_float(name: str, value: Any, low: float, high: float, *, open_low: bool) -> None:
+    """Refuse a config field that is not a finite float in the range, naming field and range."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__} {value!r}")
+    below = value <= low if open_low else value < low
+    if below or value > high or not math.isfinite(value):
+        bracket = "(" if open_low else "["
+        raise ValueError(f"{name}={value} must lie in {bracket}{low}, {high}]")
 
 
 def check_fields(cls: type, values: Mapping[str, Any]) -> None:

@@ -53,11 +53,11 @@ from models.base import (
     check_series,
     register,
 )
+from models.contract import check_float
 from models.lstm_shared import (
     N_INPUTS,
     NETWORK_FILE,
     Windows,
-    check_float,
     context_matrix,
     day_phase,
     normalise,

@@ -62,6 +62,7 @@ import pandas as pd
 
 from models.base import ModelFormatError, check_int
 from models.catalog import register
+from models.contract import check_float
 from models.forecast import (
     _HORIZON_BUCKETS,
     _WEEK,
@@ -75,7 +76,6 @@ from models.lstm_shared import (
     INPUT_CLIP,
     N_INPUTS,
     NETWORK_FILE,
-    check_float,
     context_matrix,
     normalise,
     read_network_state,

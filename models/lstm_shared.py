@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import pickle
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -37,16 +36,6 @@ INPUT_CLIP = 10.0
 #: The scale floor of a series is this fraction of the robust spread of its first differences.
 FLOOR_FRACTION = 0.5
 _MAD_TO_SIGMA = 1.4826
-
-
-def check_float(name: str, value: Any, low: float, high: float, *, open_low: bool) -> None:
-    """Refuse a config field that is not a finite float in the range, naming field and range."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a float, got {type(value).__name__} {value!r}")
-    below = value <= low if open_low else value < low
-    if below or value > high or not math.isfinite(value):
-        bracket = "(" if open_low else "["
-        raise ValueError(f"{name}={value} must lie in {bracket}{low}, {high}]")
 
 
 @contextlib.contextmanager

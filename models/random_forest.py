@@ -30,6 +30,7 @@ from sklearn.tree import DecisionTreeRegressor
 
 from features.lags import CALENDAR_COLUMNS, ROLLING_STATISTICS, lag_feature_matrix
 from models.base import Detector, DetectorConfig, ModelFormatError, check_int, register
+from models.contract import check_float
 from models.seasonality import robust_scale
 
 #: File holding the fitted forest, written with skops (no pickle).
@@ -105,10 +106,7 @@ class RandomForestDetectorConfig(DetectorConfig):
             raise ValueError(f"rolling_lengths={list(self.rolling_lengths)} repeats a length")
         check_int("fill_limit", self.fill_limit, 0, 1000)
         check_int("max_train_points", self.max_train_points, MIN_TRAIN_ROWS, 1_000_000)
-        if isinstance(self.max_samples, bool) or not isinstance(self.max_samples, int | float):
-            raise TypeError(f"max_samples must be a float, got {type(self.max_samples).__name__}")
-        if not 0.1 <= self.max_samples <= 1.0:
-            raise ValueError(f"max_samples={self.max_samples} must lie in [0.1, 1]")
+        check_float("max_samples", self.max_samples, 0.1, 1.0, open_low=False)
         check_int("seed", self.seed, 0, 2**32 - 1)
 
     @property

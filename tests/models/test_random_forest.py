@@ -301,3 +301,12 @@ def _timed(function, argument) -> float:
     start = time.perf_counter()
     function(argument)
     return time.perf_counter() - start
+
+
+@pytest.mark.parametrize(("value", "error"), [(0.0, ValueError), (1.5, ValueError),
+                                              (True, TypeError), ("half", TypeError)])
+def test_a_bad_max_samples_is_refused_naming_the_field(value, error):
+    from models.random_forest import RandomForestDetectorConfig
+
+    with pytest.raises(error, match="max_samples"):
+        RandomForestDetectorConfig(max_samples=value)
