@@ -151,18 +151,19 @@ def _n_train(n_points: int) -> int:
     return max(int(n_points * TRAIN_FRACTION), MIN_TRAIN_POINTS)
 
 
-def _score_one(task: tuple[SeriesKey, tuple[str, ...], pd.Timedelta | None]
+def _score_one(task: tuple[SeriesKey, tuple[str, ...], pd.Timedelta | None, AlarmPolicy]
                ) -> tuple[SeriesKey, np.ndarray | None, str]:
-    key, names, retrain_every = task
+    key, names, retrain_every, policy = task
     try:
-        return key, score_series(_SERIES[key], names, TRAIN_FRACTION, retrain_every).to_numpy(), ""
+        scores = score_series(_SERIES[key], names, TRAIN_FRACTION, retrain_every, policy=policy)
+        return key, scores.to_numpy(), ""
     except (ValueError, TypeError) as error:
         return key, None, f"{type(error).__name__}: {error}"
 
 
-def _score_detector(names: tuple[str, ...], retrain_every: pd.Timedelta | None, jobs: int
-                    ) -> tuple[dict[SeriesKey, np.ndarray], dict]:
-    tasks = [(key, names, retrain_every) for key in _SERIES]
+def _score_detector(names: tuple[str, ...], retrain_every: pd.Timedelta | None, jobs: int,
+                    policy: AlarmPolicy) -> tuple[dict[SeriesKey, np.ndarray], dict]:
+    tasks = [(key, names, retrain_every, policy) for key in _SERIES]
     if jobs > 1:
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
             results = list(pool.map(_score_one, tasks))
@@ -314,6 +315,10 @@ def main() -> None:
     parser.add_argument("--merge-gap-s", type=float, default=AlarmPolicy().merge_gap_s,
                         help="alarmed points closer than this are one incident, as the service "
                              "pages them (0: count every run of consecutive points)")
+    parser.add_argument("--learn-incident-after-s", type=float,
+                        default=AlarmPolicy().learn_incident_after_s,
+                        help="a refit leaves out an incident open at its instant until it is "
+                             "this old (default: the alarm policy's; 0: refits learn every row)")
     parser.add_argument("--detectors", default=None,
                         help="comma-separated names; default every registered detector but "
                              f"{', '.join(EXCLUDED)}, plus '{COMBINED}' and '{CORRELATION}'")
@@ -355,7 +360,8 @@ def main() -> None:
           f"{COMBINED} = geometric mean of the tail probabilities of {', '.join(DEFAULT_DETECTORS)}; {args.jobs} jobs")
 
     policy = AlarmPolicy(threshold=args.threshold, merge_gap_s=args.merge_gap_s,
-                         min_points=args.min_points)
+                         min_points=args.min_points,
+                         learn_incident_after_s=args.learn_incident_after_s)
     retrain_every = None if args.retrain_every == "never" else pd.Timedelta(args.retrain_every)
     reports, seconds, failures = {}, {}, {}
     for name in names:
@@ -369,7 +375,7 @@ def main() -> None:
         else:
             detector_names = DEFAULT_DETECTORS if name == COMBINED else (name,)
             scores, failures[name] = _score_detector(tuple(detector_names), retrain_every,
-                                                     args.jobs)
+                                                     args.jobs, policy)
             alarms = _alarms_per_series(scores, policy)
         seconds[name] = time.perf_counter() - t0
         reports[name] = match_incidents(incidents, alarms)
@@ -389,6 +395,7 @@ def main() -> None:
         "merge_gap_s": args.merge_gap_s,
         "min_points": args.min_points,
         "retrain_every": args.retrain_every,
+        "learn_incident_after_s": policy.learn_incident_after_s,
         "train_fraction": TRAIN_FRACTION,
         "n_series": len(_SERIES),
         "n_incidents": len(incidents),

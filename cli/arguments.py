@@ -7,7 +7,10 @@ build the parser; a group importing ``main`` back would make a cycle.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
+
+from models.alarms import AlarmPolicy
 
 
 def duration_argument(name: str) -> Callable[[str], float]:
@@ -47,3 +50,9 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
     return value
+
+
+def alarm_policy(path: str | None) -> AlarmPolicy:
+    """The policy the service pages with: ``path``, else ``AIOPS_ALARM_POLICY``, else the default."""
+    path = path or os.environ.get("AIOPS_ALARM_POLICY")
+    return AlarmPolicy.from_file(path) if path else AlarmPolicy()

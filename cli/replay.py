@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from cli.arguments import positive_int
-from models.alarms import AlarmPolicy
+from cli.arguments import alarm_policy, positive_int
 from models.bundle import DEFAULT_DETECTORS
 
 
@@ -21,14 +20,11 @@ def _cmd_detect(args: argparse.Namespace) -> int:
             retrain_every = parse_duration(args.retrain_every, name="--retrain-every")
         except ValueError as error:
             raise ValueError(f"{error}; or 'never' to fit once") from None
-    policy = None
-    if args.pages:
-        policy = _alarm_policy(args.alarm_policy)
-    elif args.alarm_policy:
-        raise ValueError("--alarm-policy is the policy of --pages; add --pages")
+    policy = alarm_policy(args.alarm_policy)
     replayed = detect(args.input, args.out, detector=args.detector,
                       train_fraction=args.train_fraction, retrain_every=retrain_every,
-                      policy=policy, jobs=args.jobs)
+                      policy=policy if args.pages else None, refit_policy=policy,
+                      jobs=args.jobs)
     notes = []
     if replayed.n_repeated:
         notes.append(f"{replayed.n_repeated} rows repeating an earlier timestamp carry its score")
@@ -41,12 +37,6 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     print(f"wrote {replayed.n_rows} scored rows to {args.out}"
           + (f" ({'; '.join(notes)})" if notes else ""))
     return 0
-
-
-def _alarm_policy(path: str | None) -> AlarmPolicy:
-    """The policy the service pages with: ``path``, else ``AIOPS_ALARM_POLICY``, else the default."""
-    path = path or os.environ.get("AIOPS_ALARM_POLICY")
-    return AlarmPolicy.from_file(path) if path else AlarmPolicy()
 
 
 def _cmd_forecast(args: argparse.Namespace) -> int:
@@ -85,8 +75,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                     help="add a 'page' column: 1 at the rows where the service would page "
                          "under its alarm policy (once per incident, when it is confirmed)")
     de.add_argument("--alarm-policy", metavar="FILE",
-                    help="the alarm policy of --pages, a JSON file as AIOPS_ALARM_POLICY "
-                         "takes (default: AIOPS_ALARM_POLICY if set, else the default policy)")
+                    help="the alarm policy of --pages and of the refits (which leave out an "
+                         "incident it is paging), a JSON file as AIOPS_ALARM_POLICY takes "
+                         "(default: AIOPS_ALARM_POLICY if set, else the default policy)")
     de.add_argument("--jobs", type=positive_int, default=min(2, os.cpu_count() or 1),
                     help="processes the refits run in (default: 2, or 1 on one CPU); the "
                          "scores do not depend on it")

@@ -94,6 +94,10 @@ class AlarmPolicy:
         An incident with fewer than ``min_points`` points still pages when
         its peak's tail probability is this many times smaller than the
         threshold's (at 0.9999 and 1000: a peak of 0.9999999).
+    learn_incident_after_s
+        A refit does not learn the rows of an incident still open at its instant
+        (:func:`unlearnt_rows`) until the incident is this old; from then on a change
+        that persists is learnt as the new normal (0: every refit learns every row).
     criticality
         Metric name → 1 … 4; metrics not listed get ``default_criticality``.
     """
@@ -115,6 +119,11 @@ class AlarmPolicy:
     # threshold in the middle of a spike.
     resolve_after_points: int = 3
     lone_point_rarity: float = 1000.0
+    # A level shift being paged at midnight would be normal by morning if the nightly refit
+    # learnt it, and its alert would end while the problem goes on. One day is long enough for
+    # an on-call engineer to act on it, and short enough that a change meant to stay (a
+    # migration, a new release's footprint) stops paging by the second night.
+    learn_incident_after_s: float = 86400.0
     criticality: Mapping[str, int] = dataclasses.field(
         default_factory=lambda: dict(DEFAULT_CRITICALITY)
     )
@@ -135,6 +144,9 @@ class AlarmPolicy:
         if not (self.lone_point_rarity >= 1 and math.isfinite(self.lone_point_rarity)):
             raise ValueError(f"lone_point_rarity={self.lone_point_rarity} must be a finite "
                              "number >= 1")
+        if not (self.learn_incident_after_s >= 0 and math.isfinite(self.learn_incident_after_s)):
+            raise ValueError(f"learn_incident_after_s={self.learn_incident_after_s} must be a "
+                             "finite number >= 0")
         for metric, level in {**self.criticality, "default": self.default_criticality}.items():
             if level not in (1, 2, 3, 4):
                 raise ValueError(f"criticality of {metric!r} is {level!r}; accepted: 1, 2, 3, 4")
@@ -330,6 +342,33 @@ def page_positions(
     qualifies = (rank == min_points - 1) | (values[alarmed] >= lone_peak)
     _, first = np.unique(group[qualifies], return_index=True)
     return alarmed[np.flatnonzero(qualifies)[first]]
+
+
+def unlearnt_rows(timestamps_ns: np.ndarray, scores: np.ndarray, threshold: float | np.ndarray,
+                  policy: AlarmPolicy, at_ns: int) -> slice:
+    """The rows a refit at ``at_ns`` leaves out of its training: an incident still being paged.
+
+    ``timestamps_ns`` (int64 nanoseconds, increasing) and ``scores`` are the series as
+    scored live (NaN where it was not), ``threshold`` the alarm threshold (or one per row).
+    The rows are those from the first alarmed point of the last incident before ``at_ns``
+    up to ``at_ns``, when that incident is still open (its last alarmed point less than
+    ``merge_gap_s`` before ``at_ns``), has paged (:func:`page_positions`), and began less than
+    ``learn_incident_after_s`` before ``at_ns``; otherwise none (an empty slice).
+    """
+    stamps = np.asarray(timestamps_ns, dtype="int64")
+    end = int(np.searchsorted(stamps, at_ns, side="left"))
+    values = np.nan_to_num(np.asarray(scores, dtype="float64")[:end], nan=-np.inf)
+    thresholds = np.broadcast_to(np.asarray(threshold, dtype="float64"), stamps.shape)[:end]
+    alarmed = np.flatnonzero(values >= thresholds)
+    if alarmed.size == 0 or at_ns - stamps[alarmed[-1]] >= policy.merge_gap_s * 1e9:
+        return slice(0, 0)
+    breaks = np.flatnonzero(np.diff(stamps[alarmed]) > policy.merge_gap_s * 1e9)
+    first = int(alarmed[breaks[-1] + 1] if breaks.size else alarmed[0])
+    if at_ns - stamps[first] >= policy.learn_incident_after_s * 1e9:
+        return slice(0, 0)
+    paged = page_positions(stamps[first:end], values[first:end], thresholds[first:end],
+                           policy.merge_gap_s, policy.min_points, policy.lone_point_rarity)
+    return slice(first, end) if paged.size else slice(0, 0)
 
 
 def median_step_s(index: pd.DatetimeIndex | np.ndarray) -> float:

@@ -47,7 +47,7 @@ from features.series import split_series, to_series
 from features.store import read_dataset
 from features.timeparse import parse_timestamps
 from features.validation import parse_values
-from models.alarms import AlarmPolicy, page_positions
+from models.alarms import AlarmPolicy, page_positions, unlearnt_rows
 from models.bundle import DEFAULT_DETECTORS, combine, fit_series
 
 _log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ def score_series(
     train_fraction: float = 0.15,
     retrain_every: pd.Timedelta | None = None,
     jobs: int = 1,
+    policy: AlarmPolicy | None = None,
 ) -> pd.Series:
     """Fit on the first ``train_fraction`` of ``series`` and score every point causally.
 
@@ -75,8 +76,12 @@ def score_series(
     new models score the rows up to the next refit. Scores stay causal: a
     row is scored by a model fitted on earlier rows only.
 
-    The fits are independent of each other: with ``jobs`` > 1 they run in that many
-    forked processes (the scores are the same as with one).
+    A refit leaves out the rows of an incident still being paged at its instant, as the
+    nightly job does (:func:`models.alarms.unlearnt_rows` under ``policy``, default the
+    default policy), so it depends on the scores before it. The fits run first as if no
+    incident were open, in ``jobs`` forked processes when ``jobs`` > 1; then, in order,
+    each refit that had an open incident is fitted again without its rows (the scores
+    are the same whatever ``jobs``).
     """
     if not 0.0 < train_fraction < 1.0:
         raise ValueError(f"train_fraction={train_fraction} must lie in (0, 1)")
@@ -90,7 +95,7 @@ def score_series(
     if jobs < 1:
         raise ValueError(f"jobs={jobs} must be at least 1")
     # The first model also scores its own training rows (NAB ignores them as probation).
-    tasks = [(series, detector_names, start, end, 0 if start == n_train else start)
+    tasks = [(series, detector_names, start, end, 0 if start == n_train else start, slice(0, 0))
              for start, end in _segments(series.index, n_train, retrain_every)]
     if jobs > 1 and len(tasks) > 1:
         # Forked workers inherit the imports; the fits run in them, never in this process;
@@ -101,15 +106,32 @@ def score_series(
     else:
         segments = [_score_segment(task) for task in tasks]
     combined = np.full(len(series), np.nan)
-    for (_, _, _, end, lo), segment in zip(tasks, segments, strict=True):
-        combined[lo:end] = segment
+    combined[:tasks[0][3]] = segments[0]
+    policy = policy or AlarmPolicy()
+    stamps = series.index.as_unit("ns").asi8
+    thresholds = row_thresholds(stamps, policy)
+    period = retrain_every.value if retrain_every is not None else 0
+    for task, segment in zip(tasks[1:], segments[1:], strict=True):
+        start, end = task[2], task[3]
+        # The live scores so far: the first fit's training rows were not scored live.
+        live = np.where(np.arange(start) < n_train, np.nan, combined[:start])
+        unlearnt = unlearnt_rows(stamps[:start], live, thresholds[:start], policy,
+                                 stamps[start] // period * period)
+        if unlearnt.stop > unlearnt.start:
+            segment = _score_segment((*task[:5], unlearnt))
+        combined[start:end] = segment
     return pd.Series(combined, index=series.index, name="anomaly_score")
 
 
-def _score_segment(task: tuple[pd.Series, tuple[str, ...], int, int, int]) -> np.ndarray:
-    """Fit on ``series[:start]``; the ensemble score of rows ``lo`` up to ``end``."""
-    series, detector_names, start, end, lo = task
-    detectors = fit_series(series.iloc[:start], detector_names)
+def _score_segment(task: tuple[pd.Series, tuple[str, ...], int, int, int, slice]) -> np.ndarray:
+    """Fit on ``series[:start]`` less the ``unlearnt`` rows; the ensemble score of rows ``lo``
+    up to ``end``."""
+    series, detector_names, start, end, lo, unlearnt = task
+    history = series.iloc[:start]
+    if unlearnt.stop > unlearnt.start:
+        history = history.copy()
+        history.iloc[unlearnt] = np.nan
+    detectors = fit_series(history, detector_names)
     scored = series.iloc[:end]
     return combine({name: d.score(scored).to_numpy()[lo:] for name, d in detectors.items()})
 
@@ -169,13 +191,17 @@ def detect(
     train_fraction: float = 0.15,
     retrain_every: pd.Timedelta | None = DEFAULT_RETRAIN_EVERY,
     policy: AlarmPolicy | None = None,
+    refit_policy: AlarmPolicy | None = None,
     jobs: int = 1,
 ) -> Replayed:
     """Score ``source`` and write ``timestamp,value,anomaly_score[,page][,label]`` rows.
 
     With ``policy``, the ``page`` column (1 where that policy pages) is written.
-    ``jobs``: processes the refits of a series run in (:func:`score_series`).
+    ``refit_policy`` (default ``policy``, else the default policy) is the one whose open
+    incidents the refits leave out; ``jobs``: processes the refits of a series run in
+    (:func:`score_series`).
     """
+    refit_policy = refit_policy or policy
     names = (detector,) if detector else DEFAULT_DETECTORS
     source = Path(source)
     n_repeated = n_late = 0
@@ -184,7 +210,8 @@ def detect(
         frame = read_dataset(source)
         parts = []
         for (service, metric), rows in split_series(frame):
-            scores = score_series(to_series(rows), names, train_fraction, retrain_every, jobs)
+            scores = score_series(to_series(rows), names, train_fraction, retrain_every, jobs,
+                                  refit_policy)
             part = pd.DataFrame(
                 {"service": service, "metric": metric, TIMESTAMP: rows[TIMESTAMP].to_numpy(),
                  VALUE: rows[VALUE].to_numpy(), "anomaly_score": scores.to_numpy()}
@@ -205,7 +232,7 @@ def detect(
         taken, late = arrival_order(stamps)
         n_late, n_repeated = int(late.sum()), int((~taken & ~late).sum())
         scores = score_series(to_series(value_frame(source, raw[taken])), names,
-                              train_fraction, retrain_every, jobs)
+                              train_fraction, retrain_every, jobs, refit_policy)
         index = pd.DatetimeIndex(stamps)
         result = pd.DataFrame(
             {TIMESTAMP: raw[TIMESTAMP], VALUE: raw[VALUE],
@@ -250,12 +277,18 @@ def page_flags(scores: pd.Series, policy: AlarmPolicy,
     changes it.
     """
     stamps = scores.index.as_unit("ns").asi8
-    steps = np.diff(stamps, prepend=stamps[:1] - (stamps[1:2] - stamps[:1])) / 1e9
-    trailing = pd.Series(steps).rolling(PAGE_STEP_POINTS, min_periods=1).median().to_numpy()
-    per_row = policy.thresholds_at(trailing)
+    per_row = row_thresholds(stamps, policy)
     live = scores.to_numpy().copy()
     live[:training_rows(len(scores), train_fraction)] = np.nan
     flags = np.zeros(len(scores), dtype=int)
     flags[page_positions(stamps, live, per_row, policy.merge_gap_s,
                          policy.min_points, policy.lone_point_rarity)] = 1
     return flags, np.unique(per_row).tolist()
+
+
+def row_thresholds(stamps: np.ndarray, policy: AlarmPolicy) -> np.ndarray:
+    """The threshold of each row (int64 nanoseconds): ``policy``'s for the median step of the
+    ``PAGE_STEP_POINTS`` rows up to it."""
+    steps = np.diff(stamps, prepend=stamps[:1] - (stamps[1:2] - stamps[:1])) / 1e9
+    trailing = pd.Series(steps).rolling(PAGE_STEP_POINTS, min_periods=1).median().to_numpy()
+    return policy.thresholds_at(trailing)

@@ -265,9 +265,12 @@ def test_pages_mark_where_the_default_policy_pages_once_per_incident(tmp_path, c
     loose.write_text(json.dumps({"threshold": 0.99, "min_points": 1, "merge_gap_s": 300}))
     scores = _detect(csv, tmp_path / "loose.csv", "--pages", "--alarm-policy", str(loose))
     assert scores["page"].sum() > len(expected)
+    # Without --pages the policy still governs the refits; a bad file is named.
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"learn_incident_after_s": -1}))
     assert main(["detect", str(csv), "--out", str(tmp_path / "o.csv"),
-                 "--alarm-policy", str(loose)]) == 1
-    assert "add --pages" in capsys.readouterr().err
+                 "--alarm-policy", str(bad)]) == 1
+    assert "bad.json" in capsys.readouterr().err
 
 
 def _stream(kind: str, seed: int = 0) -> pd.DataFrame:

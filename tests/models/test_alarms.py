@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.alarms import AlarmPolicy, find_incidents
+from models.alarms import AlarmPolicy, find_incidents, unlearnt_rows
 
 INDEX = pd.date_range("2026-01-05", periods=120, freq="1min", tz="UTC")
 #: Most cases below are written at threshold 0.99 with every alarm paging; the defaults
@@ -101,6 +101,7 @@ def test_incident_severity_uses_its_duration():
         ({"resolve_after_points": 0}, "resolve_after_points"),
         ({"merge_gap_s": -1}, "merge_gap_s"),
         ({"min_points": 0}, "min_points"),
+        ({"learn_incident_after_s": -1}, "learn_incident_after_s"),
         ({"criticality": {"cpu": 7}}, "criticality of 'cpu'"),
         ({"bogus": 1}, "unknown AlarmPolicy field"),
     ],
@@ -162,3 +163,33 @@ def test_incidents_and_pages_use_the_threshold_of_the_series_step():
         scores[30:33] = 0.9997
         assert len(find_incidents(index, scores, "m")) == expected
         assert len(AlarmPolicy().pages(index.as_unit("ns").asi8, scores)) == expected
+
+
+def test_a_refit_leaves_out_an_incident_still_open_at_its_instant_until_it_is_old():
+    policy = AlarmPolicy(threshold=0.99, merge_gap_s=600, learn_incident_after_s=3600)
+    stamps = INDEX.as_unit("ns").asi8
+    minute = 60 * 10**9
+    # An incident from minute 40 (flapping: 40-44, 50-59), still open at minute 60.
+    scores = scores_with((5, 7, 0.995), (40, 45, 0.995), (50, 60, 0.995))
+    assert unlearnt_rows(stamps, scores, 0.99, policy, stamps[60]) == slice(40, 60)
+    # Once it is as old as learn_incident_after_s, the change is learnt.
+    assert unlearnt_rows(stamps, scores, 0.99, policy, stamps[40] + 60 * minute) == slice(0, 0)
+    # Closed (its last point a merge gap before the refit): learnt.
+    assert unlearnt_rows(stamps, scores, 0.99, policy, stamps[59] + 10 * minute) == slice(0, 0)
+    # Still open: every row from its start to the refit, quiet ones between alarms too.
+    assert unlearnt_rows(stamps, scores, 0.99, policy, stamps[59] + 9 * minute) == slice(40, 68)
+    # Only the rows before the refit instant are scores it has seen.
+    assert unlearnt_rows(stamps, scores, 0.99, policy, stamps[55]) == slice(40, 55)
+
+
+def test_an_incident_that_never_paged_is_learnt():
+    stamps = INDEX.as_unit("ns").asi8
+    lone = scores_with((50, 51, 0.995))  # one alarmed point: not confirmed
+    assert unlearnt_rows(stamps, lone, 0.99, AlarmPolicy(threshold=0.99), stamps[55]) == slice(0, 0)
+    assert unlearnt_rows(stamps, lone, 0.99, AlarmPolicy(threshold=0.99, min_points=1),
+                         stamps[55]) == slice(50, 55)
+    # Unscored rows (NaN) never alarm; 0 disables the rule.
+    assert unlearnt_rows(stamps, np.full(len(INDEX), np.nan), 0.99, POLICY, stamps[55]) == slice(0, 0)
+    assert unlearnt_rows(stamps, lone, 0.99, AlarmPolicy(threshold=0.99, min_points=1,
+                                                        learn_incident_after_s=0),
+                         stamps[55]) == slice(0, 0)

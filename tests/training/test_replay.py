@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.replay import _segments, score_series
+from models.alarms import AlarmPolicy
+from training.replay import PAGE_STEP_POINTS, _segments, page_flags, score_series
 
 
-def shifted_series(days: int = 6, shift_day: int = 2) -> pd.Series:
-    """Hourly-periodic noise at 10-minute steps whose level doubles from ``shift_day`` on."""
+def shifted_series(days: int = 6, shift_day: float = 2) -> pd.Series:
+    """Noise at 10-minute steps whose level doubles from ``shift_day`` days in on."""
     index = pd.date_range("2026-03-02", periods=days * 144, freq="10min", tz="UTC")
     rng = np.random.default_rng(7)
     values = 50 + rng.normal(0, 1.0, len(index))
@@ -40,6 +41,26 @@ def test_refits_absorb_a_level_shift_that_a_single_fit_keeps_alarming_on():
     onset = series.index.get_loc(series.index[series.index >= series.index[0]
                                               + pd.Timedelta(days=2)][0])
     assert once.iloc[onset] >= 0.9999 and nightly.iloc[onset] >= 0.9999
+
+
+def test_a_refit_does_not_learn_a_shift_still_being_paged_until_it_has_lasted_a_day():
+    series = shifted_series(shift_day=2 + 20 / 24)  # from 20:00 on the third day
+    retrain, days = pd.Timedelta(days=1), series.index.normalize()
+    learning = AlarmPolicy(learn_incident_after_s=0)  # every refit learns every row
+    shipped = score_series(series, ("static_threshold",), 0.2, retrain)
+    learnt = score_series(series, ("static_threshold",), 0.2, retrain, policy=learning)
+    threshold = AlarmPolicy().threshold_at(600)
+
+    def alarmed(scores, day):
+        return (scores[days == series.index[0] + pd.Timedelta(days=day)] >= threshold).mean()
+
+    assert alarmed(shipped, 2) == alarmed(learnt, 2) > 0.1  # the evening of the shift: paged
+    # The refit at midnight, four hours in: learnt, the alarm would end while the shift goes on.
+    assert alarmed(learnt, 3) < 0.05 and alarmed(shipped, 3) > 0.95
+    # The next midnight it has lasted more than a day: learnt as the new normal.
+    assert alarmed(shipped, 4) < 0.05 and alarmed(shipped, 5) < 0.05
+    flags, _ = page_flags(shipped, AlarmPolicy(), 0.2)
+    assert flags.sum() == 1  # one incident, paged once
 
 
 def test_replay_with_refits_is_causal():
@@ -73,9 +94,6 @@ def test_pages_judge_each_row_at_the_threshold_of_its_trailing_step():
     """A stream that goes from 5-minute to 1-minute steps: 0.9997 is above the 5-minute
     threshold (0.9995) and below the 1-minute one (0.9999); the replay's pages follow the
     step of the rows up to each row, as the service follows each window's."""
-    from models.alarms import AlarmPolicy
-    from training.replay import PAGE_STEP_POINTS, page_flags
-
     coarse = pd.date_range("2026-01-05", periods=400, freq="5min", tz="UTC")
     fine = pd.date_range(coarse[-1] + pd.Timedelta("1min"), periods=3 * PAGE_STEP_POINTS,
                          freq="1min", tz="UTC")
