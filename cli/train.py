@@ -7,6 +7,7 @@ ends the MLflow run as ``KILLED`` and stops the Ray the command started.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import logging
 import sys
@@ -14,6 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from cli.arguments import alarm_policy
 from cli.data import print_import, prometheus_arguments, prometheus_source
 from models.backtest import DEFAULT_FORECASTERS
 from models.bundle import DEFAULT_DETECTORS
@@ -119,8 +121,10 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
         raise ValueError("--query and --labels-config need --prometheus URL")
     started = time.perf_counter()
     try:
-        outcome = retrain_nightly(_train_options(args), days=args.days, day=day,
-                                  force=args.force, source=source)
+        options = dataclasses.replace(_train_options(args),
+                                      alarm_policy=alarm_policy(args.alarm_policy))
+        outcome = retrain_nightly(options, days=args.days, day=day, force=args.force,
+                                  source=source)
     except NightlyLockedError as error:
         print(f"aiops retrain: error: {error}", file=sys.stderr)
         return 3
@@ -172,6 +176,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     rt.add_argument("--day", help="the run's day, YYYY-MM-DD (default: today, UTC)")
     rt.add_argument("--force", action="store_true",
                     help="train even when a run for the day has finished")
+    rt.add_argument("--alarm-policy", metavar="FILE",
+                    help="the alarm policy under which the incident the champion is paging "
+                         "is not learnt, a JSON file as AIOPS_ALARM_POLICY takes (default: "
+                         "AIOPS_ALARM_POLICY if set, else the default policy)")
     rt.add_argument("--prometheus", dest="prometheus_url", metavar="URL",
                     help="first import the day's window from this Prometheus into --data "
                          "(resuming after each series' last stored point), then train")

@@ -34,6 +34,19 @@ from training.options import TrainOptions
 from training.promotion import GateDecision, gate, set_champion
 from training.tracking import CHAMPION, alias_version
 
+#: What :func:`load_champion` raises when the champion cannot be read.
+CHAMPION_LOAD_ERRORS = (LookupError, MlflowException, OSError, ModelFormatError)
+
+
+def load_champion(model_name: str) -> DetectorBundle:
+    """The bundle of ``model_name``'s champion in the tracking store in use (one of
+    :data:`CHAMPION_LOAD_ERRORS` when it cannot be read)."""
+    with tempfile.TemporaryDirectory() as cache:
+        _, champion = load_bundle(ModelRef(tracking_uri=mlflow.get_tracking_uri(),
+                                           name=model_name, alias=CHAMPION,
+                                           cache_dir=Path(cache)))
+    return champion
+
 
 def _gate(version: str, options: TrainOptions, measured: _Holdout | None) -> GateDecision:
     """Promote ``version`` if it is at least as good as the champion on data neither has seen.
@@ -51,11 +64,8 @@ def _gate(version: str, options: TrainOptions, measured: _Holdout | None) -> Gat
                                 "challenger with the champion on; promote by hand", {})
     else:
         try:
-            with tempfile.TemporaryDirectory() as cache:
-                _, champion = load_bundle(ModelRef(
-                    tracking_uri=mlflow.get_tracking_uri(), name=options.model_name,
-                    alias=CHAMPION, cache_dir=Path(cache)))
-        except (LookupError, MlflowException, OSError, ModelFormatError) as error:
+            champion = load_champion(options.model_name)
+        except CHAMPION_LOAD_ERRORS as error:
             decision = GateDecision(False, f"the champion (version {champion_version}) could "
                                     f"not be loaded to compare with: {error}", {})
         else:

@@ -31,6 +31,7 @@ from filelock import FileLock, Timeout
 from mlflow.tracking import MlflowClient
 
 from features.prometheus import ImportReport, LabelRule, PromQuery, import_prometheus
+from models.alarms import AlarmPolicy
 from training.runs import Heartbeat, is_alive, process_tags
 from training.tracking import DEFAULT_EXPERIMENT, configure_tracking, ensure_experiment
 from training.train import TrainOptions, TrainResult, train
@@ -181,6 +182,10 @@ def retrain_nightly(
 ) -> NightlyResult:
     """Train ``options`` on the window of ``day`` (default: today, UTC) unless already done.
 
+    The detectors do not learn the incident the champion is paging at the end of the
+    window (:mod:`training.unlearnt`) under ``options.alarm_policy`` (default: the default
+    policy).
+
     With a Prometheus ``source``, the window (up to now at the latest) is first
     imported into ``options.data``, resuming after each series' last stored
     point, under the same lock, so two runs never import into one store at once.
@@ -219,6 +224,7 @@ def retrain_nightly(
                 imported = _import(source, options.data, start, end)
             result = train(dataclasses.replace(
                 options, start=start, end=end, run_id=run_id,
+                alarm_policy=options.alarm_policy or AlarmPolicy(),
                 tags={**options.tags, DAY_TAG: day.isoformat(), MODEL_TAG: options.model_name}))
         except BaseException:
             _end_claim(run_id)

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 import models
+from models.alarms import AlarmPolicy
 from models.backtest import DEFAULT_FORECASTERS
 from models.bundle import DEFAULT_DETECTORS
 from models.correlation import CorrelationDetector
@@ -52,6 +53,9 @@ class TrainOptions:
     tags: dict[str, str] = dataclasses.field(default_factory=dict)
     #: An MLflow run created beforehand to train in (the nightly job's claim); None: a new one.
     run_id: str | None = None
+    #: The detectors' final fit leaves out the incident the champion is paging at the end of
+    #: the data under this policy (:mod:`training.unlearnt`); None: every row is learnt.
+    alarm_policy: AlarmPolicy | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.forecast_horizon <= 100_000:

@@ -40,6 +40,7 @@ from training.plots import log_plots
 from training.registration import _register
 from training.runs import tracked_run
 from training.tracking import configure_tracking, ensure_experiment
+from training.unlearnt import champion_paging, without
 
 __all__ = ["MIN_UNSEEN_SHARE", "TrainOptions", "TrainResult", "evaluate", "forecast_holdout",
            "holdout_metrics", "train"]
@@ -99,14 +100,19 @@ def train(options: TrainOptions) -> TrainResult:
             metrics.update(measured.metrics)
 
         fit_started = time.perf_counter()
-        fitted, failures, partial = fit_fleet(series, options.series_detectors,
+        left_out = {}
+        if options.alarm_policy is not None:
+            at = options.end or frame[TIMESTAMP].max() + pd.Timedelta(1, "ns")
+            left_out = champion_paging(series, options.model_name, options.alarm_policy, at)
+        fit_on = without(series, left_out)
+        fitted, failures, partial = fit_fleet(fit_on, options.series_detectors,
                                               options.detector_configs, progress=options.progress)
         if not fitted:
             raise ValueError(
                 f"no series of {options.data} could be trained ({len(failures)} tried); "
                 f"{next(iter(failures.values()), 'none')}"
             )
-        services = _fit_correlations(series, options) if options.use_correlation else {}
+        services = _fit_correlations(fit_on, options) if options.use_correlation else {}
         metrics["n_services_correlated"] = float(len(services))
         forecasters = _fit_final_forecasters(
             {k: v for k, v in series.items() if k in fitted}, options, measured, metrics)
@@ -114,11 +120,15 @@ def train(options: TrainOptions) -> TrainResult:
         metrics["n_series_fitted"] = float(len(fitted))
         metrics["n_series_failed"] = float(len(failures))
         metrics["n_series_partial"] = float(len(partial))
+        metrics["n_series_left_out"] = float(len(left_out))
         mlflow.log_metrics(metrics)
         if failures:
             mlflow.log_dict({f"{k[0]}/{k[1]}": v for k, v in failures.items()}, "failures.json")
         if partial:
             mlflow.log_dict({f"{k[0]}/{k[1]}": v for k, v in partial.items()}, "partial.json")
+        if left_out:
+            mlflow.log_dict({f"{k[0]}/{k[1]}": v.note() for k, v in left_out.items()},
+                            "left_out.json")
 
         bundle = DetectorBundle(
             fitted,

@@ -8,6 +8,7 @@ detectors and forecasters for a 48-step horizon.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -196,6 +197,53 @@ def test_nightly_is_idempotent_per_day_and_locked(fleet_dataset, mlflow_store, s
                  MODEL, "--days", "1", "--day", "2020-01-01", "--quiet"])
     assert code == 1
     assert "holds no rows between 2019-12-31" in capsys.readouterr().err
+
+
+def shifted_store(root: Path) -> tuple[pd.DataFrame, pd.Timestamp]:
+    """One series at 10-minute steps over five days and a half, whose level doubles from
+    20:00 on the fourth day on (noise 1 around 50); and the midnight after the shift."""
+    import numpy as np
+
+    index = pd.date_range("2026-03-02", periods=int(5.5 * 144), freq="10min", tz="UTC")
+    shift = pd.Timestamp("2026-03-05 20:00", tz="UTC")
+    values = 50 + np.random.default_rng(3).normal(0, 1.0, len(index)) + 50 * (index >= shift)
+    frame = pd.DataFrame({"timestamp": index, "service": "shop", "metric": "request_rate",
+                          "value": values})
+    write_dataset(frame, root)
+    return frame, shift.normalize() + pd.Timedelta(days=1)
+
+
+def test_the_nightly_job_does_not_learn_a_shift_the_champion_is_paging(mlflow_store, tmp_path):
+    from models.alarms import AlarmPolicy
+    from registry.bundles import ModelRef, load_bundle
+
+    frame, midnight = shifted_store(tmp_path / "data")
+    options = light_options(tmp_path / "data", holdout_fraction=0.0, forecast_horizon=0)
+    # The champion, trained the night before the shift.
+    assert retrain_nightly(options, days=4, day=(midnight - pd.Timedelta(days=1)).date(),
+                           lock_path=tmp_path / "lock").result.champion
+    morning = frame[(frame["timestamp"] >= midnight)].set_index("timestamp")["value"]
+    threshold = AlarmPolicy().threshold_at(600)
+
+    def morning_alarms(alias: str) -> float:
+        _, bundle = load_bundle(ModelRef(tracking_uri=mlflow_store, name=MODEL, alias=alias,
+                                         cache_dir=tmp_path / alias))
+        return float((bundle.score("shop", "request_rate", morning).score >= threshold).mean())
+
+    # The night after: the four hours of the new level are left out, so it is still paged.
+    nightly = retrain_nightly(options, days=4, day=midnight.date(), lock_path=tmp_path / "lock")
+    assert nightly.result.metrics["n_series_left_out"] == 1
+    left_out = MlflowClient().download_artifacts(nightly.result.run_id, "left_out.json")
+    assert json.loads(Path(left_out).read_text()) == {
+        "shop/request_rate": "24 rows from 2026-03-05T20:00:00+00:00 to 2026-03-06T00:00:00+00:00 "
+                             "left out: an incident the champion is paging"}
+    assert morning_alarms(CHALLENGER) > 0.95
+    # Learning every row, the same night's model takes the new level for normal.
+    learning = dataclasses.replace(options, alarm_policy=AlarmPolicy(learn_incident_after_s=0))
+    every_row = retrain_nightly(learning, days=4, day=midnight.date(), force=True,
+                                lock_path=tmp_path / "lock")
+    assert every_row.result.metrics["n_series_left_out"] == 0
+    assert morning_alarms(CHALLENGER) < 0.05
 
 
 def test_a_retrain_on_a_little_more_data_is_promoted(small_fleet, mlflow_store, tmp_path):
