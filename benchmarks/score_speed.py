@@ -6,7 +6,9 @@ Usage::
 
 Prints the median and p99 latency of scoring one window with the detectors of a
 trained series, the per-series cost through the API's handler (validation,
-scoring, alarms, response) with one series per request and with 50, and, when a NAB folder is given, the fit-plus-replay time of
+scoring, alarms, response) with one series per request and with 50, the cost of a window
+sliding on by a few points cold and through a score cache, and, when a NAB folder is given,
+the fit-plus-replay time of
 `aiops detect` on its realAWSCloudwatch files. A benchmark, not a test: it
 measures and prints.
 """
@@ -88,6 +90,33 @@ def bench_batch(batch: int, repeats: int) -> None:
           f"series per request, {batched:.2f} ms per series {batch} series per request")
 
 
+def bench_sliding(n_windows: int, slide: int) -> None:
+    """A window sliding on by ``slide`` points per request, cold and through a score cache."""
+    from models.score_cache import ScoreCache
+
+    history = _series(2 * 8640, "10s", 0)
+    detectors = fit_series(history, DEFAULT_DETECTORS)
+    bundle = DetectorBundle({("svc", "cpu"): detectors})
+    stream = _series(2 * 8640 + 360 + n_windows * slide, "10s", 1).iloc[2 * 8640:]
+    windows = [stream.iloc[i * slide:i * slide + 360] for i in range(n_windows)]
+    print(f"a 360-point window sliding on by {slide} points, {n_windows} windows "
+          f"(context: {', '.join(f'{n} {d.context_points()}' for n, d in detectors.items())})")
+    for name in [*sorted(detectors), None]:
+        chosen = [name] if name else None
+        timings = {}
+        for label, cache in (("cold", None), ("cached", ScoreCache())):
+            bundle.score("svc", "cpu", windows[0], chosen, cache=cache)  # warm up, first entry
+            started = time.perf_counter()
+            for window in windows[1:]:
+                bundle.score("svc", "cpu", window, chosen, cache=cache)
+            timings[label] = (time.perf_counter() - started) / (n_windows - 1) * 1000
+            if cache is not None:
+                hit_rate = cache.stats().hit_rate
+        print(f"  {name or 'ensemble':18s} cold {timings['cold']:6.2f} ms, through the cache "
+              f"{timings['cached']:6.2f} ms per window ({timings['cold'] / timings['cached']:.1f}x; "
+              f"hit rate {hit_rate:.2f})")
+
+
 def bench_detect(nab: Path) -> None:
     files = sorted((nab / "data" / "realAWSCloudwatch").glob("*.csv"))
     if not files:
@@ -112,9 +141,12 @@ def main() -> None:
     parser.add_argument("--nab", type=Path, help="folder of the NAB subset (../shared/data/nab)")
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--batch", type=int, default=50, help="series per request in the batch run")
+    parser.add_argument("--slide", type=int, default=6,
+                        help="points a window moves on per request in the sliding run (a minute)")
     args = parser.parse_args()
     bench_window(args.repeats)
     bench_batch(args.batch, max(3, args.repeats // 40))
+    bench_sliding(max(20, args.repeats // 2), args.slide)
     if args.nab:
         bench_detect(args.nab)
 

@@ -151,6 +151,7 @@ def _stop_within_deadline(settings, hurry: threading.Event) -> None:
 
 
 def _cmd_watch(args: argparse.Namespace) -> int:
+    from models.score_cache import ScoreCache
     from serving.live import LiveConfig
     from serving.loader import ModelHolder, ModelWatcher, start_model
     from serving.schemas import AlertOut
@@ -165,7 +166,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
         data["interval_s"] = args.interval
     config = LiveConfig.model_validate(data)
     settings = Settings.from_env(model_name=args.model_name, model_alias=args.alias)
-    holder = ModelHolder(start_model(settings))
+    holder = ModelHolder(start_model(settings), ScoreCache(settings.score_cache_bytes))
     model = holder.require()
     print(f"watching {len(config.series)} series every {config.interval_s:g} s with "
           f"{model.name} version {model.version} ({model.source})", flush=True)

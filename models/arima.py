@@ -94,6 +94,15 @@ class ArimaDetectorConfig(DetectorConfig):
         the history does not inflate the calibration. A second such error in a
         row is accepted as real (a level shift). 0 turns this off: the plain
         ARIMA recursion.
+    restart_every
+        The recursion starts again from zero state every ``restart_every``
+        trained steps, at boundaries fixed by the clock (multiples of
+        ``restart_every`` steps since the epoch), not by where a window
+        begins. So a point's score depends on at most
+        :meth:`ArimaDetector.context_points` rows before it, and a window that
+        holds them scores it exactly as any longer window does. An MA part's
+        memory fades geometrically, so the default 64 loses nothing measurable
+        (figures: benchmarks/README.md).
     """
 
     season: str = "auto"
@@ -106,9 +115,11 @@ class ArimaDetectorConfig(DetectorConfig):
     fit_length: int = 3000
     level_window: int = 60
     outlier_sd: float = 4.0
+    restart_every: int = 64
 
     def __post_init__(self) -> None:
-        for name in ("slot_s", "max_p", "max_d", "max_q", "fit_length", "level_window"):
+        for name in ("slot_s", "max_p", "max_d", "max_q", "fit_length", "level_window",
+                     "restart_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name}={value!r} must be an integer")
@@ -135,6 +146,8 @@ class ArimaDetectorConfig(DetectorConfig):
             raise ValueError(f"level_window={self.level_window} must be 0 or lie in [2, 100000]")
         if not (self.outlier_sd == 0 or 2.0 <= self.outlier_sd <= 1000.0):
             raise ValueError(f"outlier_sd={self.outlier_sd} must be 0 or lie in [2, 1000]")
+        if not 8 <= self.restart_every <= 100_000:
+            raise ValueError(f"restart_every={self.restart_every} must lie in [8, 100000]")
 
 
 @register
@@ -166,11 +179,14 @@ class ArimaDetector(Detector):
         start (``γ(0)`` for the first point, converging to sigma²; exactly
         sigma² from point p on for a pure AR). So the first points are neither
         over-scored for a past the recursion cannot see nor dependent on where
-        training ended; a point's score depends on the window only through its
-        own run of points (through the last p + d points for a pure AR, a
-        geometrically fading past with an MA part). With d = 1 the first point
-        of a run has nothing to difference against and is compared with the
-        residual's training median and spread instead.
+        training ended. The recursion also restarts every ``restart_every``
+        steps on a clock-fixed grid, so a point's score depends on at most
+        :meth:`context_points` rows before it (the points since the last
+        restart, and the ``level_window`` before those for the local level):
+        any window holding them scores it the same, bit for bit. With d = 1
+        the first point of a run has nothing to difference against and is
+        compared with the residual's training median and spread instead; the
+        differencing goes on across a restart.
 
     Outliers and level shifts
         An isolated error beyond ``outlier_sd`` standard deviations scores in
@@ -272,8 +288,9 @@ class ArimaDetector(Detector):
         # than the week (at 1 minute, 3,000 points are a weekend, whose quiet noise would make
         # every busy Monday look rare); filtering the rest with the coefficients is cheap.
         z = (whole - self.center_) / self.scale_
+        starts = segment_starts(z, whole_stamps, self.step_ns_)
         raw, _, _, position = innovations(
-            z, segment_starts(z, whole_stamps, self.step_ns_), self._model, self._local_mean(z)
+            z, starts, self._model, self._local_mean(z), self._restarts(whole_stamps, starts)
         )
         p, d, q = self.order_
         raw[position < d + max(p, q)] = np.nan  # burn-in: errors the start of a run still shapes
@@ -317,6 +334,26 @@ class ArimaDetector(Detector):
             return None
         return recent_level(z, self.config.level_window, _LEVEL_PRIOR_WEIGHT, self.mu_)
 
+    def _restarts(self, stamps: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """Where the recursion restarts inside a run: the clock grid of ``restart_every`` steps.
+
+        A point starts a new block where ``stamp // (restart_every · step)``
+        changes; where a block holds more rows than that (a series sampled
+        finer than it was trained), every ``restart_every``-th row since the
+        block's start, a run start or the window's first row restarts too.
+        """
+        every = self.config.restart_every
+        block = np.floor_divide(stamps, every * self.step_ns_)
+        change = np.r_[False, block[1:] != block[:-1]]
+        begins = change | starts
+        begins[:1] = True
+        group_start = np.maximum.accumulate(np.where(begins, np.arange(len(stamps)), 0))
+        since = np.arange(len(stamps)) - group_start
+        return change | ((since > 0) & (since % every == 0))
+
+    def context_points(self) -> int:
+        return self.config.restart_every + self.config.level_window + 1
+
     def _training_raw_scores(self, history: pd.Series) -> np.ndarray:
         raw, self._training_raw = self._training_raw, None
         return raw
@@ -332,7 +369,9 @@ class ArimaDetector(Detector):
             z = (values - baseline) / self.scale_
             starts = segment_starts(z, stamps, self.step_ns_)
             mean = self._local_mean(z)
-            raw, prediction, sd, _ = innovations(z, starts, self._model, mean)
+            raw, prediction, sd, _ = innovations(
+                z, starts, self._model, mean, self._restarts(stamps, starts)
+            )
         # A finite value whose arithmetic overflowed is as far from normal as it gets.
         raw[np.isfinite(values) & ~np.isfinite(raw)] = np.inf
         # Where there is no prediction (a missing value), the range of a run's first point.

@@ -13,6 +13,7 @@ likelihood in statsmodels (:func:`mle_refine`). See
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import warnings
@@ -58,13 +59,18 @@ def innovations(
     starts: np.ndarray,
     model: Arma,
     mean: np.ndarray | None = None,
+    restarts: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One-step errors of ``model`` over ``z``, restarting at every run start.
 
     ``mean`` replaces the fitted mean of a d = 0 model point by point (a local
-    level computed from the past only). Returns the raw score ``|error| / sd``,
-    the one-step prediction, the prediction's standard deviation (all in the
-    units of ``z``) and each point's position within its run; NaN (position -1)
+    level computed from the past only). ``restarts`` marks points inside a run
+    where the recursion starts again from zero state (the differencing of a
+    d = 1 model goes on across them), which bounds how far back a point's
+    error depends on the past. Returns the raw score ``|error| / sd``, the
+    one-step prediction, the prediction's standard deviation (all in the units
+    of ``z``) and each point's position since its run start or restart (the
+    first difference of a d = 1 model is at position 1); NaN (position -1)
     where ``z`` is not finite.
     """
     n = len(z)
@@ -75,27 +81,30 @@ def innovations(
         return raw, prediction, sd, position
     stops = np.r_[np.flatnonzero(~np.isfinite(z) | starts), n]
     ends = stops[np.searchsorted(stops, begins, side="right")]
+    marked = np.flatnonzero(restarts) if restarts is not None else np.empty(0, dtype=np.int64)
     last = len(model.innovation_sd) - 1
     for a, b in zip(begins.tolist(), ends.tolist(), strict=True):
-        position[a:b] = np.arange(b - a)
         first = a
         if model.d == 1:
             # The first point of a run has no predecessor to difference against: it is compared
             # with the training distribution of the residual (median 0 in z units).
-            prediction[a], sd[a] = 0.0, model.level_sd
+            prediction[a], sd[a], position[a] = 0.0, model.level_sd, 0
             first = a + 1
             w = np.diff(z[a:b])
         else:
             w = z[a:b] - (model.mu if mean is None else mean[a:b])
-        if w.size == 0:
-            continue
+        inside = marked[(marked > first) & (marked < b)].tolist()
         # Conditional on zero pre-sample values and errors; innovation_sd[k] is the exact
-        # standard deviation of the k-th such error, so the run's first points are not
-        # over-scored for the pre-sample the recursion cannot see.
-        run_sd = model.innovation_sd[np.minimum(np.arange(w.size), last)]
-        errors = _run_errors(w, run_sd, model)
-        prediction[first:b] = z[first:b] - errors
-        sd[first:b] = run_sd
+        # standard deviation of the k-th such error, so the first points after a (re)start are
+        # not over-scored for the pre-sample the recursion cannot see.
+        for c0, c1 in itertools.pairwise([first, *inside, b]):
+            if c1 <= c0:
+                continue
+            run_sd = model.innovation_sd[np.minimum(np.arange(c1 - c0), last)]
+            errors = _run_errors(w[c0 - first:c1 - first], run_sd, model)
+            prediction[c0:c1] = z[c0:c1] - errors
+            sd[c0:c1] = run_sd
+            position[c0:c1] = model.d + np.arange(c1 - c0)
     raw = np.abs(z - prediction) / sd
     return raw, prediction, sd, position
 

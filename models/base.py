@@ -197,6 +197,16 @@ class Detector(Model):
         """
         return self.min_history_length
 
+    def context_points(self) -> int:
+        """Rows of past a point's score and expected range depend on, at most.
+
+        A point with at least this many rows before it in a window scores the
+        same, bit for bit, as in any longer window ending at it: the window's
+        start no longer matters. Scores of such points can be reused when a
+        window slides (see :class:`models.bundle.DetectorBundle`).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not declare its context")
+
     # -- what subclasses provide --------------------------------------------------------
     #: The need :meth:`min_history_points` declares, for a class whose need is one number.
     min_history_length: ClassVar[int] = 2

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import uuid
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -35,6 +36,7 @@ from models.base import (
 from models.contract import Model
 from models.correlation import CorrelationDetector
 from models.forecast import Forecaster, SeasonalNaiveForecaster
+from models.score_cache import ScoreCache
 from models.thresholds import WindowBaselineDetector
 
 SeriesKey = tuple[str, str]
@@ -247,6 +249,8 @@ class DetectorBundle:
                 raise NotFittedError(f"forecaster of {key[0]}/{key[1]} is not fitted")
         self.metadata = dict(metadata or {})
         self.fallback = WindowBaselineDetector()
+        # What a score cache keys this bundle's scores by: a new bundle (a model swap) misses.
+        self.token = uuid.uuid4().hex
 
     @property
     def series(self) -> list[SeriesKey]:
@@ -294,17 +298,51 @@ class DetectorBundle:
         forecaster = self.forecasters.get((service, metric))
         return None if forecaster is None else forecaster.config.max_horizon
 
+    def _selected(
+        self, service: str, metric: str, detectors: Iterable[str] | None
+    ) -> dict[str, Detector]:
+        """The detectors that score a series: those named (all by default), or the fallback."""
+        key = (service, metric)
+        if key not in self.detectors:
+            return {FALLBACK_DETECTOR: self.fallback}
+        available = self.detectors[key]
+        chosen = list(detectors) if detectors else sorted(available)
+        unknown = [n for n in chosen if n not in available]
+        if unknown:
+            raise ValueError(
+                f"detector(s) {unknown} not trained for {service}/{metric}; "
+                f"available: {sorted(available)}"
+            )
+        return {name: available[name] for name in chosen}
+
+    def context_points(
+        self, service: str, metric: str, detectors: Iterable[str] | None = None
+    ) -> int:
+        """Rows of past a point's ensemble score depends on: the most any selected detector reads.
+
+        Raises
+        ------
+        ValueError
+            ``detectors`` names a detector this series does not have.
+        """
+        return max(d.context_points() for d in self._selected(service, metric, detectors).values())
+
     def score(
         self,
         service: str,
         metric: str,
         window: pd.Series,
         detectors: Iterable[str] | None = None,
+        cache: ScoreCache | None = None,
     ) -> SeriesScores:
         """Score one window of a series.
 
         A series the bundle has never seen is scored by the window baseline
-        (its own recent past) and reported with ``known_series=False``.
+        (its own recent past) and reported with ``known_series=False``. A
+        point with :meth:`context_points` rows before it in the window scores
+        the same as in any longer window; ``cache`` reuses the scores of such
+        points from the last window of the series it scored, with the same
+        result as without it.
 
         Raises
         ------
@@ -312,18 +350,7 @@ class DetectorBundle:
             ``detectors`` names a detector this series does not have.
         """
         key = (service, metric)
-        if key in self.detectors:
-            available = self.detectors[key]
-            chosen = list(detectors) if detectors else sorted(available)
-            unknown = [n for n in chosen if n not in available]
-            if unknown:
-                raise ValueError(
-                    f"detector(s) {unknown} not trained for {service}/{metric}; "
-                    f"available: {sorted(available)}"
-                )
-            selected = {name: available[name] for name in chosen}
-        else:
-            selected = {FALLBACK_DETECTOR: self.fallback}
+        selected = self._selected(service, metric, detectors)
         # The expected range comes from a detector that provides one at every point (the first
         # by name when several do: the seasonal one before the window baseline), else the first.
         ranged = min(
@@ -332,11 +359,17 @@ class DetectorBundle:
         )
         detector_scores = {}
         for name, detector in selected.items():
-            if name == ranged:
-                scores, low, high = detector.score_with_range(window)
+            if cache is not None:
+                scores, *bounds = cache.score((self.token, service, metric, name), detector,
+                                              window, name == ranged)
+            elif name == ranged:
+                scores, *bounds = detector.score_with_range(window)
+                scores = scores.to_numpy()
             else:
-                scores = detector.score(window)
-            detector_scores[name] = scores.to_numpy()
+                scores, bounds = detector.score(window).to_numpy(), None
+            if name == ranged:
+                low, high = bounds
+            detector_scores[name] = scores
         return SeriesScores(
             index=window.index,
             values=window.to_numpy(dtype="float64"),

@@ -559,6 +559,9 @@ class LstmDetector(Detector):
     def _test_config(cls) -> LstmDetectorConfig:
         return LstmDetectorConfig(hidden_size=8, epochs=1, max_windows=500)
 
+    def context_points(self) -> int:
+        return self.config.context_length
+
     def min_history_points(self, step: pd.Timedelta | None = None) -> int:
         """``min_context`` points of past, then enough windows to train on and to hold out."""
         n_windows = MIN_TRAIN_WINDOWS + MIN_VALIDATION_WINDOWS

@@ -191,6 +191,10 @@ class RandomForestDetector(Detector):
         """``context_length`` points of past, then ``MIN_TRAIN_ROWS`` points to learn from."""
         return self.config.context_length + MIN_TRAIN_ROWS
 
+    def context_points(self) -> int:
+        # A lag may be a value carried over a bridged gap from fill_limit points further back.
+        return self.config.context_length + self.config.fill_limit
+
     # -- features -------------------------------------------------------------------------
     @property
     def n_features(self) -> int:

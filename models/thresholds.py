@@ -81,6 +81,9 @@ class StaticThresholdDetector(Detector):
     calibrated: ClassVar[bool] = False
     config: StaticThresholdConfig
 
+    def context_points(self) -> int:
+        return 0
+
     def _fit(self, history: pd.Series) -> None:
         values = history.dropna().to_numpy()
         q = self.config.quantile
@@ -180,6 +183,9 @@ class DynamicThresholdDetector(Detector):
     def trained_step(self) -> pd.Timedelta:
         return pd.Timedelta(seconds=self.step_s_)
 
+    def context_points(self) -> int:
+        return self.config.window_length
+
     def _slots(self, index: pd.DatetimeIndex) -> np.ndarray:
         slots, _ = slot_index(index.asi8, self.season_, self.slot_ns_)
         return slots
@@ -270,6 +276,9 @@ class WindowBaselineDetector(Detector):
 
     def _fit(self, history: pd.Series) -> None:
         self.n_history_ = len(history)
+
+    def context_points(self) -> int:
+        return self.config.window_length
 
     def _stats(self, window: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         x = window.to_numpy()

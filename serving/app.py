@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 
+from models.score_cache import ScoreCache
 from serving import problems
 from serving.loader import LoadedModel, ModelHolder, ModelWatcher
 from serving.observability import (
@@ -53,7 +54,7 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
     ``verdict_sink`` keeps the verdicts ``/metrics`` exports (the Serve deployment passes
     one shared by its replicas); without one, this app keeps its own.
     """
-    holder = holder or ModelHolder(model)
+    holder = holder or ModelHolder(model, ScoreCache(settings.score_cache_bytes))
     app = FastAPI(
         title="NovaEvo AIOps",
         version="0.1.0",
@@ -61,7 +62,8 @@ def create_app(settings: Settings, model: LoadedModel | None = None,
                     "forecasts and capacity recommendations.",
     )
     metrics = ServiceMetrics(
-        lambda: time.time() - holder.model.loaded_at if holder.model else float("nan"))
+        lambda: time.time() - holder.model.loaded_at if holder.model else float("nan"),
+        holder.score_cache.stats)
     app.state.services = Services(
         settings=settings, holder=holder, metrics=metrics,
         verdicts=VerdictRecorder(verdict_sink or VerdictMetrics(

@@ -17,6 +17,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.config import DeploymentActorConfig
 
+from models.score_cache import ScoreCache
 from serving.app import create_app
 from serving.haproxy import write_launcher
 from serving.loader import LoadedModel, ModelHolder, ModelWatcher, start_model
@@ -82,7 +83,7 @@ class AiopsIngress:
         configure_logging(stream=sys.__stderr__)
         flush_buffered_logs()  # and no warning of Serve's is held back from here on
         self.settings = settings
-        self.holder = ModelHolder(start_model(settings))
+        self.holder = ModelHolder(start_model(settings), ScoreCache(settings.score_cache_bytes))
         # A new champion is picked up within settings.reload_interval_s, without a restart.
         self.watcher = ModelWatcher(settings, self.holder)
         self.watcher.start()
@@ -117,7 +118,7 @@ class AiopsIngress:
             out: list[tuple[LoadedModel, Scoring] | Exception] = []
             for query in queries:
                 try:
-                    out.append((model, score_query(model.bundle, query)))
+                    out.append((model, score_query(model.bundle, query, self.holder.score_cache)))
                 except Exception as error:
                     out.append(error)
             return out

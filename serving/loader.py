@@ -25,6 +25,7 @@ import time
 
 from models.base import NotFittedError
 from models.bundle import DetectorBundle
+from models.score_cache import ScoreCache
 from registry.bundles import (
     ModelRef,
     ModelUnavailableError,
@@ -109,11 +110,18 @@ def cached_model(settings: Settings, reason: str) -> LoadedModel:
 
 
 class ModelHolder:
-    """The model being served; replaced whole, so a request sees one version throughout."""
+    """The model being served; replaced whole, so a request sees one version throughout.
 
-    def __init__(self, model: LoadedModel | None = None) -> None:
+    ``score_cache`` holds the scores this process computed (see
+    :class:`models.score_cache.ScoreCache`), keyed by the model's bundle, so that a
+    swapped-in version never reuses the last one's; a swap also empties it.
+    """
+
+    def __init__(self, model: LoadedModel | None = None,
+                 score_cache: ScoreCache | None = None) -> None:
         self.model = model
         self.last_error: str | None = None
+        self.score_cache = score_cache if score_cache is not None else ScoreCache()
 
     def require(self) -> LoadedModel:
         model = self.model
@@ -147,6 +155,7 @@ class ModelWatcher:
         previous = self.holder.model.version if self.holder.model else None
         self.holder.model = loaded
         self.holder.last_error = None
+        self.holder.score_cache.clear()  # the old version's scores are never read again
         _log.info("now serving %s version %s (was %s)", loaded.name, loaded.version, previous)
         return True
 

@@ -23,8 +23,11 @@ from typing import Protocol, TextIO
 import pandas as pd
 from fastapi import HTTPException
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from models.bundle import DetectorBundle
+from models.score_cache import ScoreCacheStats
 from serving.security import ScrubFilter
 
 #: Latency buckets (seconds): scoring takes milliseconds, a cold forecast up to a second.
@@ -36,8 +39,11 @@ SCORE_BUCKETS = (0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999, 0.999999, 1.0)
 class ServiceMetrics:
     """The metrics of one app, in a registry of its own."""
 
-    def __init__(self, seconds_since_reload: Callable[[], float]) -> None:
+    def __init__(self, seconds_since_reload: Callable[[], float],
+                 cache_stats: Callable[[], ScoreCacheStats] | None = None) -> None:
         self.registry = CollectorRegistry()
+        if cache_stats is not None:
+            self.registry.register(_ScoreCacheCollector(cache_stats))
         self.requests = Counter("aiops_requests", "HTTP requests by endpoint, method and status",
                                 ["endpoint", "method", "status"], registry=self.registry)
         self.errors = Counter("aiops_request_errors", "Responses with a 5xx status, by endpoint",
@@ -70,6 +76,32 @@ class ServiceMetrics:
             self.model.remove(*self._model_labels)
         self.model.labels(*labels).set(1)
         self._model_labels = labels
+
+
+class _ScoreCacheCollector(Collector):
+    """The score cache's counts, read at each scrape (:class:`models.score_cache.ScoreCache`)."""
+
+    def __init__(self, stats: Callable[[], ScoreCacheStats]) -> None:
+        self._stats = stats
+
+    def collect(self):
+        stats = self._stats()
+        points = CounterMetricFamily(
+            "aiops_score_cache_points", "Points scored by a detector (scored) or taken from "
+            "the score cache (reused)", labels=["outcome"])
+        points.add_metric(["reused"], stats.reused_points)
+        points.add_metric(["scored"], stats.scored_points)
+        yield points
+        yield CounterMetricFamily("aiops_score_cache_evictions",
+                                  "Entries the score cache dropped to stay within its bound",
+                                  value=stats.n_evicted)
+        yield GaugeMetricFamily("aiops_score_cache_entries",
+                                "Series-detector windows the score cache holds",
+                                value=stats.n_entries)
+        yield GaugeMetricFamily("aiops_score_cache_bytes", "Bytes the score cache holds",
+                                value=stats.n_bytes)
+        yield GaugeMetricFamily("aiops_score_cache_max_bytes", "The score cache's bound",
+                                value=stats.max_bytes)
 
 
 #: Distances ahead, in seconds, at which forecast quantiles are exported (labels stay few).

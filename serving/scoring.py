@@ -18,6 +18,7 @@ import pandas as pd
 
 from models.alarms import AlarmPolicy, Severity, find_incidents
 from models.bundle import DetectorBundle, SeriesScores
+from models.score_cache import ScoreCache
 from models.service_incidents import ServiceIncident, service_incidents
 from serving.alerts import Alert, series_alerts, service_alerts
 
@@ -101,13 +102,16 @@ class Scoring:
 
 def score_windows(bundle: DetectorBundle, windows: Sequence[Window], policy: AlarmPolicy, *,
                   detectors: Sequence[str] | None = None,
-                  generator_url: str = "/v1/score") -> Scoring:
+                  generator_url: str = "/v1/score",
+                  cache: ScoreCache | None = None) -> Scoring:
     """Score ``windows`` with ``bundle``; alarms, incidents and alerts follow ``policy``.
 
     ``detectors`` restricts the trained series to those detectors (a series the bundle has
     never seen is scored by the window baseline whatever is asked). The metrics of a
     service sent together are also scored jointly by the service's correlation model, on
     the timestamps of the first of them. ``generator_url`` goes into every alert.
+    ``cache`` reuses scores already computed for a window that slid on (the result is the
+    same without it; see :class:`models.score_cache.ScoreCache`).
 
     Raises
     ------
@@ -130,7 +134,8 @@ def score_windows(bundle: DetectorBundle, windows: Sequence[Window], policy: Ala
     for i, window in enumerate(windows):
         wanted = detectors if detectors and (window.service, window.metric) in bundle else None
         try:
-            scored = bundle.score(window.service, window.metric, window.values, wanted)
+            scored = bundle.score(window.service, window.metric, window.values, wanted,
+                                  cache=cache)
         except ValueError as error:
             raise ValueError(f"series[{i}] ({window.service}/{window.metric}): {error}") from error
         results.append(_verdict(window, scored, policy.for_index(window.values.index)))
@@ -151,10 +156,11 @@ def score_windows(bundle: DetectorBundle, windows: Sequence[Window], policy: Ala
                    alerts=_alerts(windows, results, incidents, policy, generator_url))
 
 
-def score_query(bundle: DetectorBundle, query: ScoreQuery) -> Scoring:
+def score_query(bundle: DetectorBundle, query: ScoreQuery,
+                cache: ScoreCache | None = None) -> Scoring:
     """:func:`score_windows` of one query."""
     return score_windows(bundle, query.windows, query.policy, detectors=query.detectors,
-                         generator_url=query.generator_url)
+                         generator_url=query.generator_url, cache=cache)
 
 
 def _reported(incident: ServiceIncident) -> ServiceIncident:

@@ -18,6 +18,7 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator, mode
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
 from models.alarms import AlarmPolicy
+from models.score_cache import DEFAULT_MAX_BYTES as DEFAULT_CACHE_BYTES
 from registry import DEFAULT_MODEL_NAME
 from serving.live import LiveConfig
 from serving.security import TokenStore
@@ -62,6 +63,11 @@ class Settings(BaseSettings):
         services') verdicts on ``/metrics``, trained series first; of the series not in the
         served bundle, at most ``max_exported_series_per_caller`` per caller, the least
         recently updated making room (:class:`serving.observability.VerdictMetrics`).
+    Scoring
+        ``score_cache_bytes``: what each replica's score cache may hold (default 256 MiB,
+        about 40 bytes per point and detector; 0 turns it off). A window that slid on by a
+        few points is scored for its new points and the detectors' context only
+        (:class:`models.score_cache.ScoreCache`); the result is the same without it.
     The Serve deployment
         ``host``, ``port``: where the API listens. ``num_replicas``: a fixed number of
         replicas, or 0 to autoscale between 1 and ``max_replicas`` on the requests in
@@ -101,6 +107,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(20_000_000, ge=1)
     max_exported_series: int = Field(1_000, ge=1)
     max_exported_series_per_caller: int = Field(100, ge=1)
+    score_cache_bytes: int = Field(DEFAULT_CACHE_BYTES, ge=0)
     # -- the Serve deployment -------------------------------------------------------------
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

@@ -179,7 +179,8 @@ class Watcher:
         if windows:
             alerts = score_windows(self.holder.require().bundle, windows,
                                    self.settings.alarm_policy,
-                                   generator_url=self._generator_url()).alerts
+                                   generator_url=self._generator_url(),
+                                   cache=self.holder.score_cache).alerts
         firing = {a.fingerprint: a for a in alerts if a.status == "firing"}
         resolved_in_window = {a.fingerprint: a for a in alerts if a.status == "resolved"}
 

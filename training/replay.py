@@ -125,15 +125,20 @@ def score_series(
 
 def _score_segment(task: tuple[pd.Series, tuple[str, ...], int, int, int, slice]) -> np.ndarray:
     """Fit on ``series[:start]`` less the ``unlearnt`` rows; the ensemble score of rows ``lo``
-    up to ``end``."""
+    up to ``end`` (each detector reads its context before ``lo``, not the whole prefix)."""
     series, detector_names, start, end, lo, unlearnt = task
     history = series.iloc[:start]
     if unlearnt.stop > unlearnt.start:
         history = history.copy()
         history.iloc[unlearnt] = np.nan
     detectors = fit_series(history, detector_names)
-    scored = series.iloc[:end]
-    return combine({name: d.score(scored).to_numpy()[lo:] for name, d in detectors.items()})
+    # A row's score reads its detector's declared context only, so each detector scores the
+    # new rows from that many rows before them: the same scores as from the series' start.
+    scores = {}
+    for name, detector in detectors.items():
+        first = max(lo - detector.context_points(), 0)
+        scores[name] = detector.score(series.iloc[first:end]).to_numpy()[lo - first:]
+    return combine(scores)
 
 
 def training_rows(n_rows: int, train_fraction: float) -> int:

@@ -78,7 +78,8 @@ async def score(request: ScoreRequest, http_request: Request, who: ScoreCaller,
         model, scoring = await shared.batch_scorer(query)
     else:
         model = shared.holder.require()
-        scoring = await run_in_threadpool(score_query, model.bundle, query)
+        scoring = await run_in_threadpool(score_query, model.bundle, query,
+                                          shared.holder.score_cache)
     recorder = shared.verdicts.bound(who.name, model.bundle)
     for result in scoring.results:
         shared.metrics.scores.observe(max((s for s in result.scores if s is not None),

@@ -210,6 +210,23 @@ def test_where_a_window_starts_matters_only_for_its_first_points(ar1):
                                rtol=1e-12, atol=1e-12)
 
 
+def test_a_restart_ends_the_fading_memory_of_a_moving_average():
+    # MA(1) with theta 0.97: without restarts, the start of a window still moves a score 300
+    # points later by about 1e-3; with them, it cannot reach past the last restart.
+    history = arma_series(2000, ma=0.97, seed=21)
+    detector = make_detector("arima", season="none", level_window=0, max_p=0, max_q=1,
+                             restart_every=64).fit(history)
+    assert tuple(detector.order_) == (0, 0, 1)
+    window = arma_series(500, ma=0.97, seed=22, start="2026-02-01T00:00Z")
+    context = detector.context_points()
+    whole = detector.score_with_range(window)
+    later = detector.score_with_range(window.iloc[100:])
+    for a, b in zip(whole, later, strict=True):
+        np.testing.assert_array_equal(np.asarray(a)[100 + context:], np.asarray(b)[context:])
+    # The same windows differ where the recursion has not restarted since the later start.
+    assert not np.array_equal(whole[0].to_numpy()[100:110], later[0].to_numpy()[:10])
+
+
 @pytest.mark.parametrize("level_window", [0, 60])
 def test_scores_are_causal(ma1, level_window):
     detector = ma1
@@ -343,6 +360,7 @@ def test_a_lasting_level_shift_is_forgotten_only_with_a_level_window():
         ("fit_length", 10, r"\[30, 1000000\]"),
         ("level_window", 1, r"0 or lie in \[2, 100000\]"),
         ("outlier_sd", 1.0, r"0 or lie in \[2, 1000\]"),
+        ("restart_every", 4, r"\[8, 100000\]"),
     ],
 )
 def test_bad_config_names_field_value_and_range(field, value, accepted):
@@ -350,7 +368,7 @@ def test_bad_config_names_field_value_and_range(field, value, accepted):
         ArimaDetectorConfig(**{field: value})
 
 
-@pytest.mark.parametrize("field", ["max_p", "fit_length", "level_window"])
+@pytest.mark.parametrize("field", ["max_p", "fit_length", "level_window", "restart_every"])
 def test_a_fractional_count_is_a_type_error(field):
     with pytest.raises(TypeError, match=field):
         ArimaDetectorConfig(**{field: 2.5})

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from models.alarms import AlarmPolicy
-from training.replay import PAGE_STEP_POINTS, _segments, page_flags, score_series
+from models.bundle import combine, fit_series
+from training.replay import PAGE_STEP_POINTS, _segments, page_flags, score_series, training_rows
 
 
 def shifted_series(days: int = 6, shift_day: float = 2) -> pd.Series:
@@ -83,6 +84,28 @@ def test_refits_in_parallel_give_the_same_scores_bit_for_bit():
     assert np.array_equal(serial.to_numpy(), parallel.to_numpy(), equal_nan=True)
     with pytest.raises(ValueError, match="jobs=0"):
         score_series(series, names, 0.2, retrain, jobs=0)
+
+
+def test_each_day_is_scored_from_its_context_as_from_the_series_start():
+    index = pd.date_range("2026-03-02", periods=4 * 144, freq="10min", tz="UTC")
+    rng = np.random.default_rng(8)
+    series = pd.Series(50 + 10 * np.sin(np.arange(len(index)) / 23) + rng.normal(0, 1, len(index)),
+                       index=index)
+    series.iloc[[300, 301, 450]] = np.nan
+    names = ("dynamic_threshold", "arima", "random_forest")
+    # Every refit learns every row here, so that the fits below are the replay's.
+    learning = AlarmPolicy(learn_incident_after_s=0)
+    replayed = score_series(series, names, 0.25, pd.Timedelta(days=1), policy=learning)
+    # What the replay scored before each detector declared its context: every day's rows
+    # scored in a window from the series' first row.
+    expected = np.full(len(series), np.nan)
+    for i, (start, end) in enumerate(_segments(series.index, training_rows(len(series), 0.25),
+                                               pd.Timedelta(days=1))):
+        detectors = fit_series(series.iloc[:start], names)
+        lo = 0 if i == 0 else start
+        expected[lo:end] = combine({n: d.score(series.iloc[:end]).to_numpy()[lo:]
+                                    for n, d in detectors.items()})
+    assert np.array_equal(replayed.to_numpy(), expected, equal_nan=True)
 
 
 def test_a_non_positive_period_is_refused():
