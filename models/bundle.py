@@ -36,7 +36,7 @@ from models.base import (
 from models.contract import Model
 from models.correlation import CorrelationDetector
 from models.forecast import Forecaster, SeasonalNaiveForecaster
-from models.score_cache import ScoreCache
+from models.score_cache import ScoreCache, score_detector
 from models.thresholds import WindowBaselineDetector
 
 SeriesKey = tuple[str, str]
@@ -359,14 +359,11 @@ class DetectorBundle:
         )
         detector_scores = {}
         for name, detector in selected.items():
-            if cache is not None:
+            if cache is None:
+                scores, *bounds = score_detector(detector, window, name == ranged)
+            else:
                 scores, *bounds = cache.score((self.token, service, metric, name), detector,
                                               window, name == ranged)
-            elif name == ranged:
-                scores, *bounds = detector.score_with_range(window)
-                scores = scores.to_numpy()
-            else:
-                scores, bounds = detector.score(window).to_numpy(), None
             if name == ranged:
                 low, high = bounds
             detector_scores[name] = scores

@@ -112,6 +112,11 @@ class ScoreCache:
         the model does. Equal to ``detector.score_with_range(window)`` (or ``score``), bit
         for bit, whatever the cache holds.
         """
+        if self.max_bytes == 0:
+            scored = score_detector(detector, window, with_range)
+            with self._lock:
+                self._scored += len(window)
+            return scored
         stamps = window.index.as_unit("ns").asi8
         bits = np.ascontiguousarray(window.to_numpy(dtype="float64")).view(np.int64)
         n, context = len(window), detector.context_points()
@@ -124,17 +129,17 @@ class ScoreCache:
             k, m = entry.overlap(stamps, bits)
         # Reuse pays when the points it saves (m - context) outnumber those it scores twice:
         # the window's first ``context`` points, and the context of the new points.
-        if m <= 2 * context or m == 0:
-            scores, low, high = _score(detector, window, with_range)
+        if m <= 2 * context:
+            scores, low, high = score_detector(detector, window, with_range)
             reused = 0
         else:
             pieces = []
             if context:
-                pieces.append(_score(detector, window.iloc[:context], with_range))
+                pieces.append(score_detector(detector, window.iloc[:context], with_range))
             pieces.append(tuple(None if a is None else a[k + context:k + m]
                                 for a in (entry.scores, entry.low, entry.high)))
             if m < n:
-                tail = _score(detector, window.iloc[m - context:], with_range)
+                tail = score_detector(detector, window.iloc[m - context:], with_range)
                 pieces.append(tuple(None if a is None else a[context:] for a in tail))
             columns = list(zip(*pieces, strict=True))
             scores = np.concatenate(columns[0])
@@ -162,9 +167,10 @@ class ScoreCache:
                 self._evicted += 1
 
 
-def _score(
+def score_detector(
     detector: Detector, window: pd.Series, with_range: bool
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """``detector``'s scores of ``window`` as arrays, and its expected range if ``with_range``."""
     if with_range:
         scores, low, high = detector.score_with_range(window)
         return (scores.to_numpy(dtype="float64"), np.asarray(low, dtype="float64"),

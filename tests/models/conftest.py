@@ -59,6 +59,17 @@ def fitted_on_history(history):
     return fit
 
 
+@pytest.fixture(scope="module")
+def ensemble(fitted_on_history):
+    """The default detectors with their test configs, as a bundle of one series (KNOWN)."""
+    from models import registry_class
+    from models.bundle import DEFAULT_DETECTORS, DetectorBundle
+    from tests.models.streams import KNOWN
+
+    detectors = {name: fitted_on_history(registry_class(name)) for name in DEFAULT_DETECTORS}
+    return DetectorBundle({KNOWN: detectors})
+
+
 @pytest.fixture(scope="session")
 def make_daily_sine():
     """The generator itself, for tests that need another length or seed."""

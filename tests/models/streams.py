@@ -6,10 +6,21 @@ import numpy as np
 import pandas as pd
 from hypothesis import strategies as st
 
+from models.bundle import SeriesScores
+
+#: The series the test ensembles are trained for.
+KNOWN = ("checkout", "latency")
+
 
 def bits(values: np.ndarray) -> np.ndarray:
     """The float64 array as integers, so that equality means the same bits (NaN included)."""
     return np.ascontiguousarray(values, dtype="float64").view(np.int64)
+
+
+def ensemble_arrays(result: SeriesScores) -> tuple[np.ndarray, ...]:
+    """Everything an ensemble scoring returns per point: score, range, each detector's score."""
+    return (result.score, result.expected_low, result.expected_high,
+            *(result.detector_scores[n] for n in sorted(result.detector_scores)))
 
 
 @st.composite

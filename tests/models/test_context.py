@@ -9,6 +9,8 @@ ensemble of a known and of an unseen series, on the score and the expected range
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,11 +19,10 @@ from hypothesis import strategies as st
 
 from models import make_detector, registered_names, registry_class
 from models.arima import ArimaDetector, ArimaDetectorConfig
-from models.bundle import DEFAULT_DETECTORS, DetectorBundle
-from tests.models.streams import bits, streams
+from models.score_cache import score_detector
+from tests.models.streams import KNOWN, bits, ensemble_arrays, streams
 
 NAMES = registered_names()
-KNOWN = ("checkout", "latency")
 
 
 @st.composite
@@ -46,6 +47,23 @@ def base(make_daily_sine) -> pd.Series:
     return make_daily_sine(900, seed=11, start="2026-01-08T00:00Z")
 
 
+def check_context(score: Callable[[pd.Series], tuple], base: pd.Series, context: int,
+                  max_examples: int) -> None:
+    """``score``'s arrays agree from ``context`` rows in, between random longer and shorter
+    windows ending at the same point."""
+
+    @settings(max_examples=max_examples, deadline=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(data=st.data())
+    def check(data: st.DataObject) -> None:
+        stream = data.draw(streams(base))
+        early, late, end = data.draw(cuts(len(stream), context))
+        wide, narrow = (score(stream.iloc[start:end]) for start in (early, late))
+        assert_same_from(wide, narrow, late - early, context)
+
+    check()
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_a_point_with_its_declared_context_scores_as_in_any_longer_window(
     name, fitted_on_history, base
@@ -53,25 +71,7 @@ def test_a_point_with_its_declared_context_scores_as_in_any_longer_window(
     detector = fitted_on_history(registry_class(name))
     context = detector.context_points()
     assert isinstance(context, int) and context >= 0
-
-    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(data=st.data())
-    def check(data: st.DataObject) -> None:
-        stream = data.draw(streams(base))
-        early, late, end = data.draw(cuts(len(stream), context))
-        scored = []
-        for start in (early, late):
-            scores, low, high = detector.score_with_range(stream.iloc[start:end])
-            scored.append((scores.to_numpy(), np.asarray(low), np.asarray(high)))
-        assert_same_from(scored[0], scored[1], late - early, context)
-
-    check()
-
-
-@pytest.fixture(scope="module")
-def ensemble(fitted_on_history) -> DetectorBundle:
-    detectors = {name: fitted_on_history(registry_class(name)) for name in DEFAULT_DETECTORS}
-    return DetectorBundle({KNOWN: detectors})
+    check_context(lambda window: score_detector(detector, window, True), base, context, 25)
 
 
 @pytest.mark.parametrize("series", [KNOWN, ("nobody", "cpu")], ids=["known", "unseen"])
@@ -81,20 +81,8 @@ def test_the_ensemble_declares_the_context_of_its_widest_detector(ensemble, base
         assert context == max(d.context_points() for d in ensemble.detectors[KNOWN].values())
     else:
         assert context == ensemble.fallback.context_points()
-
-    @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(data=st.data())
-    def check(data: st.DataObject) -> None:
-        stream = data.draw(streams(base))
-        early, late, end = data.draw(cuts(len(stream), context))
-        scored = []
-        for start in (early, late):
-            result = ensemble.score(*series, stream.iloc[start:end])
-            scored.append((result.score, result.expected_low, result.expected_high,
-                           *(result.detector_scores[n] for n in sorted(result.detector_scores))))
-        assert_same_from(scored[0], scored[1], late - early, context)
-
-    check()
+    check_context(lambda window: ensemble_arrays(ensemble.score(*series, window)), base,
+                  context, 20)
 
 
 def test_the_ensemble_context_refuses_a_detector_the_series_lacks(ensemble):

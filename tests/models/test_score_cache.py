@@ -7,6 +7,8 @@ cache and cold, for every registered detector and for the default ensemble.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,10 +17,8 @@ from hypothesis import strategies as st
 
 from models import make_detector, registered_names, registry_class
 from models.bundle import DEFAULT_DETECTORS, DetectorBundle
-from models.score_cache import ScoreCache
-from tests.models.streams import bits, streams
-
-KNOWN = ("checkout", "latency")
+from models.score_cache import ScoreCache, score_detector
+from tests.models.streams import KNOWN, bits, ensemble_arrays, streams
 
 
 @pytest.fixture(scope="module")
@@ -62,26 +62,33 @@ def windows(stream: pd.Series, plan: list[tuple[int, int, int | None]]):
         yield window
 
 
-@pytest.mark.parametrize("name", registered_names())
-def test_a_detector_scores_through_the_cache_as_cold(name, fitted_on_history, base):
-    detector = fitted_on_history(registry_class(name))
-    with_range = detector.provides_expected_range
+def check_through_cache(cached: Callable[[pd.Series, ScoreCache], tuple],
+                        cold: Callable[[pd.Series], tuple], base: pd.Series,
+                        max_examples: int) -> None:
+    """Random sequences of windows score the same through one cache as cold; some reuse."""
     reused = []
 
-    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=max_examples, deadline=None,
+              suppress_health_check=[HealthCheck.too_slow])
     @given(data=st.data())
     def check(data: st.DataObject) -> None:
         stream = data.draw(streams(base))
         cache = ScoreCache()
         for window in windows(stream, data.draw(moves(len(stream)))):
-            cold = detector.score_with_range(window) if with_range else (
-                detector.score(window), None, None)
-            cold = (cold[0].to_numpy(), *cold[1:])
-            assert_same(cache.score(("m", name), detector, window, with_range), cold)
+            assert_same(cached(window, cache), cold(window))
         reused.append(cache.stats().reused_points)
 
     check()
     assert sum(reused) > 0  # the examples did take the path that reuses
+
+
+@pytest.mark.parametrize("name", registered_names())
+def test_a_detector_scores_through_the_cache_as_cold(name, fitted_on_history, base):
+    detector = fitted_on_history(registry_class(name))
+    with_range = detector.provides_expected_range
+    check_through_cache(
+        lambda window, cache: cache.score(("m", name), detector, window, with_range),
+        lambda window: score_detector(detector, window, with_range), base, 25)
 
 
 def test_a_sliding_window_reuses_all_but_its_new_points_and_context(fitted_on_history, base):
@@ -98,35 +105,15 @@ def test_a_sliding_window_reuses_all_but_its_new_points_and_context(fitted_on_hi
     assert 0 < stats.hit_rate < 1
 
 
-@pytest.fixture(scope="module")
-def ensemble(fitted_on_history) -> DetectorBundle:
-    detectors = {name: fitted_on_history(registry_class(name)) for name in DEFAULT_DETECTORS}
-    return DetectorBundle({KNOWN: detectors})
-
-
 def scored(bundle: DetectorBundle, series: tuple[str, str], window: pd.Series,
            cache: ScoreCache | None) -> tuple:
-    result = bundle.score(*series, window, cache=cache)
-    return (result.score, result.expected_low, result.expected_high,
-            *(result.detector_scores[n] for n in sorted(result.detector_scores)))
+    return ensemble_arrays(bundle.score(*series, window, cache=cache))
 
 
 @pytest.mark.parametrize("series", [KNOWN, ("nobody", "cpu")], ids=["known", "unseen"])
 def test_the_ensemble_scores_through_the_cache_as_cold(ensemble, base, series):
-    reused = []
-
-    @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(data=st.data())
-    def check(data: st.DataObject) -> None:
-        stream = data.draw(streams(base))
-        cache = ScoreCache()
-        for window in windows(stream, data.draw(moves(len(stream)))):
-            assert_same(scored(ensemble, series, window, cache),
-                        scored(ensemble, series, window, None))
-        reused.append(cache.stats().reused_points)
-
-    check()
-    assert sum(reused) > 0
+    check_through_cache(lambda window, cache: scored(ensemble, series, window, cache),
+                        lambda window: scored(ensemble, series, window, None), base, 20)
 
 
 def test_a_swapped_model_does_not_reuse_the_old_models_scores(fitted_on_history, base):
