@@ -16,6 +16,7 @@ measures and prints.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -29,7 +30,8 @@ from training.replay import detect
 
 
 def _series(n_points: int, step: str, seed: int) -> pd.Series:
-    index = pd.date_range("2026-01-05", periods=n_points, freq=step, tz="UTC")
+    # Nanoseconds, as the API parses timestamps (serving/routes/deps.py).
+    index = pd.date_range("2026-01-05", periods=n_points, freq=step, tz="UTC").as_unit("ns")
     rng = np.random.default_rng(seed)
     phase = 2 * np.pi * np.arange(n_points) * pd.Timedelta(step).total_seconds() / 86_400
     return pd.Series(50 + 20 * np.sin(phase) + rng.normal(0, 2, n_points), index=index)
@@ -71,23 +73,30 @@ def bench_batch(batch: int, repeats: int) -> None:
     settings = Settings()
     window = _series(2 * 8640 + 360, "10s", 1).iloc[-360:]
     stamps = [t.isoformat() for t in window.index]
-    bodies = [{"service": f"svc{i}", "metric": "cpu", "timestamps": stamps,
-               "values": window.tolist()} for i in range(batch)]
+    formats = {
+        "timestamps": {"timestamps": stamps},
+        "grid": {"start": stamps[0], "step_s": 10.0},
+    }
 
-    def run(payloads: list[dict]) -> float:
+    def run(payloads: list[str]) -> float:
         started = time.perf_counter()
         for payload in payloads:
-            query = to_query(ScoreRequest.model_validate(payload), settings, "/v1/score")
-            to_response(model, score_query(bundle, query))
+            query = to_query(ScoreRequest.model_validate(json.loads(payload)), settings,
+                             "/v1/score")
+            to_response(model, score_query(bundle, query)).model_dump_json()
         return time.perf_counter() - started
 
-    singles = [{"series": [body]} for body in bodies]
-    together = [{"series": bodies}]
-    run(singles[:2])  # warm up
-    one_at_a_time = statistics.median(run(singles) for _ in range(repeats)) / batch * 1000
-    batched = statistics.median(run(together) for _ in range(repeats)) / batch * 1000
-    print(f"API handler in-process, 360-point windows: {one_at_a_time:.2f} ms per series one "
-          f"series per request, {batched:.2f} ms per series {batch} series per request")
+    for label, times in formats.items():
+        bodies = [{"service": f"svc{i}", "metric": "cpu", **times, "values": window.tolist()}
+                  for i in range(batch)]
+        singles = [json.dumps({"series": [body]}) for body in bodies]
+        together = [json.dumps({"series": bodies})]
+        run(singles[:2])  # warm up
+        one_at_a_time = statistics.median(run(singles) for _ in range(repeats)) / batch * 1000
+        batched = statistics.median(run(together) for _ in range(repeats)) / batch * 1000
+        print(f"API handler in-process (JSON text to JSON bytes), 360-point windows with "
+              f"{label}: {one_at_a_time:.2f} ms per series one series per request, "
+              f"{batched:.2f} ms per series {batch} series per request")
 
 
 def bench_sliding(n_windows: int, slide: int) -> None:
@@ -117,6 +126,33 @@ def bench_sliding(n_windows: int, slide: int) -> None:
               f"hit rate {hit_rate:.2f})")
 
 
+def bench_memory(n_series: int) -> None:
+    """Resident memory of the score cache's state: one kept detector's entry per series.
+
+    An entry holds a window's stamps, value bits and scores, whatever the detector: the
+    static threshold fills the cache fast, and the default keeps one detector (the forest)
+    of the default ensemble.
+    """
+    import gc
+
+    import psutil
+
+    from models.score_cache import ScoreCache
+
+    detector = fit_series(_series(2 * 8640, "10s", 0), ["static_threshold"])["static_threshold"]
+    windows = [_series(2 * 8640 + 360 + k, "10s", 1).iloc[-360:] for k in range(8)]
+    cache = ScoreCache(max_bytes=2**40, detectors={"static_threshold"})
+    gc.collect()
+    before = psutil.Process().memory_info().rss
+    for i in range(n_series):
+        cache.score((f"svc{i}", "cpu"), detector, windows[i % 8], False)
+    gc.collect()
+    grown = psutil.Process().memory_info().rss - before
+    print(f"score cache holding one detector's 360-point window for {n_series:,} series: RSS "
+          f"+{grown / 2**20:,.0f} MiB ({grown / n_series:,.0f} bytes a series; its arrays "
+          f"{cache.stats().n_bytes / 2**20:,.0f} MiB)")
+
+
 def bench_detect(nab: Path) -> None:
     files = sorted((nab / "data" / "realAWSCloudwatch").glob("*.csv"))
     if not files:
@@ -141,12 +177,15 @@ def main() -> None:
     parser.add_argument("--nab", type=Path, help="folder of the NAB subset (../shared/data/nab)")
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--batch", type=int, default=50, help="series per request in the batch run")
+    parser.add_argument("--cache-series", type=int, default=100_000,
+                        help="series whose windows fill the score cache in the memory run")
     parser.add_argument("--slide", type=int, default=6,
                         help="points a window moves on per request in the sliding run (a minute)")
     args = parser.parse_args()
     bench_window(args.repeats)
     bench_batch(args.batch, max(3, args.repeats // 40))
     bench_sliding(max(20, args.repeats // 2), args.slide)
+    bench_memory(args.cache_series)
     if args.nab:
         bench_detect(args.nab)
 

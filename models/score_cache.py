@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Collection, Hashable
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,12 @@ from models.base import Detector
 
 #: The default bound on what the cache holds, in bytes (about 40 bytes a point).
 DEFAULT_MAX_BYTES = 256 * 2**20
+
+#: The detectors whose scores are kept by default: those whose cost grows with the points
+#: scored. For the others a call's fixed cost outweighs what the points cost, and two
+#: short calls (the window's head and the new points) cost more than one call on the whole
+#: window (``benchmarks/score_speed.py``, the sliding run).
+DEFAULT_CACHED_DETECTORS = frozenset({"random_forest", "lstm"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,14 +86,21 @@ class ScoreCache:
     max_bytes
         What the entries may hold; the least recently used go first. An entry larger
         than the bound is not kept. 0 turns the cache off (every window is scored cold).
+    detectors
+        The names of the detectors whose scores are kept; the others are scored cold
+        every time (and counted as scored).
     """
 
-    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES,
+                 detectors: Collection[str] = DEFAULT_CACHED_DETECTORS) -> None:
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
             raise TypeError(f"max_bytes={max_bytes!r} must be an integer")
         if max_bytes < 0:
             raise ValueError(f"max_bytes={max_bytes} must be 0 (off) or more")
+        if isinstance(detectors, str):
+            raise TypeError(f"detectors={detectors!r} must be a collection of names")
         self.max_bytes = max_bytes
+        self.detectors = frozenset(detectors)
         self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
         self._lock = threading.Lock()
         self._n_bytes = 0
@@ -112,7 +125,7 @@ class ScoreCache:
         the model does. Equal to ``detector.score_with_range(window)`` (or ``score``), bit
         for bit, whatever the cache holds.
         """
-        if self.max_bytes == 0:
+        if self.max_bytes == 0 or detector.name not in self.detectors:
             scored = score_detector(detector, window, with_range)
             with self._lock:
                 self._scored += len(window)

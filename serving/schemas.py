@@ -16,6 +16,7 @@ API change is reviewed here, beside the committed ``tests/serving/openapi.json``
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 from datetime import datetime
@@ -50,6 +51,10 @@ from models.capacity import (
 MIN_YEAR, MAX_YEAR = 1970, 2261
 _YEAR_PATTERN = r"^(19[7-9][0-9]|2[01][0-9]{2}|22[0-5][0-9]|226[01])-"
 _ISO_START = re.compile(r"\d{4}-\d{2}-\d{2}")
+#: The longest step of a regular-grid window: a year (of 366 days).
+MAX_GRID_STEP_S = 366 * 86_400.0
+#: The last supported instant (any offset), which a regular grid's last time may not pass.
+_LAST_TIME = dt.datetime(MAX_YEAR, 12, 31, 23, 59, 59, 999_999, tzinfo=dt.UTC)
 
 
 def _iso_text(value: object) -> object:
@@ -95,24 +100,35 @@ REQUEST = ConfigDict(extra="forbid", strict=True)
 
 
 class History(BaseModel):
-    """Parallel lists of timestamps and values: as many values as timestamps.
+    """A window of values with their times: explicit timestamps, or a regular grid.
 
-    Timestamps are ISO 8601 with a timezone (``2026-01-05T10:00:00Z``),
-    strictly increasing, in the years 1970 to 2261. A ``null`` value is a gap.
+    Either ``timestamps`` (ISO 8601 with a timezone, ``2026-01-05T10:00:00Z``,
+    strictly increasing, as many values as timestamps) or ``start`` and ``step_s``
+    (the first value's time and the seconds between values, as a Prometheus range
+    query returns them; not both ways), in the years 1970 to 2261,
+    the grid's last time too. A ``null`` value is a gap.
     """
 
     model_config = REQUEST
 
-    timestamps: list[Timestamp] = Field(
-        min_length=1, description="Strictly increasing; as many as values.")
+    timestamps: list[Timestamp] | None = Field(
+        default=None, min_length=1,
+        description="Strictly increasing; as many as values. Or send start and step_s.")
+    start: Timestamp | None = Field(
+        default=None, description="A regular grid's first time (with step_s, instead of "
+                                  "timestamps).")
+    step_s: float | None = Field(
+        default=None, gt=0.0, le=MAX_GRID_STEP_S,
+        description="Seconds between a regular grid's values (with start, instead of "
+                    "timestamps); a whole number of microseconds.")
     values: list[Value | None] = Field(
-        min_length=1, description=f"As many as timestamps; null for a gap; magnitude at most "
-                                  f"{MAX_QUANTITY:g}.")
+        min_length=1, description=f"As many as timestamps (or one per grid step); null for a "
+                                  f"gap; magnitude at most {MAX_QUANTITY:g}.")
 
     @field_validator("timestamps")
     @classmethod
-    def _aware_and_increasing(cls, stamps: list[datetime]) -> list[datetime]:
-        for i, stamp in enumerate(stamps):
+    def _aware_and_increasing(cls, stamps: list[datetime] | None) -> list[datetime] | None:
+        for i, stamp in enumerate(stamps or ()):
             if stamp.tzinfo is None:
                 raise ValueError(f"timestamps[{i}] has no timezone; write it like 2026-01-05T10:00:00Z")
             if i and stamp <= stamps[i - 1]:
@@ -122,13 +138,46 @@ class History(BaseModel):
                 )
         return stamps
 
+    @field_validator("start")
+    @classmethod
+    def _aware(cls, start: datetime | None) -> datetime | None:
+        if start is not None and start.tzinfo is None:
+            raise ValueError("start has no timezone; write it like 2026-01-05T10:00:00Z")
+        return start
+
+    @field_validator("step_s")
+    @classmethod
+    def _whole_microseconds(cls, step: float | None) -> float | None:
+        if step is not None and (round(step * 1e6) < 1 or abs(step * 1e6 - round(step * 1e6)) > 1e-3):
+            raise ValueError(f"step_s={step!r} is not a whole number of microseconds")
+        return step
+
     @model_validator(mode="after")
-    def _same_length(self) -> History:
-        if len(self.timestamps) != len(self.values):
-            raise ValueError(
-                f"timestamps has {len(self.timestamps)} items but values has {len(self.values)}"
-            )
+    def _one_way_to_time_the_values(self) -> History:
+        grid = [name for name in ("start", "step_s") if getattr(self, name) is not None]
+        if self.timestamps is not None:
+            if grid:
+                raise ValueError(f"send either timestamps or start and step_s, not both "
+                                 f"(got timestamps and {' and '.join(grid)})")
+            if len(self.timestamps) != len(self.values):
+                raise ValueError(f"timestamps has {len(self.timestamps)} items but values has "
+                                 f"{len(self.values)}")
+            return self
+        if len(grid) < 2:
+            missing = " and ".join(n for n in ("start", "step_s") if n not in grid)
+            raise ValueError(f"send timestamps, or start and step_s for a regular grid "
+                             f"({missing} missing)")
+        span_us = self.step_us * (len(self.values) - 1)
+        if (self.start - _LAST_TIME) // dt.timedelta(microseconds=1) + span_us > 0:
+            raise ValueError(f"the grid's last time ({len(self.values)} values at step_s="
+                             f"{self.step_s:g} from {self.start.isoformat()}) falls after the "
+                             f"supported years {MIN_YEAR} to {MAX_YEAR}")
         return self
+
+    @property
+    def step_us(self) -> int:
+        """A grid's step in whole microseconds (``step_s`` set)."""
+        return round(self.step_s * 1e6)
 
 
 class SeriesWindow(History):

@@ -38,6 +38,8 @@ import pandas as pd
 from models.bundle import DEFAULT_DETECTORS, DetectorBundle, fit_series
 
 DEFAULT_OUT = Path("benchmarks/results/serving_load.json")
+#: Requests' worth of sliding windows per series (the load cycles through them).
+_SLIDING_STEPS = 100
 STEP = "10s"
 WINDOW = 360
 
@@ -61,15 +63,25 @@ def build_bundle(n_series: int, directory: Path) -> Path:
     return bundle.save(directory / "model" / "artifacts" / "bundle")
 
 
-def windows(n_series: int) -> list[dict]:
-    """A 360-point window after the training day, per series."""
+def windows(n_series: int, grid: bool = False, slide: int = 0, steps: int = 1) -> list[list[dict]]:
+    """``steps`` requests' worth of 360-point windows after the training day, per series.
+
+    Each step's windows start ``slide`` points after the last step's (0: the same windows
+    every time). ``grid`` sends ``start`` and ``step_s`` instead of the timestamps.
+    """
     out = []
     for i in range(n_series):
-        series = _history(i, 8640 + WINDOW).iloc[-WINDOW:]
-        out.append({"service": f"svc{i:02d}", "metric": "cpu",
-                    "timestamps": [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in series.index],
-                    "values": series.round(3).tolist()})
-    return out
+        stream = _history(i, 8640 + WINDOW + slide * steps).iloc[8640:]
+        per_series = []
+        for k in range(steps):
+            series = stream.iloc[k * slide:k * slide + WINDOW]
+            stamps = [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in series.index]
+            times = ({"start": stamps[0], "step_s": pd.Timedelta(STEP).total_seconds()}
+                     if grid else {"timestamps": stamps})
+            per_series.append({"service": f"svc{i:02d}", "metric": "cpu", **times,
+                               "values": series.round(3).tolist()})
+        out.append(per_series)
+    return [list(step) for step in zip(*out, strict=True)]
 
 
 async def load(url: str, bodies: list[bytes], concurrency: int, duration: float) -> dict:
@@ -218,6 +230,11 @@ def main() -> None:
                         help="load generator: an asyncio httpx loop, or wrk (apt-get install wrk)")
     parser.add_argument("--ingress", default="haproxy", choices=["haproxy", "proxy"],
                         help="what takes HTTP in front of the Serve replicas")
+    parser.add_argument("--format", default="timestamps", choices=["timestamps", "grid"],
+                        help="how windows carry their times: ISO timestamps, or start and step_s")
+    parser.add_argument("--slide", type=int, default=0,
+                        help="points each request moves every series' window on (0: the same "
+                             "windows every request, each scored cold)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -226,9 +243,13 @@ def main() -> None:
     bundle_dir = build_bundle(args.series, scratch)
     print(f"fitted {len(DEFAULT_DETECTORS)} detectors on {args.series} series in "
           f"{time.perf_counter() - started:.0f} s", flush=True)
-    sent = windows(args.series)
-    sizes = {1: [json.dumps({"series": [w]}).encode() for w in sent],
-             args.series: [json.dumps({"series": sent}).encode()]}
+    # Sliding: 100 requests' worth of windows per series, sent in order, then round again.
+    steps = _SLIDING_STEPS if args.slide else 1
+    sent = windows(args.series, args.format == "grid", args.slide, steps)
+    sizes = {1: [json.dumps({"series": [w]}).encode() for step in sent for w in step],
+             args.series: [json.dumps({"series": step}).encode() for step in sent]}
+    print(f"windows: {args.format}, " + (f"sliding on by {args.slide} points per request over "
+          f"{steps} requests" if args.slide else "the same every request"), flush=True)
 
     import ray
     from ray import serve

@@ -56,11 +56,15 @@ _MICROSECOND = dt.timedelta(microseconds=1)
 
 
 def to_pandas(window: History) -> pd.Series:
-    """A request's timestamps and values as a Series on a UTC index (``null`` as NaN)."""
-    # Whole microseconds since the epoch (a datetime holds no finer): over twice as fast as
-    # pandas parsing the list of datetimes, which is a good part of scoring a window.
-    micros = np.fromiter(((t - _EPOCH) // _MICROSECOND for t in window.timestamps),
-                         dtype="int64", count=len(window.timestamps))
+    """A request's values on a UTC index of its timestamps or grid (``null`` as NaN)."""
+    if window.timestamps is None:
+        start = (window.start - _EPOCH) // _MICROSECOND
+        micros = start + window.step_us * np.arange(len(window.values), dtype="int64")
+    else:
+        # Whole microseconds since the epoch (a datetime holds no finer): over twice as fast
+        # as pandas parsing the list of datetimes, which is a good part of scoring a window.
+        micros = np.fromiter(((t - _EPOCH) // _MICROSECOND for t in window.timestamps),
+                             dtype="int64", count=len(window.timestamps))
     index = pd.DatetimeIndex(micros * 1000, tz=dt.UTC).as_unit("ns")
     values = np.array([np.nan if v is None else v for v in window.values], dtype="float64")
     return pd.Series(values, index=index)

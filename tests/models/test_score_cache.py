@@ -17,8 +17,11 @@ from hypothesis import strategies as st
 
 from models import make_detector, registered_names, registry_class
 from models.bundle import DEFAULT_DETECTORS, DetectorBundle
-from models.score_cache import ScoreCache, score_detector
+from models.score_cache import DEFAULT_CACHED_DETECTORS, ScoreCache, score_detector
 from tests.models.streams import KNOWN, bits, ensemble_arrays, streams
+
+#: Every detector's scores kept, so that each takes the path that reuses.
+EVERY = frozenset(registered_names())
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +76,7 @@ def check_through_cache(cached: Callable[[pd.Series, ScoreCache], tuple],
     @given(data=st.data())
     def check(data: st.DataObject) -> None:
         stream = data.draw(streams(base))
-        cache = ScoreCache()
+        cache = ScoreCache(detectors=EVERY)
         for window in windows(stream, data.draw(moves(len(stream)))):
             assert_same(cached(window, cache), cold(window))
         reused.append(cache.stats().reused_points)
@@ -94,7 +97,7 @@ def test_a_detector_scores_through_the_cache_as_cold(name, fitted_on_history, ba
 def test_a_sliding_window_reuses_all_but_its_new_points_and_context(fitted_on_history, base):
     detector = fitted_on_history(registry_class("arima"))
     context = detector.context_points()
-    cache = ScoreCache()
+    cache = ScoreCache(detectors=EVERY)
     cache.score("k", detector, base.iloc[0:360], True)
     assert cache.stats().reused_points == 0
     cache.score("k", detector, base.iloc[6:366], True)
@@ -120,7 +123,7 @@ def test_a_swapped_model_does_not_reuse_the_old_models_scores(fitted_on_history,
     old = {name: fitted_on_history(registry_class(name)) for name in DEFAULT_DETECTORS}
     # The same detectors, but ARIMA refitted on a different history: what a new version is.
     new = dict(old, arima=make_detector("arima").fit(base.iloc[:600] * 2.0))
-    cache = ScoreCache()
+    cache = ScoreCache(detectors=EVERY)
     before, after = DetectorBundle({KNOWN: old}), DetectorBundle({KNOWN: new})
     scored(before, KNOWN, base.iloc[300:660], cache)
     window = base.iloc[306:666]
@@ -132,7 +135,7 @@ def test_a_swapped_model_does_not_reuse_the_old_models_scores(fitted_on_history,
 def test_the_cache_holds_its_bound_least_recently_used_out(fitted_on_history, base):
     detector = make_detector("static_threshold").fit(base)
     entry = 100 * 8 * 3  # stamps, value bits and scores of 100 points
-    cache = ScoreCache(max_bytes=2 * entry)
+    cache = ScoreCache(max_bytes=2 * entry, detectors=EVERY)
     for key in ("a", "b", "a", "c"):  # "a" used again, so "b" goes first
         cache.score(key, detector, base.iloc[:100], False)
     stats = cache.stats()
@@ -151,8 +154,26 @@ def test_a_cache_of_size_zero_keeps_nothing_and_scores_the_same(fitted_on_histor
     assert cache.stats().n_entries == 0 and cache.stats().reused_points == 0
 
 
+def test_by_default_only_the_detectors_where_reuse_pays_are_kept(ensemble, base):
+    cache = ScoreCache()
+    for start in (0, 6):
+        scored(ensemble, KNOWN, base.iloc[start:start + 360], cache)
+    stats = cache.stats()
+    kept = DEFAULT_CACHED_DETECTORS & set(ensemble.detectors[KNOWN])
+    assert kept == {"random_forest"}
+    assert stats.n_entries == 1
+    context = ensemble.detectors[KNOWN]["random_forest"].context_points()
+    assert stats.reused_points == 360 - 6 - context
+    assert stats.scored_points == 4 * 2 * 360 - stats.reused_points
+
+
 @pytest.mark.parametrize(("value", "error"), [(-1, ValueError), (1.5, TypeError),
                                               (True, TypeError)])
 def test_a_bad_bound_is_refused_naming_it(value, error):
     with pytest.raises(error, match="max_bytes"):
         ScoreCache(max_bytes=value)
+
+
+def test_detector_names_must_be_a_collection():
+    with pytest.raises(TypeError, match="detectors"):
+        ScoreCache(detectors="arima")

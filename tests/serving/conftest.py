@@ -79,6 +79,14 @@ def settings(tmp_path) -> Settings:
 
 
 @pytest.fixture
+def live_window():
+    """The day after the training history, with one planted spike."""
+    window = daily_series(288 * 6, seed=1).iloc[-360:].copy()
+    window.iloc[200] += 40
+    return window
+
+
+@pytest.fixture
 def client(settings: Settings, loaded_model: LoadedModel) -> TestClient:
     return TestClient(create_app(settings, loaded_model), raise_server_exceptions=False)
 

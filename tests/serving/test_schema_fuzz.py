@@ -46,6 +46,14 @@ _HISTORY = [  # History / SeriesWindow: as many values as timestamps, strictly i
     r"(series\.\d+|history): timestamps has \d+ items but values has \d+",
     r"(series\.\d+|history)\.timestamps: timestamps\[\d+\] \(\S+\) is not after "
     r"timestamps\[\d+\]; timestamps must be strictly increasing",
+    # ... or a regular grid instead: start and step_s, not both ways, its last time supported
+    r"(series\.\d+|history): send timestamps, or start and step_s for a regular grid "
+    r"\((start|step_s|start and step_s) missing\)",
+    r"(series\.\d+|history): send either timestamps or start and step_s, not both \(got "
+    r"timestamps and (start|step_s|start and step_s)\)",
+    r"(series\.\d+|history): the grid's last time \(.+\) falls after the supported years "
+    r"1970 to 2261",
+    r"(series\.\d+|history)\.step_s: step_s=\S+ is not a whole number of microseconds",
 ]
 _FORECAST = [
     *_HISTORY,
@@ -152,7 +160,8 @@ def test_every_check_passes_on_every_operation(case):
 def test_the_stated_rules_are_in_the_schema():
     """Each rule above is written where a caller reads the schema."""
     spec = json.dumps(schema.raw_schema)
-    for phrase in ("as many values as timestamps", "Strictly increasing",
+    for phrase in ("as many values as timestamps", "Strictly increasing", "not both ways",
+                   "the grid's last time too", "a whole number of microseconds",
                    "At most max_replicas", "at least target_utilisation",
                    "``end`` must be after ``start``", "Each service once",
                    "required for a series the model does not know",

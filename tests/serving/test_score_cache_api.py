@@ -6,7 +6,10 @@ import re
 
 from fastapi.testclient import TestClient
 
+from models import registered_names
+from models.score_cache import ScoreCache
 from serving.app import create_app
+from serving.loader import ModelHolder
 from tests.serving.conftest import daily_series, window_body
 
 
@@ -17,7 +20,10 @@ def _metric(text: str, name: str) -> float:
 
 
 def test_a_sliding_window_gets_the_answer_of_a_cold_scoring(settings, loaded_model):
-    cached = TestClient(create_app(settings, loaded_model))
+    # Both detectors of the fixture kept (by default only the costly ones are).
+    holder = ModelHolder(loaded_model, ScoreCache(settings.score_cache_bytes,
+                                                  detectors=registered_names()))
+    cached = TestClient(create_app(settings, holder=holder))
     cold = TestClient(create_app(settings.model_copy(update={"score_cache_bytes": 0}),
                                  loaded_model))
     stream = daily_series(400, start="2026-01-11", seed=7)
