@@ -402,46 +402,129 @@ def fetch_window(
         for selector in range_selectors(query):
             counts = _fetch_one(client, url, f"sum(count_over_time({selector}))", start, end,
                                 step_s, timeout_s=timeout_s, empty_ok=True)
-            usual = float(np.nanmedian(counts)) if counts.notna().any() else math.nan
-            short = (counts < MIN_RANGE_COVERAGE * usual).to_numpy() & window.notna().to_numpy()
-            if short.any():
-                _log.info("%s: %d of %d points not scored: %s held fewer than %.0f%% of its "
-                          "usual %g samples there (a scrape gap)", query, int(short.sum()),
-                          len(window), selector, 100 * MIN_RANGE_COVERAGE, usual)
-                window[short] = np.nan
+            _mark_scrape_gaps(window, counts, query, selector)
     finally:
         if own_client:
             client.close()
     return window
 
 
+def fetch_windows(
+    url: str,
+    query: PromQuery,
+    rule: LabelRule,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    step_s: float,
+    *,
+    timeout_s: float = 10.0,
+    client: httpx.Client | None = None,
+) -> dict[tuple[str, str], pd.Series]:
+    """Every series of one query over ``[start, end]`` on a ``step_s`` grid, by service/metric.
+
+    The fleet form of :func:`fetch_window`: one query (``up{job=~".+"}``, or
+    ``cpu=rate(process_cpu_seconds_total[5m])``) gives many series, each named by
+    ``rule`` as the importer names them (:class:`LabelRule`). Gaps and infinite values
+    are NaN. The scrape-gap check of :func:`fetch_window` runs per series, with one
+    ``count_over_time`` query per range selector: a series is checked against the count
+    series with its labels (those of an unaggregated query); an aggregated query's
+    series have none, and are not checked.
+
+    Raises
+    ------
+    PrometheusImportError
+        Prometheus failed.
+    LabelRuleError
+        A series' labels give no service or metric, or two series give the same pair.
+    """
+    own_client = client is None
+    client = client or httpx.Client()
+    try:
+        _, found = _fetch_all(client, url, query.expr, start, end, step_s, timeout_s=timeout_s)
+        named: dict[tuple[str, str], pd.Series] = {}
+        seen: dict[tuple[str, str], dict[str, str]] = {}
+        for labels, window in found:
+            service, metric, _ = rule.identify(labels, query)
+            if (service, metric) in seen:
+                raise LabelRuleError(
+                    f"query {query.text!r}: series {_labels_text(seen[service, metric])} and "
+                    f"{_labels_text(labels)} both give {service}/{metric}; "
+                    f"{rule.collision_advice(seen[service, metric], labels, query)}")
+            seen[service, metric], named[service, metric] = labels, window
+        for selector in range_selectors(query.expr):
+            _, listed = _fetch_all(client, url, f"count_over_time({selector})", start, end,
+                                   step_s, timeout_s=timeout_s)
+            counts = {_labels_text(_unnamed(labels)): window for labels, window in listed}
+            for key, labels in seen.items():
+                count = counts.get(_labels_text(_unnamed(labels)))
+                if count is not None:
+                    _mark_scrape_gaps(named[key], count, f"{key[0]}/{key[1]}", selector)
+    finally:
+        if own_client:
+            client.close()
+    return named
+
+
+def _unnamed(labels: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in labels.items() if k != "__name__"}
+
+
+def _mark_scrape_gaps(window: pd.Series, counts: pd.Series, what: str, selector: str) -> None:
+    """NaN where ``selector`` held fewer than ``MIN_RANGE_COVERAGE`` of its usual samples."""
+    usual = float(np.nanmedian(counts)) if counts.notna().any() else math.nan
+    short = (counts < MIN_RANGE_COVERAGE * usual).to_numpy() & window.notna().to_numpy()
+    if short.any():
+        _log.info("%s: %d of %d points not scored: %s held fewer than %.0f%% of its "
+                  "usual %g samples there (a scrape gap)", what, int(short.sum()),
+                  len(window), selector, 100 * MIN_RANGE_COVERAGE, usual)
+        window[short] = np.nan
+
+
+def _fetch_all(client: httpx.Client, url: str, query: str, start: pd.Timestamp,
+               end: pd.Timestamp, step_s: float, *, timeout_s: float
+               ) -> tuple[pd.DatetimeIndex, list[tuple[dict[str, str], pd.Series]]]:
+    """The grid, and every series of ``query`` on it: its labels and values (NaN where none)."""
+    step_ms = round(step_s * 1000)
+    start_ms = -(-_ms(start) // step_ms) * step_ms
+    end_ms = _ms(end)
+    found: dict[str, tuple[dict[str, str], list[np.ndarray], list[np.ndarray]]] = {}
+    for chunk_start, chunk_end in chunk_ranges(start_ms, end_ms, step_ms):
+        for item in fetch_range(client, url, query, chunk_start, chunk_end, step_ms,
+                                timeout_s=timeout_s):
+            try:
+                labels, stamps, values = _series_points(item)
+            except ValueError as error:
+                raise PrometheusImportError(str(error), url=url, query=query) from None
+            entry = found.setdefault(_labels_text(labels), (labels, [], []))
+            entry[1].append(stamps)
+            entry[2].append(values)
+    n = (end_ms - start_ms) // step_ms + 1 if end_ms >= start_ms else 0
+    index = pd.date_range(_stamp(start_ms), periods=n, freq=f"{step_ms}ms").as_unit("ns")
+    out = []
+    for labels, stamps, values in found.values():
+        at = (np.concatenate(stamps) - start_ms) // step_ms
+        got = np.concatenate(values)
+        column = np.full(n, np.nan)
+        inside = (at >= 0) & (at < n)
+        column[at[inside]] = np.where(np.isfinite(got[inside]), got[inside], np.nan)
+        out.append((labels, pd.Series(column, index=index)))
+    return index, out
+
+
 def _fetch_one(client: httpx.Client, url: str, query: str, start: pd.Timestamp,
                end: pd.Timestamp, step_s: float, *, timeout_s: float,
                empty_ok: bool = False) -> pd.Series:
     """The one series of ``query`` on the grid (all NaN for none, with ``empty_ok``)."""
-    step_ms = round(step_s * 1000)
-    start_ms = -(-_ms(start) // step_ms) * step_ms
-    end_ms = _ms(end)
-    found: list[Mapping[str, Any]] = []
-    for chunk_start, chunk_end in chunk_ranges(start_ms, end_ms, step_ms):
-        found.extend(fetch_range(client, url, query, chunk_start, chunk_end, step_ms,
-                                 timeout_s=timeout_s))
-    series = {_labels_text(item.get("metric") or {}) for item in found}
-    if len(series) != 1 and not (empty_ok and not series):
-        what = "no series" if not series else f"{len(series)} series: {sorted(series)[:5]}"
+    grid, found = _fetch_all(client, url, query, start, end, step_s, timeout_s=timeout_s)
+    if len(found) != 1 and not (empty_ok and not found):
+        series = sorted(_labels_text(labels) for labels, _ in found)
+        what = "no series" if not found else f"{len(found)} series: {series[:5]}"
+        step_ms = round(step_s * 1000)
         raise PrometheusImportError(f"expected one series, got {what}; aggregate the query "
                                     f"(sum/avg) to one", url=url, query=query,
-                                    start=_stamp(start_ms), end=_stamp(end_ms))
-    grid = pd.date_range(_stamp(start_ms), _stamp(end_ms), freq=f"{step_ms}ms").as_unit("ns")
-    window = pd.Series(np.nan, index=grid)
-    for item in found:
-        try:
-            _, stamps, values = _series_points(item)
-        except ValueError as error:
-            raise PrometheusImportError(str(error), url=url, query=query) from None
-        at = pd.DatetimeIndex(stamps * 1_000_000, tz="UTC").as_unit("ns")
-        window.loc[at] = np.where(np.isfinite(values), values, np.nan)
-    return window
+                                    start=_stamp(-(-_ms(start) // step_ms) * step_ms),
+                                    end=_stamp(_ms(end)))
+    return found[0][1] if found else pd.Series(np.nan, index=grid)
 
 
 def _series_points(item: Mapping[str, Any]) -> tuple[dict[str, str], np.ndarray, np.ndarray]:

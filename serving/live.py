@@ -18,6 +18,9 @@ watched series, and how each scaled service turns demand into replicas::
       - service: checkout
         metric: cpu
         query: avg(rate(process_cpu_seconds_total{job="checkout"}[1m]))
+    queries:              # ... and every series of these, named by the importer's label rule
+      - query: cpu=sum by (service) (rate(process_cpu_seconds_total[1m]))
+        labels: {service_labels: [service, job]}      # optional
     scaling:              # GET /v1/recommendations/{service}/replicas plans these
       checkout:
         metric: request_rate
@@ -27,8 +30,10 @@ watched series, and how each scaled service turns demand into replicas::
         max_replicas: 20
         current_replicas_query: kube_deployment_status_replicas{deployment="checkout"}
 
-A query must give exactly one series (aggregate with ``sum``/``avg`` where it
-would give several). A series whose models were trained at another step than
+A query of ``series`` must give exactly one series (aggregate with ``sum``/``avg``
+where it would give several); a query of ``queries`` gives a fleet in one request,
+each series named as ``aiops data import-prometheus`` names it (the query's own
+name, ``NAME=PROMQL``, or its ``__name__``, and the first service label it carries). A series whose models were trained at another step than
 ``step_s`` is refused (:meth:`LiveConfig.check_step`): detectors count lags and
 seasons in points, so a window at another step would be misread.
 """
@@ -39,6 +44,7 @@ import math
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import pandas as pd
 import yaml
 from pydantic import (
@@ -51,7 +57,13 @@ from pydantic import (
     model_validator,
 )
 
-from features.prometheus import fetch_window
+from features.prometheus import (
+    DEFAULT_SERVICE_LABELS,
+    LabelRule,
+    PromQuery,
+    fetch_window,
+    fetch_windows,
+)
 from features.timeparse import parse_seconds
 from models.bundle import DetectorBundle
 from serving.schemas import ScalingFields
@@ -89,6 +101,39 @@ class WatchedSeries(BaseModel):
     query: str = Field(min_length=1, description="PromQL giving exactly one series")
 
 
+class LabelRuleIn(BaseModel):
+    """:class:`features.prometheus.LabelRule` as the live config writes it."""
+
+    model_config = _STRICT
+
+    service_labels: list[Name] = Field(default_factory=lambda: list(DEFAULT_SERVICE_LABELS),
+                                       min_length=1, max_length=20)
+    metric_label: Name = "__name__"
+
+
+class WatchedQuery(BaseModel):
+    model_config = _STRICT
+
+    query: str = Field(min_length=1, description="PromQL giving any number of series, "
+                       "optionally named: NAME=PROMQL names the metric of every series")
+    labels: LabelRuleIn = Field(default_factory=LabelRuleIn)
+
+    @field_validator("query")
+    @classmethod
+    def _parses(cls, text: str) -> str:
+        PromQuery.parse(text)
+        return text
+
+    @property
+    def prom_query(self) -> PromQuery:
+        return PromQuery.parse(self.query)
+
+    @property
+    def rule(self) -> LabelRule:
+        return LabelRule(service_labels=tuple(self.labels.service_labels),
+                         metric_label=self.labels.metric_label)
+
+
 class ScalingTarget(ScalingFields):
     """The fields of ``POST /v1/recommendations``, with the demand read from Prometheus."""
 
@@ -117,6 +162,7 @@ class LiveConfig(BaseModel):
     history_s: float = Field(default=86_400.0, gt=0, le=90 * 86_400)
     interval_s: float = Field(default=60.0, ge=1, le=86_400)
     series: list[WatchedSeries] = Field(default_factory=list, max_length=10_000)
+    queries: list[WatchedQuery] = Field(default_factory=list, max_length=1_000)
     scaling: dict[Name, ScalingTarget] = Field(default_factory=dict)
 
     _durations = field_validator("step_s", "window_s", "history_s", "interval_s",
@@ -175,7 +221,8 @@ class LiveConfig(BaseModel):
                          f"{trained.total_seconds():g} in the live config, or retrain them on "
                          f"data at a {self.step_s:g} s step")
 
-    def read(self, query: str, seconds: float, *, end: pd.Timestamp | None = None) -> pd.Series:
+    def read(self, query: str, seconds: float, *, end: pd.Timestamp | None = None,
+             client: httpx.Client | None = None) -> pd.Series:
         """The last ``seconds`` of one query's series on the config's grid.
 
         Raises
@@ -186,7 +233,24 @@ class LiveConfig(BaseModel):
         end = (end or pd.Timestamp.now(tz="UTC")).floor(f"{self.step_s}s")
         start = end - pd.Timedelta(seconds=seconds - self.step_s)
         return fetch_window(self.prometheus.url, query, start, end, self.step_s,
-                            timeout_s=self.prometheus.timeout_s)
+                            timeout_s=self.prometheus.timeout_s, client=client)
+
+    def read_many(self, query: WatchedQuery, seconds: float, *,
+                  end: pd.Timestamp | None = None,
+                  client: httpx.Client | None = None) -> dict[tuple[str, str], pd.Series]:
+        """The last ``seconds`` of every series of one fleet query, by service and metric.
+
+        Raises
+        ------
+        features.prometheus.PrometheusImportError
+            Prometheus failed.
+        features.prometheus.LabelRuleError
+            The labels of a series name no service or metric, or two series the same.
+        """
+        end = (end or pd.Timestamp.now(tz="UTC")).floor(f"{self.step_s}s")
+        start = end - pd.Timedelta(seconds=seconds - self.step_s)
+        return fetch_windows(self.prometheus.url, query.prom_query, query.rule, start, end,
+                             self.step_s, timeout_s=self.prometheus.timeout_s, client=client)
 
     def current_replicas(self, target: ScalingTarget, *, end: pd.Timestamp | None = None) -> int:
         """Replicas running now, from ``current_replicas_query``, else ``min_replicas``."""

@@ -33,7 +33,7 @@ from collections.abc import Callable
 import httpx
 import pandas as pd
 
-from features.prometheus import PrometheusImportError
+from features.prometheus import LabelRuleError, PrometheusImportError
 from models.bundle import DetectorBundle
 from serving.alerts import OPEN_END, Alert
 from serving.live import LiveConfig
@@ -70,13 +70,21 @@ class CycleReport:
     fired: list[str]
     resolved: list[str]
     kept_open: list[str]
+    #: Fleet queries (``queries:`` of the live config) that failed this cycle, and why.
+    failed_queries: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: Range queries sent to Prometheus, and the cycle's duration up to the scoring's end.
+    prometheus_queries: int = 0
+    seconds: float = 0.0
     post_error: str | None = None
 
     def summary(self) -> str:
         text = (f"{self.at.isoformat()}: scored {len(self.scored)} series"
-                f"{f', {len(self.failed)} failed' if self.failed else ''}; alerts: "
+                f"{f', {len(self.failed)} failed' if self.failed else ''}"
+                f"{f', {len(self.failed_queries)} queries failed' if self.failed_queries else ''}"
+                f"; alerts: "
                 f"{len(self.fired)} fired, {len(self.resolved)} resolved, "
-                f"{len(self.kept_open)} kept open")
+                f"{len(self.kept_open)} kept open; {self.prometheus_queries} Prometheus "
+                f"queries, {self.seconds:.1f} s")
         if self.post_error:
             text += f"; NOT POSTED, retried next cycle: {self.post_error}"
         return text
@@ -118,13 +126,16 @@ class Watcher:
                                  "config or pass --alertmanager (or --dry-run)")
             timeout = config.alertmanager.timeout_s if config.alertmanager else 10.0
             post = lambda alerts: post_alerts(url, alerts, timeout_s=timeout)  # noqa: E731
-        if not config.series:
-            raise ValueError("the live config lists no series to watch (series: [...])")
+        if not config.series and not config.queries:
+            raise ValueError("the live config lists no series to watch (series: [...] or "
+                             "queries: [...])")
         self.config = config
         self.holder = holder
         self.settings = settings
         self.post = post
         self.open: dict[str, _Sent] = {}
+        #: The series each fleet query gave when it was last read: if it fails, theirs.
+        self._from_query: dict[int, set[tuple[str, str]]] = {}
         if holder.model is not None:
             misread = self._misread(holder.model.bundle)
             if misread:
@@ -140,25 +151,50 @@ class Watcher:
                 misread[(item.service, item.metric)] = str(error)
         return misread
 
-    def _windows(self, end: pd.Timestamp
+    def _windows(self, end: pd.Timestamp, client: httpx.Client, failed_queries: dict[str, str]
                  ) -> tuple[list[Window], dict[tuple[str, str], str]]:
-        failed = self._misread(self.holder.require().bundle)
-        windows = []
+        bundle = self.holder.require().bundle
+        failed = self._misread(bundle)
+        read: dict[tuple[str, str], pd.Series] = {}
         for item in self.config.series:
             key = (item.service, item.metric)
             if key in failed:
                 _log.warning("skipping %s/%s: %s", *key, failed[key])
                 continue
             try:
-                values = self.config.read(item.query, self.config.window_s, end=end)
+                read[key] = self.config.read(item.query, self.config.window_s, end=end,
+                                             client=client)
             except PrometheusImportError as error:
                 failed[key] = str(error)
                 _log.warning("skipping %s/%s this cycle: %s", *key, error)
+        for i, item in enumerate(self.config.queries):
+            try:
+                found = self.config.read_many(item, self.config.window_s, end=end,
+                                              client=client)
+            except (PrometheusImportError, LabelRuleError) as error:
+                failed_queries[item.query] = str(error)
+                for key in self._from_query.get(i, ()):
+                    failed.setdefault(key, str(error))
+                _log.warning("skipping the series of %r this cycle: %s", item.query, error)
                 continue
+            self._from_query[i] = set(found)
+            for key, values in found.items():
+                if key in read or key in failed:
+                    failed.setdefault(key, f"{key[0]}/{key[1]} is also given by another query "
+                                           f"of the live config; the first one is scored")
+                    continue
+                try:
+                    self.config.check_step(bundle, *key)
+                except ValueError as error:
+                    failed[key] = str(error)
+                    continue
+                read[key] = values
+        windows = []
+        for key, values in read.items():
             if values.notna().sum() == 0:
                 failed[key] = "no samples in the window"
                 continue
-            windows.append(Window(item.service, item.metric, values))
+            windows.append(Window(*key, values))
         return windows, failed
 
     def _generator_url(self) -> str:
@@ -172,9 +208,12 @@ class Watcher:
         past). Alertmanager's own times (``endsAt`` of a firing alert, when to re-post)
         always follow the wall clock, which is what Alertmanager judges them by.
         """
+        started = time.monotonic()
         now = dt.datetime.now(dt.UTC)
         end = end or now
-        windows, failed = self._windows(pd.Timestamp(end))
+        requests, failed_queries = [], {}
+        with httpx.Client(event_hooks={"request": [requests.append]}) as client:
+            windows, failed = self._windows(pd.Timestamp(end), client, failed_queries)
         alerts: list[Alert] = []
         if windows:
             alerts = score_windows(self.holder.require().bundle, windows,
@@ -210,7 +249,9 @@ class Watcher:
         report = CycleReport(at=end, scored=[f"{w.service}/{w.metric}" for w in windows],
                              failed={f"{k[0]}/{k[1]}": v for k, v in failed.items()},
                              fired=names(fired), resolved=names(gone),
-                             kept_open=names(kept))
+                             kept_open=names(kept), failed_queries=failed_queries,
+                             prometheus_queries=len(requests),
+                             seconds=time.monotonic() - started)
         if to_post:
             try:
                 self.post(to_post)

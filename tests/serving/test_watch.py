@@ -15,7 +15,7 @@ import pytest
 
 from models.alarms import AlarmPolicy
 from serving.alerts import ALERT_NAME
-from serving.live import LiveConfig
+from serving.live import LiveConfig, LiveConfigError, WatchedQuery
 from serving.loader import ModelHolder
 from serving.watch import Watcher, post_alerts
 from tests.servers import _require
@@ -214,3 +214,72 @@ def test_cli_watch_runs_cycles_and_explains_bad_setups(spiky_prometheus, loaded_
     assert "no Alertmanager to post to" in capsys.readouterr().err
     assert main(["watch", "--config", str(tmp_path / "nope.yaml")]) == 1
     assert "cannot read live config" in capsys.readouterr().err
+
+
+def fleet(prometheus_url: str, *queries: str | dict) -> LiveConfig:
+    return live(prometheus_url).model_copy(update={"series": [], "queries": [
+        WatchedQuery.model_validate(q if isinstance(q, dict) else {"query": q})
+        for q in queries]})
+
+
+def test_one_query_per_metric_watches_the_fleet_as_one_query_per_series(
+        spiky_prometheus, loaded_model, watch_settings):
+    prometheus, spike_at = spiky_prometheus
+    by_series = Watcher(live(prometheus.url), ModelHolder(loaded_model), watch_settings,
+                        post=lambda alerts: None)
+    by_query = Watcher(fleet(prometheus.url, "cpu=watch_cpu", "latency=watch_latency"),
+                       ModelHolder(loaded_model), watch_settings, post=lambda alerts: None)
+    for end in (spike_at - 600, spike_at + 60):
+        one, other = by_series.cycle(end=at(end)), by_query.cycle(end=at(end))
+        assert sorted(other.scored) == one.scored == ["checkout/cpu", "search/latency"]
+        assert other.fired == one.fired and other.prometheus_queries == 2
+    assert len(one.fired) == 1 and set(by_query.open) == set(by_series.open)
+
+
+def test_a_query_giving_many_series_names_each_by_its_labels(spiky_prometheus, loaded_model,
+                                                             watch_settings):
+    prometheus, spike_at = spiky_prometheus
+    watcher = Watcher(fleet(prometheus.url, '{__name__=~"watch_.+"}'),
+                      ModelHolder(loaded_model), watch_settings, post=lambda alerts: None)
+    report = watcher.cycle(end=at(spike_at - 600))
+    assert sorted(report.scored) == ["checkout/watch_cpu", "search/watch_latency"]
+    assert report.prometheus_queries == 1 and "1 Prometheus queries" in report.summary()
+
+
+def test_a_fleet_query_that_fails_keeps_its_series_alerts_and_is_named(
+        spiky_prometheus, loaded_model, watch_settings):
+    prometheus, spike_at = spiky_prometheus
+    config = fleet(prometheus.url, "cpu=watch_cpu")
+    watcher = Watcher(config, ModelHolder(loaded_model), watch_settings, post=lambda alerts: None)
+    assert len(watcher.cycle(end=at(spike_at + 60)).fired) == 1
+    broken = config.queries[0].model_copy(update={"query": "cpu=watch_cpu{"})
+    watcher.config = config.model_copy(update={"queries": [broken]})
+    report = watcher.cycle(end=at(spike_at + 70))
+    assert report.scored == [] and not report.resolved and len(watcher.open) == 1
+    assert "bad_data" in report.failed["checkout/cpu"]
+    assert "bad_data" in report.failed_queries["cpu=watch_cpu{"]
+
+
+def test_two_series_landing_on_one_name_fail_their_query_with_advice(
+        spiky_prometheus, loaded_model, watch_settings):
+    prometheus, spike_at = spiky_prometheus
+    same = 'cpu=label_replace({__name__=~"watch_.+"}, "service", "one", "", "")'
+    watcher = Watcher(fleet(prometheus.url, same, {"query": "latency=watch_latency"}),
+                      ModelHolder(loaded_model), watch_settings, post=lambda alerts: None)
+    report = watcher.cycle(end=at(spike_at - 600))
+    assert report.scored == ["search/latency"]
+    assert "both give one/cpu" in report.failed_queries[same]
+    assert "aggregate them" in report.failed_queries[same]
+
+
+@pytest.mark.parametrize(("entry", "words"), [
+    ({"query": ""}, "at least 1 character"),
+    ({"query": "cpu=rate(x[5m])", "labels": {"service_labels": []}}, "at least 1 item"),
+    ({"query": "cpu=up", "labels": {"service": "x"}}, "Extra inputs"),
+])
+def test_a_bad_fleet_query_entry_is_refused_naming_it(tmp_path, entry, words):
+    path = tmp_path / "live.yaml"
+    path.write_text(json.dumps({"prometheus": {"url": "http://127.0.0.1:9"}, "queries": [entry]}))
+    with pytest.raises(LiveConfigError, match=r"queries\.0") as error:
+        LiveConfig.load(path)
+    assert words in str(error.value)
