@@ -36,6 +36,10 @@ DEFAULT_MAX_BYTES = 256 * 2**20
 #: window (``benchmarks/score_speed.py``, the sliding run).
 DEFAULT_CACHED_DETECTORS = frozenset({"random_forest", "lstm"})
 
+#: What one more call to a detector costs beyond the points it scores, in points' worth of
+#: work: the forest's cost per window is about that many points plus the window's length.
+DEFAULT_CALL_COST_POINTS = 100
+
 
 @dataclasses.dataclass(frozen=True)
 class _Entry:
@@ -89,10 +93,14 @@ class ScoreCache:
     detectors
         The names of the detectors whose scores are kept; the others are scored cold
         every time (and counted as scored).
+    call_cost_points
+        A call's fixed cost in points' worth of work: reuse, which makes two short calls
+        instead of one, is taken only where it saves more points than that.
     """
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES,
-                 detectors: Collection[str] = DEFAULT_CACHED_DETECTORS) -> None:
+                 detectors: Collection[str] = DEFAULT_CACHED_DETECTORS,
+                 call_cost_points: int = DEFAULT_CALL_COST_POINTS) -> None:
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
             raise TypeError(f"max_bytes={max_bytes!r} must be an integer")
         if max_bytes < 0:
@@ -101,6 +109,11 @@ class ScoreCache:
             raise TypeError(f"detectors={detectors!r} must be a collection of names")
         self.max_bytes = max_bytes
         self.detectors = frozenset(detectors)
+        if isinstance(call_cost_points, bool) or not isinstance(call_cost_points, int) \
+                or call_cost_points < 0:
+            raise ValueError(f"call_cost_points={call_cost_points!r} must be a whole number, "
+                             f"0 or more")
+        self.call_cost_points = call_cost_points
         self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
         self._lock = threading.Lock()
         self._n_bytes = 0
@@ -140,9 +153,10 @@ class ScoreCache:
         k = m = 0
         if n and entry is not None and (entry.low is not None or not with_range):
             k, m = entry.overlap(stamps, bits)
-        # Reuse pays when the points it saves (m - context) outnumber those it scores twice:
-        # the window's first ``context`` points, and the context of the new points.
-        if m <= 2 * context:
+        # Reuse pays when the points it saves (m - context) outnumber those it scores twice
+        # (the window's first ``context`` points, and the context of the new points) by more
+        # than the second call costs.
+        if m - 2 * context <= self.call_cost_points:
             scores, low, high = score_detector(detector, window, with_range)
             reused = 0
         else:

@@ -76,7 +76,7 @@ def check_through_cache(cached: Callable[[pd.Series, ScoreCache], tuple],
     @given(data=st.data())
     def check(data: st.DataObject) -> None:
         stream = data.draw(streams(base))
-        cache = ScoreCache(detectors=EVERY)
+        cache = ScoreCache(detectors=EVERY, call_cost_points=0)
         for window in windows(stream, data.draw(moves(len(stream)))):
             assert_same(cached(window, cache), cold(window))
         reused.append(cache.stats().reused_points)
@@ -97,7 +97,7 @@ def test_a_detector_scores_through_the_cache_as_cold(name, fitted_on_history, ba
 def test_a_sliding_window_reuses_all_but_its_new_points_and_context(fitted_on_history, base):
     detector = fitted_on_history(registry_class("arima"))
     context = detector.context_points()
-    cache = ScoreCache(detectors=EVERY)
+    cache = ScoreCache(detectors=EVERY, call_cost_points=0)
     cache.score("k", detector, base.iloc[0:360], True)
     assert cache.stats().reused_points == 0
     cache.score("k", detector, base.iloc[6:366], True)
@@ -123,7 +123,7 @@ def test_a_swapped_model_does_not_reuse_the_old_models_scores(fitted_on_history,
     old = {name: fitted_on_history(registry_class(name)) for name in DEFAULT_DETECTORS}
     # The same detectors, but ARIMA refitted on a different history: what a new version is.
     new = dict(old, arima=make_detector("arima").fit(base.iloc[:600] * 2.0))
-    cache = ScoreCache(detectors=EVERY)
+    cache = ScoreCache(detectors=EVERY, call_cost_points=0)
     before, after = DetectorBundle({KNOWN: old}), DetectorBundle({KNOWN: new})
     scored(before, KNOWN, base.iloc[300:660], cache)
     window = base.iloc[306:666]
@@ -135,7 +135,7 @@ def test_a_swapped_model_does_not_reuse_the_old_models_scores(fitted_on_history,
 def test_the_cache_holds_its_bound_least_recently_used_out(fitted_on_history, base):
     detector = make_detector("static_threshold").fit(base)
     entry = 100 * 8 * 3  # stamps, value bits and scores of 100 points
-    cache = ScoreCache(max_bytes=2 * entry, detectors=EVERY)
+    cache = ScoreCache(max_bytes=2 * entry, detectors=EVERY, call_cost_points=0)
     for key in ("a", "b", "a", "c"):  # "a" used again, so "b" goes first
         cache.score(key, detector, base.iloc[:100], False)
     stats = cache.stats()
@@ -174,6 +174,20 @@ def test_a_bad_bound_is_refused_naming_it(value, error):
         ScoreCache(max_bytes=value)
 
 
+def test_reuse_is_taken_only_where_it_saves_more_than_a_call(fitted_on_history, base):
+    detector = fitted_on_history(registry_class("random_forest"))
+    context = detector.context_points()
+    cache = ScoreCache()  # the default call cost
+    for start in (0, 1):  # 60-point windows: too short for reuse to pay
+        cache.score("short", detector, base.iloc[start:start + 60], False)
+    assert cache.stats().reused_points == 0
+    for start in (0, 6):  # 360 points: it does
+        cache.score("long", detector, base.iloc[start:start + 360], False)
+    assert cache.stats().reused_points == 360 - 6 - context
+
+
 def test_detector_names_must_be_a_collection():
     with pytest.raises(TypeError, match="detectors"):
         ScoreCache(detectors="arima")
+    with pytest.raises(ValueError, match="call_cost_points"):
+        ScoreCache(call_cost_points=-1)

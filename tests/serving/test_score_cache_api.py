@@ -22,7 +22,7 @@ def _metric(text: str, name: str) -> float:
 def test_a_sliding_window_gets_the_answer_of_a_cold_scoring(settings, loaded_model):
     # Both detectors of the fixture kept (by default only the costly ones are).
     holder = ModelHolder(loaded_model, ScoreCache(settings.score_cache_bytes,
-                                                  detectors=registered_names()))
+                                                  detectors=registered_names(), call_cost_points=0))
     cached = TestClient(create_app(settings, holder=holder))
     cold = TestClient(create_app(settings.model_copy(update={"score_cache_bytes": 0}),
                                  loaded_model))
