@@ -31,6 +31,26 @@ _log = logging.getLogger(__name__)
 _LOG_EVERY_S = 30.0
 
 
+def task_max_retries(environ: Mapping[str, str] = os.environ) -> int:
+    """How many times Ray runs a fit again after its worker or node died: 3 by default.
+
+    ``RAY_TASK_MAX_RETRIES``, the variable with which Ray itself lets a job change that
+    default, overrides it here too (``deploy/nightly/rayjob.yaml`` sets it); -1 is Ray's
+    "without end".
+    """
+    text = environ.get("RAY_TASK_MAX_RETRIES", "").strip()
+    if not text:
+        return 3
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < -1:
+        raise ValueError(f"RAY_TASK_MAX_RETRIES is {text!r}; it takes a whole number of "
+                         f"retries, 0 or more (-1: retry without end)")
+    return value
+
+
 def ensure_ray(num_cpus: int | None = None) -> None:
     """Start (or attach to) Ray once per process."""
     if ray.is_initialized():
@@ -88,7 +108,17 @@ def _gather(pending: list, desc: str, unit: str, progress: bool) -> list[tuple[A
     return results
 
 
-@ray.remote
+# Retries. A fit lost with its worker or its node (a pod evicted or a VM preempted under
+# the nightly RayJob) is run again by Ray on another node, up to task_max_retries() times
+# (3, Ray's own default written down so that a new Ray cannot change it); the same budget
+# covers a finished fit run again because its result was lost with its node's object
+# store. That is safe: a fit is a pure function of its series and config (seeded, no side
+# effect: only the driver writes to MLflow). It is not without end (-1), because a series
+# whose fit keeps killing its worker (out of memory) would then hold the run all night;
+# after three losses the run fails and says which error it got. Exceptions are not retried
+# (retry_exceptions=False): a fit is deterministic, so it would raise again; bad data is
+# reported per series below, anything else is a bug to surface, not to repeat.
+@ray.remote(max_retries=task_max_retries(), retry_exceptions=False)
 def _task(key, fn, *args):
     try:
         return key, fn(*args), None
